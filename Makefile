@@ -1,0 +1,34 @@
+# Two entry points for a fresh machine; each sets itself up (virtualenv +
+# editable install) and is quick when that is already done.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint bench setup clean
+
+setup: $(STAMP)
+
+# Reinstall only when the package metadata changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+## The main job on the bundled sample data (no downloads).
+demo: $(STAMP)
+	$(BIN)/python tools/demo.py --out out/demo
+
+## The test suite (fails if no tests are collected).
+test: $(STAMP)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check detect tests tools
+
+bench: $(STAMP)
+	$(BIN)/python tools/benchmark_ops.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

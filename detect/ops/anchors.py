@@ -1,0 +1,121 @@
+"""Anchor boxes for every pyramid level, vectorized.
+
+Conventions:
+- Level ``l`` has stride ``2**l`` and a feature map of ``ceil(H / 2**l)`` x
+  ``ceil(W / 2**l)`` cells (what stride-2 'same' convolutions produce, so any
+  image size works, not only multiples of 128).
+- The anchor of cell ``(i, j)`` is centred at ``((j + 0.5) * stride,
+  (i + 0.5) * stride)`` in (x, y) pixels: offset 0.5.
+- Base size at level ``l`` is ``anchor_size * stride`` (4 x 8 = 32 px at P3 up
+  to 4 x 128 = 512 px at P7). Octave scales are ``2 ** (k / num_scales)``.
+- Aspect ratio is height / width: ratio ``r`` gives
+  ``w = size / sqrt(r)``, ``h = size * sqrt(r)`` (area preserved).
+- Output order: levels ascending, then row ``i``, column ``j``, then anchor
+  ``a = scale_index * len(aspect_ratios) + ratio_index``. The heads flatten
+  their ``[B, H, W, A * C]`` outputs in exactly this order.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import tensorflow as tf
+
+DEFAULT_ASPECT_RATIOS = (0.5, 1.0, 2.0)
+
+
+class AnchorGenerator:
+    """Generates xyxy anchors ``[N, 4]`` (float32 pixels) for an image size.
+
+    Anchors for a static image size are computed once and cached; inside a
+    ``tf.function`` they become a graph constant. Dynamic (tensor) sizes are
+    computed with TF ops in the graph.
+    """
+
+    def __init__(
+        self,
+        *,
+        min_level: int = 3,
+        max_level: int = 7,
+        anchor_size: float = 4.0,
+        num_scales: int = 3,
+        aspect_ratios: Sequence[float] = DEFAULT_ASPECT_RATIOS,
+    ):
+        if not 1 <= min_level <= max_level:
+            raise ValueError(f"need 1 <= min_level <= max_level, got {min_level}, {max_level}")
+        if num_scales < 1 or not aspect_ratios or min(aspect_ratios) <= 0:
+            raise ValueError(
+                f"need num_scales >= 1 and positive aspect_ratios, got "
+                f"{num_scales}, {tuple(aspect_ratios)}"
+            )
+        self.min_level = min_level
+        self.max_level = max_level
+        self.anchor_size = float(anchor_size)
+        self.num_scales = num_scales
+        self.aspect_ratios = tuple(float(r) for r in aspect_ratios)
+        self._cache: dict[tuple[int, int], tf.Tensor] = {}
+
+    @property
+    def num_anchors_per_location(self) -> int:
+        return self.num_scales * len(self.aspect_ratios)
+
+    @property
+    def levels(self) -> range:
+        return range(self.min_level, self.max_level + 1)
+
+    def _shapes(self) -> tf.Tensor:
+        """``[A, 2]`` (width, height) of the anchors at unit base size."""
+        whs = []
+        for k in range(self.num_scales):
+            scale = 2.0 ** (k / self.num_scales)
+            for r in self.aspect_ratios:
+                whs.append((scale / math.sqrt(r), scale * math.sqrt(r)))
+        return tf.constant(whs, tf.float32)
+
+    def feature_sizes(self, image_size) -> list[tuple]:
+        """``[(h_l, w_l), ...]`` per level; ints for int input, tensors otherwise."""
+        h, w = image_size
+        out = []
+        for level in self.levels:
+            s = 2**level
+            if isinstance(h, int) and isinstance(w, int):
+                out.append((-(-h // s), -(-w // s)))
+            else:
+                out.append(((h + s - 1) // s, (w + s - 1) // s))
+        return out
+
+    def _level_anchors(self, level: int, fh, fw) -> tf.Tensor:
+        stride = float(2**level)
+        ys = (tf.cast(tf.range(fh), tf.float32) + 0.5) * stride
+        xs = (tf.cast(tf.range(fw), tf.float32) + 0.5) * stride
+        cy, cx = tf.meshgrid(ys, xs, indexing="ij")  # [fh, fw]
+        centres = tf.stack([cx, cy, cx, cy], axis=-1)[:, :, None, :]  # [fh, fw, 1, 4]
+        wh = self._shapes() * (self.anchor_size * stride)  # [A, 2]
+        half = tf.concat([-0.5 * wh, 0.5 * wh], axis=-1)  # [A, 4]
+        return tf.reshape(centres + half, [-1, 4])
+
+    def __call__(self, image_size) -> tf.Tensor:
+        """Anchors for ``image_size = (height, width)`` -> ``[N, 4]`` xyxy float32."""
+        h, w = image_size
+        static = isinstance(h, int) and isinstance(w, int)
+        if static and (h, w) in self._cache:
+            return self._cache[(h, w)]
+        if static:
+            with tf.init_scope():  # compute eagerly even when traced
+                anchors = self._compute((h, w))
+            self._cache[(h, w)] = anchors
+            return anchors
+        return self._compute((h, w))
+
+    def _compute(self, image_size) -> tf.Tensor:
+        parts = [
+            self._level_anchors(level, fh, fw)
+            for level, (fh, fw) in zip(self.levels, self.feature_sizes(image_size))
+        ]
+        return tf.concat(parts, axis=0)
+
+    def num_anchors(self, image_size: tuple[int, int]) -> int:
+        """Total number of anchors for a static image size."""
+        a = self.num_anchors_per_location
+        return sum(fh * fw * a for fh, fw in self.feature_sizes(tuple(map(int, image_size))))

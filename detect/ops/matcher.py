@@ -1,0 +1,121 @@
+"""IoU assignment of anchors to padded ground truth -> training targets.
+
+Ground truth comes padded: ``boxes [B, M, 4]`` xyxy pixels and
+``labels [B, M]`` int, where
+
+- ``labels >= 0`` are object classes (background is not a class),
+- ``labels == PADDING_LABEL (-1)`` are padding rows, ignored entirely,
+- ``labels == IGNORE_REGION_LABEL (-2)`` are crowd / ignore regions: anchors
+  that fall mostly inside one are neither positive nor negative.
+
+Each anchor gets one state from its best IoU with a real object:
+positive if ``>= POSITIVE_IOU``, negative if ``< NEGATIVE_IOU``, ignored in
+between. With ``allow_low_quality_matches`` every object also claims the
+anchor(s) it overlaps most (ties included), even below ``POSITIVE_IOU``; small
+objects would otherwise get no positive anchor at all.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import tensorflow as tf
+
+from detect.ops import box_coder
+from detect.ops.boxes import pairwise_ioa, pairwise_iou
+
+POSITIVE_IOU = 0.5
+NEGATIVE_IOU = 0.4
+#: Fraction of an anchor's area inside a crowd region that makes it "ignore".
+CROWD_IOA = 0.5
+
+PADDING_LABEL = -1
+IGNORE_REGION_LABEL = -2
+
+#: Values of ``AnchorTargets.cls_targets`` that are not classes.
+BACKGROUND = -1
+IGNORE = -2
+
+
+class AnchorTargets(NamedTuple):
+    """Per-anchor training targets.
+
+    cls_targets: ``[B, N]`` int32: class index (positive), ``BACKGROUND`` (-1)
+      or ``IGNORE`` (-2).
+    box_targets: ``[B, N, 4]`` encoded deltas; zero where not positive.
+    matched_boxes: ``[B, N, 4]`` xyxy of the matched object; zero where not
+      positive (used by the GIoU loss).
+    """
+
+    cls_targets: tf.Tensor
+    box_targets: tf.Tensor
+    matched_boxes: tf.Tensor
+
+    @property
+    def positive(self) -> tf.Tensor:
+        return self.cls_targets >= 0
+
+    @property
+    def ignored(self) -> tf.Tensor:
+        return tf.equal(self.cls_targets, IGNORE)
+
+
+def assign_targets(
+    anchors: tf.Tensor,
+    gt_boxes: tf.Tensor,
+    gt_labels: tf.Tensor,
+    *,
+    positive_iou: float = POSITIVE_IOU,
+    negative_iou: float = NEGATIVE_IOU,
+    allow_low_quality_matches: bool = False,
+    crowd_ioa: float = CROWD_IOA,
+    variances: Sequence[float] = box_coder.DEFAULT_VARIANCES,
+) -> AnchorTargets:
+    """Match ``anchors [N, 4]`` to ``gt_boxes [B, M, 4]`` / ``gt_labels [B, M]``.
+
+    Images with no objects (all padding, or ``M == 0``) give all-background
+    targets. Non-finite ground-truth boxes never match anything.
+    """
+    if negative_iou > positive_iou:
+        raise ValueError(f"negative_iou {negative_iou} > positive_iou {positive_iou}")
+    anchors = tf.cast(anchors, tf.float32)
+    gt_boxes = tf.cast(gt_boxes, tf.float32)
+    gt_labels = tf.cast(gt_labels, tf.int32)
+    # One extra padding row guarantees M >= 1, so the reductions below are
+    # defined for images with no ground truth at all.
+    gt_boxes = tf.pad(gt_boxes, [[0, 0], [0, 1], [0, 0]])
+    gt_labels = tf.pad(gt_labels, [[0, 0], [0, 1]], constant_values=PADDING_LABEL)
+    finite = tf.reduce_all(tf.math.is_finite(gt_boxes), axis=-1)  # [B, M]
+    is_object = (gt_labels >= 0) & finite
+    is_crowd = tf.equal(gt_labels, IGNORE_REGION_LABEL) & finite
+    safe_boxes = tf.where(finite[..., None], gt_boxes, tf.zeros_like(gt_boxes))
+
+    iou = pairwise_iou(anchors, safe_boxes, b_valid=is_object)  # [B, N, M]
+    best_iou = tf.reduce_max(iou, axis=-1)  # [B, N]
+    best_gt = tf.argmax(iou, axis=-1, output_type=tf.int32)  # [B, N]
+
+    positive = best_iou >= positive_iou
+    negative = best_iou < negative_iou
+    if allow_low_quality_matches:
+        per_gt_best = tf.reduce_max(iou, axis=1, keepdims=True)  # [B, 1, M]
+        claims = tf.equal(iou, per_gt_best) & (per_gt_best > 0.0)
+        positive |= tf.reduce_any(claims, axis=-1)
+
+    # Anchors mostly inside a crowd region are ignored unless they are positive.
+    in_crowd = pairwise_ioa(anchors, safe_boxes)  # [B, N, M]
+    in_crowd = tf.where(is_crowd[:, None, :], in_crowd, tf.zeros_like(in_crowd))
+    negative &= ~(tf.reduce_max(in_crowd, axis=-1) >= crowd_ioa)
+    negative &= ~positive
+
+    matched_labels = tf.gather(gt_labels, best_gt, batch_dims=1)  # [B, N]
+    cls_targets = tf.where(
+        positive,
+        matched_labels,
+        tf.where(negative, tf.fill(tf.shape(best_gt), BACKGROUND), IGNORE),
+    )
+    matched = tf.gather(safe_boxes, best_gt, batch_dims=1)  # [B, N, 4]
+    pos4 = positive[..., None]
+    matched = tf.where(pos4, matched, tf.zeros_like(matched))
+    deltas = box_coder.encode(anchors, matched, variances)
+    deltas = tf.where(pos4, deltas, tf.zeros_like(deltas))
+    return AnchorTargets(cls_targets, deltas, matched)

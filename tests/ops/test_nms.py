@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from detect.ops.nms import batched_nms
+from tests.conftest import random_boxes
+from tests.ops.test_boxes import np_iou
+
+
+def reference_nms(boxes, scores, iou_thr, score_thr, max_det, top_k):
+    """Pure-Python greedy, class-aware NMS for one image. Returns [(box_idx, cls, score)]."""
+    pairs = [(scores[n, c], n, c) for n in range(len(boxes)) for c in range(scores.shape[1])]
+    pairs.sort(key=lambda p: -p[0])
+    pairs = [p for p in pairs[:top_k] if p[0] > score_thr]
+    iou = np_iou(boxes, boxes)
+    kept = []
+    for s, n, c in pairs:
+        if all(not (kc == c and iou[kn, n] > iou_thr) for _, kn, kc in kept):
+            kept.append((s, n, c))
+    return [(n, c, s) for s, n, c in kept[:max_det]]
+
+
+def clustered_case(rng, b, n, k):
+    """Boxes in tight clusters so that most pairs overlap heavily."""
+    centres = rng.uniform(50, 250, size=(b, 6, 2))
+    pick = rng.integers(0, 6, size=(b, n))
+    c = np.take_along_axis(centres, pick[..., None], axis=1) + rng.normal(0, 6, size=(b, n, 2))
+    wh = rng.uniform(20, 40, size=(b, n, 2))
+    boxes = np.concatenate([c - wh / 2, c + wh / 2], -1).astype(np.float32)
+    scores = rng.uniform(0, 1, size=(b, n, k)).astype(np.float32)
+    return boxes, scores
+
+
+@pytest.mark.parametrize("iou_thr", [0.3, 0.5, 0.7])
+def test_matches_python_reference(rng, iou_thr):
+    boxes, scores = clustered_case(rng, 3, 80, 4)
+    r = batched_nms(boxes, scores, iou_threshold=iou_thr, score_threshold=0.2,
+                    max_detections=50, pre_nms_top_k=150)
+    for b in range(3):
+        ref = reference_nms(boxes[b], scores[b], iou_thr, 0.2, 50, 150)
+        n = int(r.num_detections[b])
+        assert n == len(ref) and n > 5
+        np.testing.assert_allclose(r.boxes[b, :n], boxes[b, [p[0] for p in ref]])
+        np.testing.assert_array_equal(r.labels[b, :n], [p[1] for p in ref])
+        np.testing.assert_allclose(r.scores[b, :n], [p[2] for p in ref])
+        # padding rows
+        np.testing.assert_array_equal(r.labels[b, n:], -1)
+        np.testing.assert_array_equal(r.scores[b, n:], 0.0)
+
+
+def test_matches_tf_image_nms_per_image_and_class(rng):
+    boxes, scores = clustered_case(rng, 2, 200, 3)
+    r = batched_nms(boxes, scores, iou_threshold=0.5, score_threshold=0.0,
+                    max_detections=600, pre_nms_top_k=600)
+    for b in range(2):
+        ours = set()
+        n = int(r.num_detections[b])
+        for box, lab in zip(r.boxes[b, :n].numpy(), r.labels[b, :n].numpy()):
+            ours.add((int(lab), tuple(np.round(box, 4))))
+        theirs = set()
+        for c in range(3):
+            idx = tf.image.non_max_suppression(boxes[b][:, [1, 0, 3, 2]], scores[b, :, c], 1000,
+                                               iou_threshold=0.5, score_threshold=0.0).numpy()
+            theirs |= {(c, tuple(np.round(boxes[b, i], 4))) for i in idx}
+        assert ours == theirs
+        assert 20 < len(ours) < 600  # real suppression happened
+
+
+def test_class_aware_overlapping_boxes_of_different_classes_survive():
+    boxes = np.array([[[0, 0, 10, 10], [0, 0, 10, 10.5]]], np.float32)
+    scores = np.array([[[0.9, 0.0], [0.0, 0.8]]], np.float32)
+    r = batched_nms(boxes, scores, iou_threshold=0.5, score_threshold=0.05, max_detections=5)
+    assert int(r.num_detections[0]) == 2
+    np.testing.assert_array_equal(r.labels[0, :2], [0, 1])
+    # same class: the lower one goes
+    scores = np.array([[[0.9], [0.8]]], np.float32)
+    r = batched_nms(boxes, scores, iou_threshold=0.5, score_threshold=0.05, max_detections=5)
+    assert int(r.num_detections[0]) == 1
+
+
+def test_chain_suppression_is_greedy_not_one_pass():
+    # A suppresses B, B would suppress C, but B is gone so C survives.
+    boxes = np.array([[[0, 0, 10, 10], [3, 0, 13, 10], [6, 0, 16, 10]]], np.float32)
+    scores = np.array([[[0.9], [0.8], [0.7]]], np.float32)
+    r = batched_nms(boxes, scores, iou_threshold=0.4, score_threshold=0.0, max_detections=3)
+    np.testing.assert_allclose(r.scores[0], [0.9, 0.7, 0.0])
+
+
+def test_empty_and_all_below_threshold():
+    r = batched_nms(np.zeros([2, 0, 4], np.float32), np.zeros([2, 0, 3], np.float32),
+                    max_detections=7)
+    assert r.boxes.shape == (2, 7, 4)
+    np.testing.assert_array_equal(r.num_detections, [0, 0])
+    r = batched_nms(np.ones([1, 4, 4], np.float32), np.full([1, 4, 2], 0.01, np.float32),
+                    score_threshold=0.05, max_detections=3)
+    np.testing.assert_array_equal(r.num_detections, [0])
+    np.testing.assert_array_equal(r.labels, -1)
+
+
+def test_nan_scores_and_boxes_are_dropped():
+    boxes = np.array([[[0, 0, 10, 10], [np.nan, 0, 10, 10], [20, 20, 30, 30]]], np.float32)
+    scores = np.array([[[np.nan], [0.9], [0.5]]], np.float32)
+    r = batched_nms(boxes, scores, score_threshold=0.05, max_detections=3)
+    assert int(r.num_detections[0]) == 1
+    np.testing.assert_allclose(r.boxes[0, 0], [20, 20, 30, 30])
+
+
+def test_max_detections_and_top_k_truncate(rng):
+    boxes = random_boxes(rng, (1, 50), extent=5000, max_size=10)  # disjoint-ish
+    scores = rng.uniform(0.5, 1, (1, 50, 1)).astype(np.float32)
+    r = batched_nms(boxes, scores, max_detections=10, pre_nms_top_k=1000)
+    assert int(r.num_detections[0]) == 10
+    np.testing.assert_allclose(r.scores[0], np.sort(scores[0, :, 0])[::-1][:10])
+    r = batched_nms(boxes, scores, max_detections=10, pre_nms_top_k=4)
+    assert int(r.num_detections[0]) == 4
+
+
+def test_xla_compilable(rng):
+    boxes, scores = clustered_case(rng, 2, 40, 3)
+    kw = dict(iou_threshold=0.5, score_threshold=0.1, max_detections=20, pre_nms_top_k=60)
+    f = tf.function(lambda b, s: batched_nms(b, s, static_shapes=True, **kw), jit_compile=True)
+    got, want = f(boxes, scores), batched_nms(boxes, scores, **kw)
+    np.testing.assert_array_equal(got.num_detections, want.num_detections)
+    np.testing.assert_allclose(got.boxes, want.boxes)
