@@ -1,0 +1,249 @@
+"""Typed, frozen configuration: the single description a model is built from.
+
+A :class:`ModelConfig` travels inside every saved model (``model.keras``), so
+no command needs the anchor or class settings passed again. Configs load from
+and dump to plain dicts / YAML, and ``with_overrides`` applies dotted
+``key=value`` strings (``anchors.anchor_size=2``) with type checking.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenetv2")
+
+
+@dataclass(frozen=True)
+class AnchorConfig:
+    """Anchor layout; see :mod:`detect.ops.anchors` for the conventions."""
+
+    min_level: int = 3
+    max_level: int = 7
+    anchor_size: float = 4.0  # base size = anchor_size * stride
+    num_scales: int = 3
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # height / width
+
+    def validate(self) -> None:
+        _check(2 <= self.min_level <= self.max_level <= 8, "anchors.min_level/max_level",
+               f"need 2 <= min_level <= max_level <= 8, got {self.min_level}, {self.max_level}")
+        _check(self.anchor_size > 0, "anchors.anchor_size", f"must be > 0, got {self.anchor_size}")
+        _check(self.num_scales >= 1, "anchors.num_scales", f"must be >= 1, got {self.num_scales}")
+        _check(len(self.aspect_ratios) > 0 and min(self.aspect_ratios) > 0,
+               "anchors.aspect_ratios", f"must be positive, got {self.aspect_ratios}")
+
+
+@dataclass(frozen=True)
+class MatcherConfig:
+    positive_iou: float = 0.5
+    negative_iou: float = 0.4
+    allow_low_quality_matches: bool = True
+
+    def validate(self) -> None:
+        _check(0 < self.negative_iou <= self.positive_iou <= 1, "matcher",
+               f"need 0 < negative_iou <= positive_iou <= 1, got {self.negative_iou}, {self.positive_iou}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    box_loss: str = "smooth_l1"  # or "giou"
+    smooth_l1_beta: float = 0.1
+    box_loss_weight: float = 1.0
+
+    def validate(self) -> None:
+        _check(self.box_loss in ("smooth_l1", "giou"), "loss.box_loss",
+               f"must be 'smooth_l1' or 'giou', got {self.box_loss!r}")
+        _check(0 <= self.focal_alpha <= 1, "loss.focal_alpha", f"must be in [0, 1], got {self.focal_alpha}")
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    score_threshold: float = 0.05
+    iou_threshold: float = 0.5
+    max_detections: int = 100
+    pre_nms_top_k: int = 1000
+
+    def validate(self) -> None:
+        _check(0 <= self.iou_threshold <= 1, "postprocess.iou_threshold",
+               f"must be in [0, 1], got {self.iou_threshold}")
+        _check(self.max_detections >= 1 and self.pre_nms_top_k >= 1, "postprocess",
+               "max_detections and pre_nms_top_k must be >= 1")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a RetinaNet and use it."""
+
+    num_classes: int = 80  # excludes background
+    class_names: tuple[str, ...] = ()
+    backbone: str = "resnet50"
+    backbone_weights: str = "none"  # "imagenet", "none" or a local weights file
+    backbone_width: int = 64  # base channels of resnet18/34 (narrow models for tests)
+    mobilenet_alpha: float = 1.0
+    freeze_batchnorm: bool | None = None  # None: frozen iff pretrained weights are used
+    freeze_stages: int = 0  # 0 = none, 1 = stem, 2..5 = stem and stages conv2..conv5
+    fpn_channels: int = 256
+    p6_from: str = "p5"  # "p5" (torchvision, 34.0M params) or "c5" (paper / detectron2)
+    head_convs: int = 4
+    head_norm: str = "none"  # or "group"
+    prior_probability: float = 0.01
+    box_variances: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2)
+    anchors: AnchorConfig = field(default_factory=AnchorConfig)
+    matcher: MatcherConfig = field(default_factory=MatcherConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+
+    def __post_init__(self):
+        self.validate()
+
+    @property
+    def pretrained(self) -> bool:
+        return self.backbone_weights not in ("none", "", None)
+
+    @property
+    def batchnorm_frozen(self) -> bool:
+        return self.pretrained if self.freeze_batchnorm is None else bool(self.freeze_batchnorm)
+
+    def validate(self) -> None:
+        _check(self.num_classes >= 1, "num_classes", f"must be >= 1, got {self.num_classes}")
+        _check(not self.class_names or len(self.class_names) == self.num_classes, "class_names",
+               f"has {len(self.class_names)} names for num_classes={self.num_classes}")
+        _check(self.backbone in BACKBONES, "backbone", f"must be one of {BACKBONES}, got {self.backbone!r}")
+        _check(0 <= self.freeze_stages <= 5, "freeze_stages", f"must be in 0..5, got {self.freeze_stages}")
+        _check(self.p6_from in ("p5", "c5"), "p6_from", f"must be 'p5' or 'c5', got {self.p6_from!r}")
+        _check(self.head_norm in ("none", "group"), "head_norm", f"must be 'none' or 'group', got {self.head_norm!r}")
+        _check(0 < self.prior_probability < 1, "prior_probability", f"must be in (0, 1), got {self.prior_probability}")
+        _check(len(self.box_variances) == 4 and min(self.box_variances) > 0, "box_variances",
+               f"need 4 positive values, got {self.box_variances}")
+        _check(self.fpn_channels >= 1 and self.head_convs >= 0, "fpn_channels/head_convs", "must be positive")
+        _check(self.anchors.min_level >= 3, "anchors.min_level",
+               f"the backbone provides C3..C5, so min_level must be >= 3, got {self.anchors.min_level}")
+        for sub in (self.anchors, self.matcher, self.loss, self.postprocess):
+            sub.validate()
+
+    @property
+    def prior_bias(self) -> float:
+        """Classification bias so that sigmoid(bias) == prior_probability."""
+        return -math.log((1 - self.prior_probability) / self.prior_probability)
+
+    # ---- dict / YAML ------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return _to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        return _from_plain(cls, data, "")
+
+    def with_overrides(self, assignments: list[str] | dict[str, Any]) -> ModelConfig:
+        """Apply ``["a.b=value", ...]`` or ``{"a.b": value}``; values are YAML-parsed."""
+        data = self.to_dict()
+        items = assignments.items() if isinstance(assignments, dict) else map(_split_assignment, assignments)
+        for key, value in items:
+            _set_dotted(data, key, value)
+        return ModelConfig.from_dict(data)
+
+
+def _check(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"invalid config value {name}: {message}")
+
+
+def _to_plain(obj):
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, tuple):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _from_plain(cls, data: dict, prefix: str):
+    if not isinstance(data, dict):
+        raise ValueError(f"config section {prefix or '<root>'} must be a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown config key(s) {sorted(prefix + k for k in unknown)}; "
+                         f"known: {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(hint, value, name):
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _from_plain(hint, value, name + ".")
+    if origin is tuple:
+        (item,) = {a for a in get_args(hint) if a is not Ellipsis}
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"config value {name} must be a list, got {value!r}")
+        return tuple(_coerce(item, v, name) for v in value)
+    args = [a for a in get_args(hint) if a is not type(None)]
+    if value is None:
+        if type(None) in get_args(hint):
+            return None
+        raise ValueError(f"config value {name} may not be null")
+    target = args[0] if args else hint
+    if target is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"config value {name} must be true/false, got {value!r}")
+        return value
+    if target is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"config value {name} must be an integer, got {value!r}")
+        return value
+    if target is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"config value {name} must be a number, got {value!r}")
+        return float(value)
+    if target is str:
+        return str(value)
+    return value
+
+
+def _split_assignment(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ValueError(f"override {text!r} must look like key=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def _set_dotted(data: dict, key: str, value) -> None:
+    parts = key.split(".")
+    node = data
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            raise ValueError(f"unknown config section {p!r} in {key!r}")
+        node = node[p]
+    if parts[-1] not in node:
+        raise ValueError(f"unknown config key {key!r}; known here: {sorted(node)}")
+    node[parts[-1]] = value
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level must be a mapping")
+    return data
+
+
+def dump_yaml(data: dict, path: str | Path) -> None:
+    """Write YAML atomically (temp file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.replace(path)

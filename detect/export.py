@@ -1,0 +1,43 @@
+"""Export a detector as a TensorFlow SavedModel with a serving signature.
+
+The signature ``serving_default`` takes ``images``: uint8 ``[B, H, W, 3]`` RGB
+of any size, and returns the same detections as ``RetinaNet.predict``:
+``boxes [B, D, 4]`` (xyxy input pixels), ``scores [B, D]``, ``labels [B, D]``
+(int32, -1 padding) and ``num_detections [B]``. NMS is inside the graph.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from detect.models.retinanet import RetinaNet
+
+
+def export_saved_model(model: RetinaNet, out_dir: str | Path) -> Path:
+    """Write the SavedModel to ``out_dir`` atomically (temp folder, then rename)."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"export folder {str(out_dir)!r} exists and is not empty")
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def serve(images):
+        return model.detect(tf.cast(images, tf.float32))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serving_default", serve)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
+    try:
+        archive.write_out(str(tmp), verbose=False)
+        if out_dir.exists():
+            out_dir.rmdir()
+        tmp.rename(out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

@@ -1,0 +1,48 @@
+"""Feature pyramid: C3..C5 -> P3..P7 (Lin et al. 2017, as used by RetinaNet).
+
+Lateral 1x1 convs on C3..C5; top-down nearest-neighbour upsampling resized to
+the lateral's exact shape (so odd feature sizes work); 3x3 smoothing; P6 by a
+stride-2 3x3 conv on P5 (torchvision) or C5 (paper / detectron2); P7 by a
+stride-2 3x3 conv on ReLU(P6).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="detect")
+class ResizeToMatch(keras.layers.Layer):
+    """Nearest-neighbour resize of ``x`` to the spatial shape of ``reference``."""
+
+    def call(self, x, reference):
+        size = tf.shape(reference)[1:3]
+        return tf.cast(tf.image.resize(x, size, method="nearest"), x.dtype)
+
+    def compute_output_shape(self, x_shape, reference_shape):
+        return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
+
+
+def build_fpn(c3, c4, c5, *, channels: int, p6_from: str = "p5", max_level: int = 7):
+    """Functional FPN on symbolic tensors -> ``[P3, ..., P{max_level}]``."""
+    lat = {
+        level: keras.layers.Conv2D(channels, 1, name=f"fpn_lateral{level}")(c)
+        for level, c in ((3, c3), (4, c4), (5, c5))
+    }
+    top = {5: lat[5]}
+    for level in (4, 3):
+        up = ResizeToMatch(name=f"fpn_upsample{level + 1}")(top[level + 1], lat[level])
+        top[level] = keras.layers.Add(name=f"fpn_merge{level}")([lat[level], up])
+    outs = [
+        keras.layers.Conv2D(channels, 3, padding="same", name=f"fpn_output{level}")(top[level])
+        for level in (3, 4, 5)
+    ]
+    if max_level >= 6:
+        src = outs[2] if p6_from == "p5" else c5
+        p6 = keras.layers.Conv2D(channels, 3, strides=2, padding="same", name="fpn_p6")(src)
+        outs.append(p6)
+    if max_level >= 7:
+        p7 = keras.layers.ReLU(name="fpn_p6_relu")(outs[-1])
+        outs.append(keras.layers.Conv2D(channels, 3, strides=2, padding="same", name="fpn_p7")(p7))
+    return outs

@@ -1,0 +1,168 @@
+"""The RetinaNet ``keras.Model``: one artefact from training to serving.
+
+- ``call(images)`` returns raw outputs ``{"cls_logits" [B, N, K],
+  "box_deltas" [B, N, 4]}`` for images padded (bottom/right) to a multiple of
+  the largest stride; ``N`` matches :meth:`anchors`.
+- ``train_step`` / ``test_step`` take ``(images, {"boxes" [B, M, 4] xyxy
+  pixels, "labels" [B, M] int, -1 padding, -2 ignore regions})`` so that
+  ``model.fit(dataset)`` just works.
+- ``predict`` / :meth:`detect` return decoded detections in input pixels.
+- The :class:`~detect.config.ModelConfig` (anchors, class names, thresholds,
+  normalisation) is the model's Keras config, so ``model.save("x.keras")``
+  and ``keras.models.load_model`` round-trip everything.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from detect.config import ModelConfig
+from detect.losses import detection_losses
+from detect.models.backbones import (
+    ImageNormalization,
+    apply_freezing,
+    build_backbone,
+    normalization_for,
+)
+from detect.models.fpn import build_fpn
+from detect.models.heads import build_heads
+from detect.ops.anchors import AnchorGenerator
+from detect.ops.matcher import assign_targets
+from detect.postprocess import postprocess
+
+LOSS_NAMES = ("loss", "cls_loss", "box_loss")
+
+
+def _build_network(config: ModelConfig, load_weights: bool) -> tuple[keras.Model, keras.Model]:
+    """(network: normalised images -> (cls, box), backbone) as functional models."""
+    backbone = build_backbone(config, load_weights=load_weights)
+    apply_freezing(backbone, freeze_stages=config.freeze_stages,
+                   freeze_batchnorm=config.batchnorm_frozen)
+    inputs = keras.Input((None, None, 3), name="normalized_images")
+    c3, c4, c5 = backbone(inputs)
+    features = build_fpn(c3, c4, c5, channels=config.fpn_channels, p6_from=config.p6_from,
+                         max_level=config.anchors.max_level)
+    features = features[config.anchors.min_level - 3:]
+    a = config.anchors
+    cls, box = build_heads(
+        features, num_classes=config.num_classes,
+        num_anchors=a.num_scales * len(a.aspect_ratios), channels=config.fpn_channels,
+        convs=config.head_convs, norm=config.head_norm, prior_bias=config.prior_bias)
+    return keras.Model(inputs, [cls, box], name="retinanet_network"), backbone
+
+
+@keras.saving.register_keras_serializable(package="detect")
+class RetinaNet(keras.Model):
+    """RetinaNet detector. Build with :func:`detect.models.factory.build_retinanet`."""
+
+    def __init__(self, config: ModelConfig | dict, *, load_backbone_weights: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(config, dict):
+            config = ModelConfig.from_dict(config)
+        self.model_config = config
+        self.normalize = ImageNormalization(normalization_for(config.backbone), name="normalize")
+        self.network, self.backbone = _build_network(config, load_backbone_weights)
+        a = config.anchors
+        self.anchor_generator = AnchorGenerator(
+            min_level=a.min_level, max_level=a.max_level, anchor_size=a.anchor_size,
+            num_scales=a.num_scales, aspect_ratios=a.aspect_ratios)
+        self.size_multiple = 2 ** a.max_level
+        self._trackers = {n: keras.metrics.Mean(name=n) for n in LOSS_NAMES}
+        self.built = True  # every variable exists now; inputs may have any size
+
+    # ---- configuration ----------------------------------------------------
+
+    def get_config(self):
+        return {"name": self.name, "config": self.model_config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config):
+        # Restoring a saved model: every weight comes from the file, so the
+        # backbone's pretrained weights are not fetched again.
+        return cls(config["config"], load_backbone_weights=False, name=config.get("name"))
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        c = self.model_config
+        return c.class_names or tuple(str(i) for i in range(c.num_classes))
+
+    # ---- forward ----------------------------------------------------------
+
+    def padded_size(self, images):
+        """Height and width after padding to a multiple of 2**max_level."""
+        h, w = images.shape[1], images.shape[2]
+        if h is None or w is None:
+            shape = tf.shape(images)
+            h, w = shape[1], shape[2]
+        m = self.size_multiple
+        return (h + m - 1) // m * m, (w + m - 1) // m * m
+
+    def anchors(self, images) -> tf.Tensor:
+        """``[N, 4]`` anchors for a batch of (unpadded) images."""
+        return self.anchor_generator(self.padded_size(images))
+
+    def call(self, images, training=False):
+        hp, wp = self.padded_size(images)
+        shape = tf.shape(images)
+        x = tf.pad(self.normalize(images), [[0, 0], [0, hp - shape[1]], [0, wp - shape[2]], [0, 0]])
+        cls, box = self.network(x, training=training)
+        return {"cls_logits": tf.cast(cls, tf.float32), "box_deltas": tf.cast(box, tf.float32)}
+
+    def compute_detection_losses(self, images, targets, training=False) -> dict[str, tf.Tensor]:
+        """Focal + box loss of a batch with padded ground truth (see module doc)."""
+        outputs = self(images, training=training)
+        anchors = self.anchors(images)
+        c = self.model_config
+        t = assign_targets(
+            anchors, targets["boxes"], targets["labels"],
+            positive_iou=c.matcher.positive_iou, negative_iou=c.matcher.negative_iou,
+            allow_low_quality_matches=c.matcher.allow_low_quality_matches,
+            variances=c.box_variances)
+        return detection_losses(
+            t, outputs["cls_logits"], outputs["box_deltas"], anchors,
+            alpha=c.loss.focal_alpha, gamma=c.loss.focal_gamma, box_loss=c.loss.box_loss,
+            smooth_l1_beta=c.loss.smooth_l1_beta, box_loss_weight=c.loss.box_loss_weight,
+            variances=c.box_variances)
+
+    def detect(self, images, *, static_shapes: bool = False) -> dict[str, tf.Tensor]:
+        """Decoded detections for ``images [B, H, W, 3]`` RGB in [0, 255]."""
+        outputs = self(images, training=False)
+        shape = tf.shape(images)
+        return postprocess(
+            outputs["cls_logits"], outputs["box_deltas"], self.anchors(images),
+            (shape[1], shape[2]), self.model_config.postprocess,
+            variances=self.model_config.box_variances, static_shapes=static_shapes)
+
+    # ---- Keras steps ------------------------------------------------------
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def _record(self, losses):
+        for name, tracker in self._trackers.items():
+            tracker.update_state(losses[name])
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    def train_step(self, data):
+        images, targets = data[0], data[1]
+        with tf.GradientTape() as tape:
+            losses = self.compute_detection_losses(images, targets, training=True)
+            total = losses["loss"]
+            if self.losses:  # weight decay / regularisers
+                total = total + tf.add_n([tf.cast(v, tf.float32) for v in self.losses])
+            scaled = self.optimizer.scale_loss(total)
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply(grads, variables)
+        return self._record(losses)
+
+    def test_step(self, data):
+        images, targets = data[0], data[1]
+        return self._record(self.compute_detection_losses(images, targets, training=False))
+
+    def predict_step(self, data):
+        images = data[0] if isinstance(data, (tuple, list)) else data
+        # Under XLA (jit_compile) every shape must be static.
+        return self.detect(images, static_shapes=bool(self.jit_compile))

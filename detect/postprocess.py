@@ -1,0 +1,47 @@
+"""Raw RetinaNet outputs -> detections: decode, sigmoid, clip, class-aware NMS."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from detect.config import PostprocessConfig
+from detect.ops import box_coder
+from detect.ops.boxes import clip_boxes
+from detect.ops.nms import batched_nms
+
+#: Keys of the detections dict returned by ``RetinaNet.predict`` and the export.
+DETECTION_KEYS = ("boxes", "scores", "labels", "num_detections")
+
+
+def postprocess(
+    cls_logits: tf.Tensor,
+    box_deltas: tf.Tensor,
+    anchors: tf.Tensor,
+    image_size,
+    config: PostprocessConfig,
+    *,
+    variances=box_coder.DEFAULT_VARIANCES,
+    static_shapes: bool = False,
+) -> dict[str, tf.Tensor]:
+    """Detections for a batch.
+
+    Args:
+      cls_logits: ``[B, N, K]``; box_deltas: ``[B, N, 4]``; anchors: ``[N, 4]``.
+      image_size: ``(height, width)`` the boxes are clipped to (input pixels).
+      static_shapes: passed to :func:`batched_nms` (True under XLA).
+
+    Returns:
+      ``{"boxes" [B, D, 4] xyxy pixels, "scores" [B, D], "labels" [B, D] int32
+      (-1 padding), "num_detections" [B] int32}``.
+    """
+    boxes = box_coder.decode(anchors, tf.cast(box_deltas, tf.float32), variances)
+    boxes = clip_boxes(boxes, image_size)
+    scores = tf.sigmoid(tf.cast(cls_logits, tf.float32))
+    r = batched_nms(
+        boxes, scores,
+        iou_threshold=config.iou_threshold, score_threshold=config.score_threshold,
+        max_detections=config.max_detections, pre_nms_top_k=config.pre_nms_top_k,
+        static_shapes=static_shapes,
+    )
+    return {"boxes": r.boxes, "scores": r.scores, "labels": r.labels,
+            "num_detections": r.num_detections}

@@ -1,0 +1,43 @@
+import numpy as np
+import pytest
+
+from detect.config import ModelConfig
+
+#: A narrow model that builds in about a second: ResNet-18 at width 8, 16-channel FPN.
+TINY = dict(num_classes=3, class_names=("pool", "car", "building"), backbone="resnet18",
+            backbone_width=8, fpn_channels=16, head_convs=1)
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    return ModelConfig.from_dict({**TINY, **overrides})
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from detect.models import build_retinanet
+
+    return build_retinanet(tiny_config())
+
+
+def square_scenes(n, size=128, seed=0):
+    """Images with bright, non-overlapping squares (class = colour) and padded targets."""
+    rng = np.random.default_rng(seed)
+    colours = np.array([[255, 40, 40], [40, 255, 40], [40, 40, 255]], np.float32)
+    images = np.full((n, size, size, 3), 90.0, np.float32)
+    boxes = np.zeros((n, 3, 4), np.float32)
+    labels = -np.ones((n, 3), np.int32)
+    for i in range(n):
+        for j in range(int(rng.integers(1, 4))):
+            side = int(rng.integers(20, 44))
+            for _ in range(100):  # rejection sampling: no occlusion, 4 px apart
+                x0, y0 = rng.integers(0, size - side, 2)
+                if all(x0 > b[2] + 4 or x0 + side + 4 < b[0] or y0 > b[3] + 4 or y0 + side + 4 < b[1]
+                       for b in boxes[i, :j]):
+                    break
+            else:
+                raise AssertionError("could not place a non-overlapping square")
+            cls = int(rng.integers(0, 3))
+            images[i, y0:y0 + side, x0:x0 + side] = colours[cls]
+            boxes[i, j] = [x0, y0, x0 + side, y0 + side]
+            labels[i, j] = cls
+    return images, {"boxes": boxes, "labels": labels}
