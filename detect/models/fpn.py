@@ -14,11 +14,18 @@ import tensorflow as tf
 
 @keras.saving.register_keras_serializable(package="detect")
 class ResizeToMatch(keras.layers.Layer):
-    """Nearest-neighbour resize of ``x`` to the spatial shape of ``reference``."""
+    """2x nearest-neighbour upsampling of ``x``, cropped to ``reference``'s shape.
+
+    A level is ``ceil(size / 2)`` of the one below, so doubling and cropping
+    gives the lateral's exact shape for odd sizes too. Written as repeat +
+    slice rather than ``tf.image.resize``: the resize gradient has no XLA CPU
+    kernel, which made ``jit_compile=True`` training fail.
+    """
 
     def call(self, x, reference):
-        size = tf.shape(reference)[1:3]
-        return tf.cast(tf.image.resize(x, size, method="nearest"), x.dtype)
+        size = tf.shape(reference)
+        up = tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)
+        return up[:, : size[1], : size[2], :]
 
     def compute_output_shape(self, x_shape, reference_shape):
         return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])

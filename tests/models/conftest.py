@@ -28,7 +28,7 @@ def square_scenes(n, size=128, seed=0):
     labels = -np.ones((n, 3), np.int32)
     for i in range(n):
         for j in range(int(rng.integers(1, 4))):
-            side = int(rng.integers(20, 44))
+            side = int(rng.integers(size // 6, size // 3))
             for _ in range(100):  # rejection sampling: no occlusion, 4 px apart
                 x0, y0 = rng.integers(0, size - side, 2)
                 if all(x0 > b[2] + 4 or x0 + side + 4 < b[0] or y0 > b[3] + 4 or y0 + side + 4 < b[1]

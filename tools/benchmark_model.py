@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Throughput of detect's ResNet-50-FPN RetinaNet (random weights), in one run.
+
+- inference: images/second at 640x640, batch 1 and 8, post-processing (decode
+  + NMS) included, through ``model.predict_on_batch``;
+- training: images/second of ``train_step`` at 512x512, batch 2;
+- ``--peer keras-hub``: the same measurements for keras_hub's
+  RetinaNetObjectDetector with the same ResNet-50 depth and input size
+  (``pip install -e ".[bench]"``), and the ratio ours / peer.
+- ``--jit``: also time ours with XLA (``jit_compile=True``).
+
+Each figure is the median of ``--repeats`` timed calls after warm-up. Only
+ratios from the same run mean anything on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from detect.models import build_retinanet  # noqa: E402
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # trace / compile
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _numpy(tree):
+    return tf.nest.map_structure(np.asarray, tree)
+
+
+def predict_step_fn(model, jit, with_y=False):
+    """The model's own predict_step (network + decode + NMS) in one tf.function."""
+    if with_y:  # keras-hub's predict_step unpacks (images, y)
+        return tf.function(lambda x: model.predict_step((x, None)), jit_compile=jit)
+    return tf.function(model.predict_step, jit_compile=jit)
+
+
+def _targets(batch, rng, size):
+    xy = rng.uniform(0, size - 100, (batch, 8, 2))
+    wh = rng.uniform(20, 100, (batch, 8, 2))
+    boxes = np.concatenate([xy, xy + wh], -1).astype(np.float32)
+    labels = rng.integers(0, 80, (batch, 8)).astype(np.int32)
+    return boxes, labels
+
+
+def _measure(model, predict, train_jit: bool, repeats: int) -> dict[str, float]:
+    """images/s of ``predict`` at 640x640 (b1, b8) and of train_step at 512x512 b2."""
+    rng = np.random.default_rng(0)
+    out = {}
+    for batch in (1, 8):
+        x = tf.constant(rng.uniform(0, 255, (batch, 640, 640, 3)).astype(np.float32))
+        out[f"infer_640_b{batch}"] = batch / _median_seconds(lambda x=x: _numpy(predict(x)), repeats)
+    boxes, labels = _targets(2, rng, 512)
+    x = tf.constant(rng.uniform(0, 255, (2, 512, 512, 3)).astype(np.float32))
+    y = {"boxes": tf.constant(boxes), "labels": tf.constant(labels)}
+    train = tf.function(lambda x, y: model.train_step((x, y)), jit_compile=train_jit)
+    out["train_512_b2"] = 2 / _median_seconds(lambda: _numpy(train(x, y)), repeats)
+    return out
+
+
+def bench_ours(args, jit: bool) -> dict[str, float]:
+    model = build_retinanet(num_classes=80, backbone="resnet50")
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=jit)
+    return _measure(model, predict_step_fn(model, jit), jit, args.repeats)
+
+
+def bench_keras_hub(args) -> dict[str, float]:
+    import keras_hub
+
+    encoder = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 128, 256, 512], stackwise_num_blocks=[3, 4, 6, 3],
+        stackwise_num_strides=[1, 2, 2, 2], block_type="bottleneck_block",
+        use_pre_activation=False, image_shape=(None, None, 3))
+    backbone = keras_hub.models.RetinaNetBackbone(
+        image_encoder=encoder, min_level=3, max_level=7, use_p5=False)
+    model = keras_hub.models.RetinaNetObjectDetector(
+        backbone=backbone, num_classes=80, bounding_box_format="xyxy")
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), jit_compile=False)
+    return _measure(model, predict_step_fn(model, False, with_y=True), False, args.repeats)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--peer", choices=["keras-hub"], help="also measure a peer implementation")
+    p.add_argument("--jit", action="store_true", help="also measure ours with jit_compile=True")
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+
+    rows = {"detect": bench_ours(args, jit=False)}
+    print("detect:", rows["detect"], flush=True)
+    if args.jit:
+        rows["detect (XLA)"] = bench_ours(args, jit=True)
+    if args.peer == "keras-hub":
+        rows["keras-hub"] = bench_keras_hub(args)
+    keys = ["infer_640_b1", "infer_640_b8", "train_512_b2"]
+    print(f"\n{'images/second':<16}" + "".join(f"{k:>16}" for k in keys))
+    for name, r in rows.items():
+        print(f"{name:<16}" + "".join(f"{r[k]:>16.3f}" for k in keys))
+    if "keras-hub" in rows:
+        print(f"{'ratio ours/peer':<16}" + "".join(
+            f"{rows['detect'][k] / rows['keras-hub'][k]:>15.2f}x" for k in keys))
+
+
+if __name__ == "__main__":
+    main()
