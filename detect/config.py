@@ -30,8 +30,9 @@ class AnchorConfig:
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # height / width
 
     def validate(self) -> None:
-        _check(2 <= self.min_level <= self.max_level <= 8, "anchors.min_level/max_level",
-               f"need 2 <= min_level <= max_level <= 8, got {self.min_level}, {self.max_level}")
+        # The backbones provide C3..C5, so P3 is the finest level there is.
+        _check(3 <= self.min_level <= self.max_level <= 8, "anchors.min_level/max_level",
+               f"need 3 <= min_level <= max_level <= 8, got {self.min_level}, {self.max_level}")
         _check(self.anchor_size > 0, "anchors.anchor_size", f"must be > 0, got {self.anchor_size}")
         _check(self.num_scales >= 1, "anchors.num_scales", f"must be >= 1, got {self.num_scales}")
         _check(len(self.aspect_ratios) > 0 and min(self.aspect_ratios) > 0,
@@ -123,8 +124,6 @@ class ModelConfig:
         _check(len(self.box_variances) == 4 and min(self.box_variances) > 0, "box_variances",
                f"need 4 positive values, got {self.box_variances}")
         _check(self.fpn_channels >= 1 and self.head_convs >= 0, "fpn_channels/head_convs", "must be positive")
-        _check(self.anchors.min_level >= 3, "anchors.min_level",
-               f"the backbone provides C3..C5, so min_level must be >= 3, got {self.anchors.min_level}")
         for sub in (self.anchors, self.matcher, self.loss, self.postprocess):
             sub.validate()
 

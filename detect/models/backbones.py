@@ -68,7 +68,7 @@ class ImageNormalization(keras.layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
-def _weights_arg(weights: str, backbone: str, load: bool):
+def _weights_arg(weights: str, load: bool):
     if not load or weights in ("none", "", None):
         return None
     if weights == "imagenet":
@@ -141,7 +141,7 @@ def build_backbone(config: ModelConfig, *, load_weights: bool = True) -> keras.M
     saved detector, whose file already holds every weight).
     """
     name = config.backbone
-    weights = _weights_arg(config.backbone_weights, name, load_weights)
+    weights = _weights_arg(config.backbone_weights, load_weights)
     if name in _RESNET_APPS:
         base = _keras_app(_RESNET_APPS[name], weights, name)
         taps = [_last_layer(base, rf"conv{s}_block\d+_out") for s in (3, 4, 5)]
