@@ -1,0 +1,278 @@
+"""COCO box mAP through pycocotools or faster-coco-eval, plus per-class and size buckets.
+
+Both backends implement pycocotools' algorithm; ``faster-coco-eval`` (the
+default) does it in C++ and gives the same 12 statistics, which the tests
+check case by case. The 12 numbers are printed in pycocotools' order and
+wording by :func:`summary_lines`.
+
+Custom size buckets (``AreaRange``) are given in pixels of *side length*
+(``sqrt(area)``); COCO's own buckets are small < 32 <= medium < 96 <= large.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+BACKENDS = ("faster-coco-eval", "pycocotools")
+
+#: pycocotools' summary rows: (AP or AR, IoU label, area label, maxDets).
+STAT_ROWS = (
+    ("AP", "0.50:0.95", "all", 100), ("AP", "0.50", "all", 100), ("AP", "0.75", "all", 100),
+    ("AP", "0.50:0.95", "small", 100), ("AP", "0.50:0.95", "medium", 100),
+    ("AP", "0.50:0.95", "large", 100),
+    ("AR", "0.50:0.95", "all", 1), ("AR", "0.50:0.95", "all", 10), ("AR", "0.50:0.95", "all", 100),
+    ("AR", "0.50:0.95", "small", 100), ("AR", "0.50:0.95", "medium", 100),
+    ("AR", "0.50:0.95", "large", 100),
+)
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+@dataclass(frozen=True)
+class AreaRange:
+    """A size bucket ``min_side <= sqrt(area) < max_side`` in pixels."""
+
+    name: str
+    min_side: float
+    max_side: float
+
+    @property
+    def area(self) -> list[float]:
+        return [self.min_side**2, self.max_side**2 if math.isfinite(self.max_side) else 1e10]
+
+
+def parse_area_ranges(text: str) -> list[AreaRange]:
+    """``"tiny:0:16,small:16:32,big:32:inf"`` -> AreaRanges (side lengths in pixels)."""
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        bits = part.split(":")
+        if len(bits) != 3:
+            raise ValueError(f"area range {part!r} must look like name:min:max (side length in px)")
+        name, lo, hi = bits[0], float(bits[1]), float(bits[2])
+        if not name or not 0 <= lo < hi:
+            raise ValueError(f"area range {part!r} needs a name and 0 <= min < max")
+        if name in ("all", "small", "medium", "large") or name in {r.name for r in out}:
+            raise ValueError(f"area range name {name!r} is taken")
+        out.append(AreaRange(name, lo, hi))
+    return out
+
+
+@dataclass
+class EvalResult:
+    """Everything one evaluation produced (plain Python / NumPy)."""
+
+    stats: list[float]  # the 12 pycocotools numbers, in its order
+    category_ids: list[int]
+    category_names: list[str]
+    per_class: list[dict]  # per category: AP, AP50, AP75, num_gt, and per area range AP/AP50
+    area_ranges: list[AreaRange]
+    area_stats: dict[str, dict]  # custom range name -> {"AP", "AP50"}
+    precision_iou50: np.ndarray  # [R=101, K] precision at IoU 0.5, area all, maxDets 100 (-1 = n/a)
+    recall_thresholds: np.ndarray  # [101]
+    cocoGt: object = field(repr=False, default=None)
+    cocoDt: object = field(repr=False, default=None)
+
+
+def _read_json(path: Path, what: str):
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {str(path)!r} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+
+
+def load_ground_truth(ann) -> dict:
+    """COCO instances dict from a path or a dict; clear errors for unreadable files."""
+    if isinstance(ann, dict):
+        return ann
+    path = Path(ann)
+    data = _read_json(path, "ground-truth")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data, dict) or not isinstance(data.get(key), list):
+            raise ValueError(f"{path}: not a COCO instances file (no '{key}' list)")
+    return data
+
+
+def load_results(results, gt: dict, *, source: str = "results") -> list[dict]:
+    """Validate a COCO results list (or path to one) against the ground truth.
+
+    Refuses, naming the first few offenders: entries that are not boxes,
+    unknown image ids, unknown category ids, non-finite numbers. Boxes with
+    negative width or height are refused too (COCO xywh).
+    """
+    if not isinstance(results, list):
+        path = Path(results)
+        source = str(path)
+        results = _read_json(path, "results")
+        if not isinstance(results, list):
+            raise ValueError(f"{source}: a COCO results file is a JSON list of detections")
+    if not _looks_valid(results, gt):
+        raise ValueError(f"{source}: " + "; ".join(_diagnose(results, gt)))
+    return results
+
+
+def _looks_valid(results: list, gt: dict) -> bool:
+    """Vectorized check of every rule :func:`_diagnose` spells out (fast path)."""
+    if not results:
+        return True
+    try:
+        img = np.array([r["image_id"] for r in results])
+        cat = np.array([r["category_id"] for r in results])
+        nums = np.array([[*r["bbox"], r["score"]] for r in results], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        return False
+    return bool(
+        nums.ndim == 2 and nums.shape[1] == 5
+        and np.isin(img, [im["id"] for im in gt["images"]]).all()
+        and np.isin(cat, [c["id"] for c in gt["categories"]]).all()
+        and np.isfinite(nums).all() and (nums[:, 2:4] >= 0).all())
+
+
+def _diagnose(results: list, gt: dict) -> list[str]:
+    """One message per kind of problem, naming the first few offenders."""
+    image_ids = {im["id"] for im in gt["images"]}
+    cat_ids = {c["id"] for c in gt["categories"]}
+    problems = {"malformed": [], "image": [], "category": [], "nan": [], "negative": []}
+    for i, r in enumerate(results):
+        if not isinstance(r, dict) or not {"image_id", "category_id", "bbox", "score"} <= set(r):
+            problems["malformed"].append(i)
+            continue
+        b = r["bbox"]
+        if not isinstance(b, (list, tuple)) or len(b) != 4:
+            problems["malformed"].append(i)
+            continue
+        if r["image_id"] not in image_ids:
+            problems["image"].append(r["image_id"])
+        if r["category_id"] not in cat_ids:
+            problems["category"].append(r["category_id"])
+        nums = [*b, r["score"]]
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in nums):
+            problems["nan"].append(i)
+        elif b[2] < 0 or b[3] < 0:
+            problems["negative"].append(i)
+    messages = {
+        "malformed": "entries without image_id/category_id/bbox[4]/score at positions",
+        "image": "image ids not in the ground truth",
+        "category": "category ids not in the ground truth",
+        "nan": "entries with NaN/inf bbox or score at positions",
+        "negative": "entries with negative bbox width/height at positions",
+    }
+    return [f"{len(v)} {messages[k]}: {sorted(set(v), key=str)[:5]}" for k, v in problems.items() if v]
+
+
+def _backend(name: str):
+    if name == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        return COCO, COCOeval
+    if name == "faster-coco-eval":
+        from faster_coco_eval import COCO, COCOeval_faster
+
+        def make_eval(gt, dt, iou_type):
+            return COCOeval_faster(gt, dt, iou_type, print_function=lambda *a, **k: None)
+
+        return COCO, make_eval
+    raise ValueError(f"unknown evaluation backend {name!r}; choose from {BACKENDS}")
+
+
+def _coco_from_dict(coco_cls, data: dict):
+    # The backends add keys to annotation dicts ("ignore", "area", "id"...):
+    # copy each dict (cheap), never the caller's own.
+    coco = coco_cls()
+    coco.dataset = {**data, "annotations": [dict(a) for a in data["annotations"]]}
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def evaluate(gt, results, *, backend: str = "faster-coco-eval",
+             area_ranges: list[AreaRange] = ()) -> EvalResult:
+    """COCO box evaluation of ``results`` (list or path) against ``gt`` (dict or path)."""
+    gt = load_ground_truth(gt)
+    results = load_results(results, gt)
+    coco_cls, eval_cls = _backend(backend)
+    coco_gt = _coco_from_dict(coco_cls, gt)
+    # pycocotools' loadRes fails on an empty list; an empty results set is a
+    # detections file with no annotations, which gives all-zero stats.
+    dt_data = {"images": gt["images"], "categories": gt["categories"], "annotations": []}
+    if results:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt = coco_gt.loadRes([dict(r) for r in results])
+    else:
+        coco_dt = _coco_from_dict(coco_cls, dt_data)
+    ev = eval_cls(coco_gt, coco_dt, "bbox")
+    base = len(ev.params.areaRng)
+    for r in area_ranges:
+        ev.params.areaRng.append(r.area)
+        ev.params.areaRngLbl.append(r.name)
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.evaluate()
+        ev.accumulate()
+    precision = np.asarray(ev.eval["precision"])  # [T, R, K, A, M]
+    recall = np.asarray(ev.eval["recall"])  # [T, K, A, M]
+    cat_ids = list(ev.params.catIds)
+    names = {c["id"]: c.get("name", str(c["id"])) for c in gt["categories"]}
+    num_gt = {c: 0 for c in cat_ids}
+    for a in gt["annotations"]:
+        if not a.get("iscrowd", 0) and a["category_id"] in num_gt:
+            num_gt[a["category_id"]] += 1
+
+    def ap(k=slice(None), t=slice(None), a=0):
+        p = precision[t, :, k, a, -1]
+        p = p[p > -1]
+        return float(p.mean()) if p.size else -1.0
+
+    per_class = []
+    for k, cid in enumerate(cat_ids):
+        row = {"category_id": cid, "name": names[cid], "AP": ap(k), "AP50": ap(k, 0),
+               "AP75": ap(k, 5), "num_gt": num_gt[cid]}
+        for j, r in enumerate(area_ranges):
+            row[f"AP_{r.name}"] = ap(k, a=base + j)
+            row[f"AP50_{r.name}"] = ap(k, 0, a=base + j)
+        per_class.append(row)
+    area_stats = {r.name: {"AP": ap(a=base + j), "AP50": ap(t=0, a=base + j)}
+                  for j, r in enumerate(area_ranges)}
+    return EvalResult(
+        stats=_summarize(precision, recall, ev.params), category_ids=cat_ids,
+        category_names=[names[c] for c in cat_ids], per_class=per_class,
+        area_ranges=list(area_ranges), area_stats=area_stats,
+        precision_iou50=precision[0, :, :, 0, -1], recall_thresholds=np.asarray(ev.params.recThrs),
+        cocoGt=coco_gt, cocoDt=coco_dt)
+
+
+def _summarize(precision, recall, params) -> list[float]:
+    """pycocotools' 12 statistics from the accumulated arrays.
+
+    Same rule as ``COCOeval.summarize`` (mean over entries > -1, else -1),
+    looked up by area label and maxDets value, so extra area ranges cannot
+    shift them (faster-coco-eval's own ``stats`` list does shift when extra
+    ranges are present).
+    """
+    iou_thrs = np.asarray(params.iouThrs)
+    out = []
+    for kind, iou, area, dets in STAT_ROWS:
+        a = list(params.areaRngLbl).index(area)
+        m = list(params.maxDets).index(dets)
+        t = slice(None) if ":" in iou else np.where(np.isclose(iou_thrs, float(iou)))[0]
+        v = precision[t, :, :, a, m] if kind == "AP" else recall[t, :, a, m]
+        v = v[v > -1]
+        out.append(float(v.mean()) if v.size else -1.0)
+    return out
+
+
+def summary_lines(stats) -> list[str]:
+    """The 12 lines pycocotools' ``COCOeval.summarize`` prints, same wording and format."""
+    lines = []
+    for (kind, iou, area, dets), value in zip(STAT_ROWS, stats):
+        title = "Average Precision" if kind == "AP" else "Average Recall"
+        lines.append(f" {title:<18} ({kind}) @[ IoU={iou:<9} | area={area:>6s} | "
+                     f"maxDets={dets:>3d} ] = {value:0.3f}")
+    return lines

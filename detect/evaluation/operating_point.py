@@ -1,0 +1,106 @@
+"""Operating point: the score threshold that maximises F1 at IoU 0.5.
+
+People counting pools or cars need one threshold, not a curve. Detections
+are matched to ground truth with pycocotools' rule at IoU 0.5 (area "all",
+at most 100 detections per image and category): detections in descending
+score order take the best-overlapping unmatched object; a detection that
+matches a crowd region is ignored, not a false positive; crowd regions are
+not objects to find. Then, per class and pooled over classes, precision,
+recall and F1 are computed at every distinct score; the threshold with the
+highest F1 wins (ties: the higher threshold). Reported with it: precision,
+recall, F1 and the count error (detections kept minus objects present).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+IOU = 0.5
+MAX_DETS = 100
+
+
+def match_detections(gt: dict, results: list[dict]):
+    """Per category: (scores [n], is_true_positive [n]) of counted detections, and object counts."""
+    gts = defaultdict(list)
+    for a in gt["annotations"]:
+        gts[(a["image_id"], a["category_id"])].append(a)
+    dts = defaultdict(list)
+    for r in results:
+        dts[(r["image_id"], r["category_id"])].append(r)
+    scores = defaultdict(list)
+    hits = defaultdict(list)
+    num_gt = defaultdict(int)
+    for key in set(gts) | set(dts):
+        cat = key[1]
+        g = sorted(gts.get(key, []), key=lambda a: bool(a.get("iscrowd", 0)))  # objects first
+        crowd = np.array([bool(a.get("iscrowd", 0)) for a in g], bool)
+        num_gt[cat] += int((~crowd).sum())
+        d = sorted(dts.get(key, []), key=lambda r: -r["score"])[:MAX_DETS]
+        if not d:
+            continue
+        if not g:
+            scores[cat] += [r["score"] for r in d]
+            hits[cat] += [False] * len(d)
+            continue
+        ious = np.asarray(mask_utils.iou([r["bbox"] for r in d], [a["bbox"] for a in g],
+                                         crowd.astype(np.uint8).tolist()))
+        taken = np.zeros(len(g), bool)
+        for i, r in enumerate(d):
+            best, m = IOU, -1  # pycocotools: IoU >= threshold matches
+            for j in range(len(g)):
+                if taken[j] and not crowd[j]:
+                    continue
+                if m > -1 and not crowd[m] and crowd[j]:
+                    break  # a real object already matched; crowd regions come last
+                if ious[i, j] < best:
+                    continue
+                best, m = ious[i, j], j
+            if m > -1 and crowd[m]:
+                continue  # matched a crowd region: ignored
+            if m > -1:
+                taken[m] = True
+            scores[cat].append(r["score"])
+            hits[cat].append(m > -1)
+    return scores, hits, num_gt
+
+
+def _point(scores, hits, num_gt: int, threshold: float | None) -> dict:
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    s = np.asarray(scores, np.float64)[order]
+    tp = np.cumsum(np.asarray(hits, bool)[order])
+    kept = np.arange(1, len(s) + 1)
+    if threshold is None:
+        if len(s) == 0:
+            return _row(None, 0, 0, num_gt)
+        last_of_score = np.r_[s[1:] != s[:-1], True]  # a threshold keeps all tied scores
+        prec = tp / kept
+        rec = tp / max(num_gt, 1)
+        f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0.0)
+        f1 = np.where(last_of_score, f1, -1.0)
+        i = int(np.argmax(f1))  # first maximum = highest threshold
+        return _row(float(s[i]), int(tp[i]), int(kept[i]), num_gt)
+    n = int((s >= threshold).sum())
+    return _row(float(threshold), int(tp[n - 1]) if n else 0, n, num_gt)
+
+
+def _row(threshold, tp: int, kept: int, num_gt: int) -> dict:
+    precision = tp / kept if kept else 0.0
+    recall = tp / num_gt if num_gt else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"score_threshold": threshold, "precision": precision, "recall": recall, "f1": f1,
+            "true_positives": tp, "predicted_count": kept, "true_count": num_gt,
+            "count_error": kept - num_gt}
+
+
+def operating_points(gt: dict, results: list[dict], category_ids, *,
+                     score_threshold: float | None = None) -> dict:
+    """``{"overall": row, "per_class": {category_id: row}}`` (see module doc)."""
+    scores, hits, num_gt = match_detections(gt, results)
+    per_class = {c: _point(scores[c], hits[c], num_gt[c], score_threshold) for c in category_ids}
+    all_scores = [s for c in category_ids for s in scores[c]]
+    all_hits = [h for c in category_ids for h in hits[c]]
+    overall = _point(all_scores, all_hits, sum(num_gt[c] for c in category_ids), score_threshold)
+    return {"overall": overall, "per_class": per_class}

@@ -1,0 +1,1 @@
+"""Running a trained detector over datasets and imagery."""

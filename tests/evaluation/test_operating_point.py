@@ -1,0 +1,61 @@
+import pytest
+
+from detect.evaluation.operating_point import operating_points
+from tests.evaluation.conftest import make_case
+from tests.evaluation.test_coco_eval import reference
+
+
+def _gt(extra=()):
+    anns = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [50, 50, 10, 10], "area": 100, "iscrowd": 0},
+            *extra]
+    return {"images": [{"id": 1, "width": 100, "height": 100}],
+            "categories": [{"id": 1, "name": "car"}], "annotations": anns}
+
+
+def det(score, box):
+    return {"image_id": 1, "category_id": 1, "score": score, "bbox": box}
+
+
+DETS = [det(0.9, [0, 0, 10, 10]),     # TP (object 1)
+        det(0.8, [0, 0, 10, 10.5]),   # duplicate of object 1 -> FP
+        det(0.7, [51, 50, 10, 10]),   # TP (object 2), IoU 0.82
+        det(0.6, [80, 80, 5, 5])]     # FP
+
+
+def test_golden_best_f1():
+    # thresholds: .9 -> P 1, R .5, F1 .667; .8 -> P .5, R .5, F1 .5;
+    #             .7 -> P 2/3, R 1, F1 .8;  .6 -> P .5, R 1, F1 .667  => best .7
+    p = operating_points(_gt(), DETS, [1])["per_class"][1]
+    assert p["score_threshold"] == 0.7
+    assert p["precision"] == pytest.approx(2 / 3) and p["recall"] == 1.0
+    assert p["f1"] == pytest.approx(0.8)
+    assert (p["predicted_count"], p["true_count"], p["count_error"]) == (3, 2, 1)
+
+
+def test_fixed_threshold():
+    p = operating_points(_gt(), DETS, [1], score_threshold=0.75)["overall"]
+    assert (p["precision"], p["recall"], p["predicted_count"]) == (0.5, 0.5, 2)
+
+
+def test_detection_on_crowd_region_is_ignored_not_false_positive():
+    crowd = {"id": 3, "image_id": 1, "category_id": 1, "bbox": [20, 20, 20, 20], "area": 400, "iscrowd": 1}
+    p = operating_points(_gt([crowd]), [*DETS, det(0.95, [22, 22, 10, 10])], [1])["per_class"][1]
+    assert p["score_threshold"] == 0.7 and p["f1"] == pytest.approx(0.8) and p["true_count"] == 2
+
+
+def test_no_detections():
+    p = operating_points(_gt(), [], [1])["overall"]
+    assert p["score_threshold"] is None and p["f1"] == 0.0 and p["count_error"] == -2
+
+
+@pytest.mark.parametrize("seed", [0, 2])
+def test_recall_at_lowest_threshold_matches_pycocotools(seed):
+    gt, res = make_case(seed)
+    ev, _ = reference(gt, res)
+    cats = ev.params.catIds
+    points = operating_points(gt, res, cats, score_threshold=0.0)
+    for k, c in enumerate(cats):
+        want = ev.eval["recall"][0, k, 0, -1]  # IoU 0.5, area all, maxDets 100
+        got = points["per_class"][c]["recall"] if points["per_class"][c]["true_count"] else -1
+        assert got == pytest.approx(max(want, -1), abs=1e-12)
