@@ -19,6 +19,25 @@ import yaml
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenetv2")
 
 
+class _Section:
+    """dict / YAML round trip and dotted overrides for a config dataclass."""
+
+    def to_dict(self) -> dict:
+        return _to_plain(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        return _from_plain(cls, data, "")
+
+    def with_overrides(self, assignments):
+        """Apply ``["a.b=value", ...]`` or ``{"a.b": value}``; values are YAML-parsed."""
+        data = self.to_dict()
+        items = assignments.items() if isinstance(assignments, dict) else map(_split_assignment, assignments)
+        for key, value in items:
+            _set_dotted(data, key, value)
+        return type(self).from_dict(data)
+
+
 @dataclass(frozen=True)
 class AnchorConfig:
     """Anchor layout; see :mod:`detect.ops.anchors` for the conventions."""
@@ -79,7 +98,7 @@ class PostprocessConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Section):
     """Everything needed to rebuild a RetinaNet and use it."""
 
     num_classes: int = 80  # excludes background
@@ -132,22 +151,76 @@ class ModelConfig:
         """Classification bias so that sigmoid(bias) == prior_probability."""
         return -math.log((1 - self.prior_probability) / self.prior_probability)
 
-    # ---- dict / YAML ------------------------------------------------------
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    """How images become training batches."""
 
-    def to_dict(self) -> dict:
-        return _to_plain(self)
+    resize: str = "fixed"  # "fixed": image_size x image_size; "shorter_side": paper-style
+    image_size: int = 512
+    min_side: int = 800
+    max_side: int = 1333
+    max_boxes: int = 100  # ground truth per image is padded / truncated to this
+    hflip: bool = True
+    vflip: bool = True  # aerial imagery has no "up"
+    rot90: bool = True
+    scale_jitter: tuple[float, ...] = (0.75, 1.25)  # [] or [1, 1] turns it off
+    color_jitter: bool = True
 
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
-        return _from_plain(cls, data, "")
+    def validate(self) -> None:
+        _check(self.resize in ("fixed", "shorter_side"), "data.resize",
+               f"must be 'fixed' or 'shorter_side', got {self.resize!r}")
+        _check(self.image_size >= 32 and 32 <= self.min_side <= self.max_side, "data.image_size/min_side/max_side",
+               "need image_size >= 32 and 32 <= min_side <= max_side")
+        _check(self.max_boxes >= 1, "data.max_boxes", f"must be >= 1, got {self.max_boxes}")
+        _check(len(self.scale_jitter) in (0, 2) and all(v > 0 for v in self.scale_jitter),
+               "data.scale_jitter", f"must be [] or [low, high] > 0, got {self.scale_jitter}")
 
-    def with_overrides(self, assignments: list[str] | dict[str, Any]) -> ModelConfig:
-        """Apply ``["a.b=value", ...]`` or ``{"a.b": value}``; values are YAML-parsed."""
-        data = self.to_dict()
-        items = assignments.items() if isinstance(assignments, dict) else map(_split_assignment, assignments)
-        for key, value in items:
-            _set_dotted(data, key, value)
-        return ModelConfig.from_dict(data)
+    def __post_init__(self):
+        self.validate()
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Section):
+    """Optimisation and run control."""
+
+    epochs: int = 12
+    batch_size: int = 4
+    optimizer: str = "sgd"  # or "adamw"
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    schedule: str = "cosine"  # "cosine", "step" or "constant"
+    step_epochs: tuple[int, ...] = (8, 11)  # for "step": x0.1 at each
+    clipnorm: float = 10.0  # 0 turns clipping off
+    freeze_backbone_epochs: int = 0  # two-stage fine-tuning: backbone frozen this long
+    finetune_lr_factor: float = 0.1  # LR multiplier once the backbone is unfrozen
+    ema: bool = False
+    ema_momentum: float = 0.999
+    seed: int = 0
+    steps_per_epoch: int = 0  # 0: one pass over the data
+
+    def validate(self) -> None:
+        _check(self.epochs >= 1 and self.batch_size >= 1, "train.epochs/batch_size", "must be >= 1")
+        _check(self.optimizer in ("sgd", "adamw"), "train.optimizer",
+               f"must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        _check(self.schedule in ("cosine", "step", "constant"), "train.schedule",
+               f"must be cosine, step or constant, got {self.schedule!r}")
+        _check(self.learning_rate > 0, "train.learning_rate", f"must be > 0, got {self.learning_rate}")
+        _check(0 <= self.freeze_backbone_epochs < self.epochs or self.freeze_backbone_epochs == 0,
+               "train.freeze_backbone_epochs", "must be smaller than train.epochs")
+
+    def __post_init__(self):
+        self.validate()
+
+
+@dataclass(frozen=True)
+class DetectConfig(_Section):
+    """A whole run: model, data and training (what ``--config`` files hold)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def _check(ok: bool, name: str, message: str) -> None:

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
+from detect.datasets.images import read_image
 from detect.ops.boxes import xyxy_to_xywh
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """``[H, W, 3]`` uint8 RGB; clear error for a missing or unreadable file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"image file {str(path)!r} does not exist")
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None or img.size == 0:
-        raise ValueError(f"image file {str(path)!r} could not be decoded")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
 def label_to_category(model, gt: dict) -> list[int]:
@@ -51,7 +41,7 @@ def predict_coco(model, gt: dict, images_dir, *, batch_size: int = 4,
     for start in tqdm(range(0, len(infos), batch_size), desc="evaluate", unit="batch",
                       disable=not progress):
         chunk = infos[start:start + batch_size]
-        imgs = [read_rgb(images_dir / im["file_name"]) for im in chunk]
+        imgs = [read_image(images_dir / im["file_name"]) for im in chunk]
         h = max(i.shape[0] for i in imgs)
         w = max(i.shape[1] for i in imgs)
         batch = np.zeros((len(imgs), h, w, 3), np.float32)

@@ -1,0 +1,1 @@
+"""COCO reading and checking, image decoding, box-aware transforms, tf.data pipeline."""

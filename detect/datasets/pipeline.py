@@ -1,0 +1,105 @@
+"""tf.data pipeline: decode, resize, augment, pad, batch.
+
+Output elements are ``(images [B, H, W, 3] float32 0..255, {"boxes" [B, M, 4]
+float32 xyxy pixels, "labels" [B, M] int32})`` with ``M = data.max_boxes``
+(padding rows: label -1) and ``H, W`` multiples of 128, which is what
+``RetinaNet.fit`` takes. Decoding runs in parallel; every random choice is
+a stateless function of ``(seed, element index)``, so a seed fixes the whole
+stream (and a resumed run sees the same stream again).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from detect.config import DataConfig
+from detect.datasets import transforms as T
+from detect.datasets.coco import CocoDataset
+from detect.datasets.images import read_image
+
+SIZE_MULTIPLE = 128
+
+
+def _resize(image, boxes, config: DataConfig):
+    h = tf.cast(tf.shape(image)[0], tf.float32)
+    w = tf.cast(tf.shape(image)[1], tf.float32)
+    if config.resize == "fixed":
+        size = [config.image_size, config.image_size]
+        nh = nw = float(config.image_size)
+    else:
+        s = tf.minimum(config.min_side / tf.minimum(h, w), config.max_side / tf.maximum(h, w))
+        nh, nw = tf.round(h * s), tf.round(w * s)
+        size = tf.cast(tf.stack([nh, nw]), tf.int32)
+    image = tf.image.resize(image, size, method="bilinear")
+    return image, boxes * tf.stack([nw / w, nh / h, nw / w, nh / h])
+
+
+def _pad_targets(boxes, labels, max_boxes: int):
+    boxes, labels = boxes[:max_boxes], labels[:max_boxes]
+    n = tf.shape(labels)[0]
+    boxes = tf.pad(boxes, [[0, max_boxes - n], [0, 0]])
+    labels = tf.pad(labels, [[0, max_boxes - n]], constant_values=-1)
+    return tf.ensure_shape(boxes, [max_boxes, 4]), tf.ensure_shape(labels, [max_boxes])
+
+
+def make_dataset(ds: CocoDataset, config: DataConfig, *, batch_size: int, training: bool,
+                 seed: int = 0, repeat: bool = False) -> tf.data.Dataset:
+    """Batches for ``model.fit`` / ``model.evaluate`` (see the module doc)."""
+    samples = ds.samples
+    if not samples:
+        raise ValueError("the dataset has no usable images")
+
+    def load(i):
+        s = samples[int(i)]
+        img = read_image(s.path)
+        if img.shape[:2] != (s.height, s.width):
+            raise ValueError(f"{s.path}: image is {img.shape[1]}x{img.shape[0]} but the "
+                             f"annotations say {s.width}x{s.height}")
+        return img.astype(np.float32), s.boxes, s.labels
+
+    def decode(counter, index):
+        img, boxes, labels = tf.numpy_function(load, [index], [tf.float32, tf.float32, tf.int32])
+        img.set_shape([None, None, 3])
+        boxes.set_shape([None, 4])
+        labels.set_shape([None])
+        return counter, img, boxes, labels
+
+    def augment(counter, img, boxes, labels):
+        img, boxes = _resize(img, boxes, config)
+        if training:
+            seed_pair = tf.stack([tf.constant(seed, tf.int64), counter])
+            s_geo, s_scale, s_col = T._split(tf.cast(seed_pair, tf.int32), 3)
+            img, boxes = T.random_flips_and_rotation(
+                img, boxes, s_geo, horizontal=config.hflip, vertical=config.vflip, rotate=config.rot90)
+            if config.scale_jitter and tuple(config.scale_jitter) != (1.0, 1.0):
+                img, boxes, labels = T.random_scale_crop(img, boxes, labels, s_scale,
+                                                         scale_range=tuple(config.scale_jitter))
+            if config.color_jitter:
+                img = T.random_color(img, s_col)
+        boxes, labels = _pad_targets(boxes, labels, config.max_boxes)
+        return img, {"boxes": boxes, "labels": labels}
+
+    n = len(samples)
+    d = tf.data.Dataset.range(n)
+    if training:
+        d = d.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        d = d.repeat()
+    # (running counter, sample index): the counter seeds the augmentation, so
+    # each epoch sees different augmentations of the same image.
+    d = d.enumerate()
+    d = d.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    d = d.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    d = d.padded_batch(batch_size, padded_shapes=([None, None, 3], {"boxes": [config.max_boxes, 4],
+                                                                    "labels": [config.max_boxes]}),
+                       padding_values=(0.0, {"boxes": 0.0, "labels": -1}), drop_remainder=training)
+    d = d.map(_pad_to_multiple, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return d.prefetch(tf.data.AUTOTUNE)
+
+
+def _pad_to_multiple(images, targets):
+    shape = tf.shape(images)
+    h = (shape[1] + SIZE_MULTIPLE - 1) // SIZE_MULTIPLE * SIZE_MULTIPLE
+    w = (shape[2] + SIZE_MULTIPLE - 1) // SIZE_MULTIPLE * SIZE_MULTIPLE
+    return tf.pad(images, [[0, 0], [0, h - shape[1]], [0, w - shape[2]], [0, 0]]), targets

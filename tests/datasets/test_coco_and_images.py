@@ -1,0 +1,122 @@
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from detect.config import DataConfig
+from detect.datasets.coco import DataError, load_coco, summary
+from detect.datasets.images import read_image, to_uint8
+from detect.datasets.pipeline import make_dataset
+
+
+def write_dataset(tmp_path, annotations, images=None, categories=None):
+    (tmp_path / "img").mkdir(exist_ok=True)
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / "img" / name), np.full((50, 80, 3), 100, np.uint8))
+    coco = {"images": images or [{"id": 1, "file_name": "a.png", "width": 80, "height": 50},
+                                 {"id": 2, "file_name": "b.png", "width": 80, "height": 50}],
+            "categories": categories or [{"id": 7, "name": "car"}, {"id": 3, "name": "pool"}],
+            "annotations": annotations}
+    (tmp_path / "ann.json").write_text(json.dumps(coco))
+    return tmp_path / "ann.json", tmp_path / "img"
+
+
+def ann(i, bbox, cat=7, image=1, crowd=0):
+    return {"id": i, "image_id": image, "category_id": cat, "bbox": bbox, "iscrowd": crowd}
+
+
+def test_reads_maps_categories_and_keeps_negatives(tmp_path):
+    a, d = write_dataset(tmp_path, [ann(1, [10, 10, 20, 5]), ann(2, [0, 0, 5, 5], cat=3),
+                                    ann(3, [30, 30, 10, 10], crowd=1)])
+    ds = load_coco(a, d)
+    assert ds.class_names == ["pool", "car"] and ds.category_ids == [3, 7]  # sorted ids
+    s1 = next(s for s in ds.samples if s.image_id == 1)
+    np.testing.assert_allclose(s1.boxes, [[10, 10, 30, 15], [0, 0, 5, 5], [30, 30, 40, 40]])
+    np.testing.assert_array_equal(s1.labels, [1, 0, -2])  # crowd -> ignore region
+    assert any(s.image_id == 2 and len(s.labels) == 0 for s in ds.samples)  # negative kept
+    assert "images: 2 (1 without objects)" in summary(ds)
+
+
+def test_problems_are_counted_and_named(tmp_path):
+    a, d = write_dataset(tmp_path, [
+        ann(1, [10, 10, 0, 5]), ann(2, [float("nan"), 0, 5, 5]), ann(3, [0, 0, 5, 5], cat=99),
+        ann(4, [70, 40, 20, 20]), ann(5, [200, 200, 5, 5]), ann(6, [1, 1, 2, 2], image=42)])
+    ds = load_coco(a, d)
+    c = ds.report.counts()
+    assert (c["empty_box"], c["nan_box"], c["unknown_category"], c["outside_box"], c["unknown_image"]) == (1, 1, 1, 1, 1)
+    assert ds.report.clipped == 2
+    s1 = next(s for s in ds.samples if s.image_id == 1)
+    np.testing.assert_allclose(s1.boxes, [[70, 40, 80, 50]])  # clipped, kept
+    assert any("annotation 3" in m and "99" in m for _, m in ds.report.problems)
+    with pytest.raises(DataError, match="with --strict"):
+        load_coco(a, d, strict=True)
+
+
+def test_missing_image_is_skipped_or_strict_error(tmp_path):
+    imgs = [{"id": 1, "file_name": "a.png", "width": 80, "height": 50},
+            {"id": 2, "file_name": "gone.png", "width": 80, "height": 50}]
+    a, d = write_dataset(tmp_path, [ann(1, [1, 1, 5, 5], image=2)], images=imgs)
+    ds = load_coco(a, d)
+    assert [s.image_id for s in ds.samples] == [1] and ds.report.counts()["missing_image"] == 1
+    with pytest.raises(DataError):
+        load_coco(a, d, strict=True)
+
+
+@pytest.mark.parametrize("name", ["../a.png", "/etc/passwd"])
+def test_paths_escaping_the_root_are_refused(tmp_path, name):
+    imgs = [{"id": 1, "file_name": name, "width": 80, "height": 50}]
+    a, d = write_dataset(tmp_path, [], images=imgs)
+    with pytest.raises(DataError, match="escapes"):
+        load_coco(a, d)
+
+
+def test_duplicate_image_ids_are_refused(tmp_path):
+    imgs = [{"id": 1, "file_name": "a.png", "width": 80, "height": 50},
+            {"id": 1, "file_name": "b.png", "width": 80, "height": 50}]
+    a, d = write_dataset(tmp_path, [], images=imgs)
+    with pytest.raises(DataError, match="duplicate image id 1"):
+        load_coco(a, d)
+
+
+def test_image_reading_rules(tmp_path):
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    cv2.imwrite(str(tmp_path / "g.png"), grey)
+    np.testing.assert_array_equal(read_image(tmp_path / "g.png"), np.repeat(grey[..., None], 3, 2))
+    bgra = np.zeros((2, 2, 4), np.uint8)
+    bgra[..., 0], bgra[..., 2], bgra[..., 3] = 10, 200, 7  # B=10, R=200, alpha 7
+    cv2.imwrite(str(tmp_path / "c.png"), bgra)
+    np.testing.assert_array_equal(read_image(tmp_path / "c.png")[0, 0], [200, 0, 10])  # RGB
+    wide = np.linspace(1000, 5000, 100 * 3).astype(np.uint16).reshape(10, 10, 3)
+    cv2.imwrite(str(tmp_path / "w.tif"), wide)
+    out = read_image(tmp_path / "w.tif")
+    assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
+    np.testing.assert_array_equal(to_uint8(np.full((2, 2), 7, np.uint16)), 0)  # constant image
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="could not be decoded"):
+        read_image(tmp_path / "bad.jpg")
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    from PIL import Image
+
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :10] = 255  # bright left strip, 40 wide x 20 high
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    im.save(tmp_path / "o.jpg", exif=exif, quality=95)
+    out = read_image(tmp_path / "o.jpg")
+    assert out.shape == (40, 20, 3)  # displayed upright: 20 wide x 40 high
+    assert out[:10].mean() > 200 and out[-10:].mean() < 50  # strip now at the top
+
+
+def test_pipeline_batches_are_deterministic_and_padded(tmp_path):
+    a, d = write_dataset(tmp_path, [ann(1, [10, 10, 20, 5])])
+    ds = load_coco(a, d)
+    cfg = DataConfig(image_size=64, max_boxes=5)
+    batches = [make_dataset(ds, cfg, batch_size=2, training=True, seed=3) for _ in range(2)]
+    (x1, y1), (x2, y2) = (next(iter(b)) for b in batches)
+    assert x1.shape == (2, 128, 128, 3) and y1["boxes"].shape == (2, 5, 4)
+    np.testing.assert_array_equal(x1, x2)
+    assert (y1["labels"].numpy() == -1).sum() == 9  # one box, nine padding rows
