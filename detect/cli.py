@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 # TensorFlow's C++ start-up chatter hides the messages users need.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -118,7 +119,79 @@ def _run_evaluate(args) -> int:
     return 0
 
 
-_COMMANDS: list = [_add_evaluate, _add_export]
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train", help="train a detector on a COCO-format dataset",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train RetinaNet on a COCO dataset (instances JSON + image folder).\n\n"
+        "  detect train --train-ann A.json --train-images DIR --out RUN\n"
+        "  detect train ... --config data/sample_config.yaml --set train.epochs=30\n"
+        "  detect train --resume RUN\n\n"
+        "RUN receives config.yaml (resolved), checkpoint.keras + state.json (each epoch, "
+        "atomic), metrics.csv, logs/ (TensorBoard) and model.keras (final). Every config "
+        "field can be set with --set section.key=value (sections: model, data, train).")
+    p.add_argument("--train-ann", help="COCO instances JSON for training")
+    p.add_argument("--train-images", help="folder the training file_name values are in")
+    p.add_argument("--val-ann", help="validation annotations: AP/AP50 reported each epoch")
+    p.add_argument("--val-images", help="validation image folder")
+    p.add_argument("--out", help="run directory")
+    p.add_argument("--config", help="YAML with model/data/train sections")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set train.learning_rate=0.005")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
+    p.add_argument("--backbone-weights", help="imagenet, none or a weights file (= --set model.backbone_weights=...)")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="mixed_float16 on GPU, mixed_bfloat16 on CPU")
+    p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default="default",
+                   help="tf.distribute strategy (multiworker reads TF_CONFIG)")
+    p.add_argument("--strict", action="store_true", help="treat data warnings as errors")
+    p.set_defaults(handler=_run_train)
+
+
+def _run_train(args) -> int:
+    from detect.config import DetectConfig, load_yaml
+    from detect.engine import TrainingError, train
+
+    if args.resume:
+        run = args.resume
+        saved = load_yaml(f"{run}/config.yaml") if Path(f"{run}/config.yaml").is_file() else None
+        if saved is None:
+            raise FileNotFoundError(f"{run}/config.yaml not found: is {run} a detect run directory?")
+        cfg = DetectConfig.from_dict(saved)
+        meta = load_yaml(f"{run}/run.yaml")
+        args.train_ann, args.train_images = meta["train_ann"], meta["train_images"]
+        args.val_ann, args.val_images = meta.get("val_ann"), meta.get("val_images")
+    else:
+        if not (args.train_ann and args.train_images and args.out):
+            raise ValueError("--train-ann, --train-images and --out are required (or --resume RUN)")
+        if bool(args.val_ann) != bool(args.val_images):
+            raise ValueError("--val-ann and --val-images go together")
+        cfg = DetectConfig.from_dict(load_yaml(args.config)) if args.config else DetectConfig()
+        if args.backbone_weights:
+            args.set = [f"model.backbone_weights={args.backbone_weights}", *args.set]
+        cfg = cfg.with_overrides(args.set)
+        run = args.out
+        Path(run).mkdir(parents=True, exist_ok=True)
+        from detect.config import dump_yaml
+
+        dump_yaml({"train_ann": str(Path(args.train_ann).resolve()),
+                   "train_images": str(Path(args.train_images).resolve()),
+                   "val_ann": args.val_ann and str(Path(args.val_ann).resolve()),
+                   "val_images": args.val_images and str(Path(args.val_images).resolve())},
+                  f"{run}/run.yaml")
+    try:
+        train(cfg, train_ann=args.train_ann, train_images=args.train_images, run_dir=run,
+              val_ann=args.val_ann, val_images=args.val_images, strict=args.strict,
+              resume=bool(args.resume), strategy=args.strategy,
+              mixed_precision=args.mixed_precision)
+    except TrainingError as err:
+        print(f"detect train: {err}", file=sys.stderr)
+        return 3
+    print(f"wrote {run}/model.keras")
+    return 0
+
+
+_COMMANDS: list = [_add_train, _add_evaluate, _add_export]
 
 
 def main(argv: list[str] | None = None) -> int:

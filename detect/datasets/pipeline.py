@@ -44,8 +44,12 @@ def _pad_targets(boxes, labels, max_boxes: int):
 
 
 def make_dataset(ds: CocoDataset, config: DataConfig, *, batch_size: int, training: bool,
-                 seed: int = 0, repeat: bool = False) -> tf.data.Dataset:
-    """Batches for ``model.fit`` / ``model.evaluate`` (see the module doc)."""
+                 seed: int = 0, repeat: bool = False, skip: int = 0) -> tf.data.Dataset:
+    """Batches for ``model.fit`` / ``model.evaluate`` (see the module doc).
+
+    ``skip`` drops that many elements before decoding (cheap): a resumed run
+    continues the exact stream of an uninterrupted one.
+    """
     samples = ds.samples
     if not samples:
         raise ValueError("the dataset has no usable images")
@@ -88,7 +92,7 @@ def make_dataset(ds: CocoDataset, config: DataConfig, *, batch_size: int, traini
         d = d.repeat()
     # (running counter, sample index): the counter seeds the augmentation, so
     # each epoch sees different augmentations of the same image.
-    d = d.enumerate()
+    d = d.enumerate().skip(skip)
     d = d.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     d = d.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     d = d.padded_batch(batch_size, padded_shapes=([None, None, 3], {"boxes": [config.max_boxes, 4],

@@ -156,7 +156,7 @@ class RetinaNet(keras.Model):
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply(grads, variables)
-        return self._record(losses)
+        return {**self._record(losses), "lr": self.optimizer.learning_rate}
 
     def test_step(self, data):
         images, targets = data[0], data[1]

@@ -1,0 +1,231 @@
+"""Training orchestration: config -> data -> model -> ``fit``, resumable.
+
+A run directory holds::
+
+    config.yaml        the resolved DetectConfig (every override applied)
+    checkpoint.keras   last completed epoch: weights + optimizer state (atomic)
+    state.json         {"epoch": completed epochs, ...} written after the checkpoint
+    metrics.csv        one row per epoch (losses, learning rate, validation)
+    logs/              TensorBoard
+    model.keras        the final, complete artefact (atomic)
+
+Writes go to a temporary file and are renamed into place, so a kill -9 at
+any moment leaves the previous checkpoint usable. A non-finite loss stops
+training with a message naming the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from detect.config import DetectConfig, dump_yaml
+from detect.datasets.coco import CocoDataset, load_coco, summary
+from detect.datasets.pipeline import make_dataset
+from detect.models.backbones import apply_freezing
+from detect.models.factory import build_retinanet
+from detect.models.retinanet import RetinaNet
+
+
+class TrainingError(RuntimeError):
+    """Training stopped for a reason the user must act on (message says which)."""
+
+
+@keras.saving.register_keras_serializable(package="detect")
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup from 0 to ``base``, then cosine to 0, x0.1 steps, or constant."""
+
+    def __init__(self, base, warmup_steps, total_steps, kind="cosine", boundaries=()):
+        self.base = float(base)
+        self.warmup_steps = int(warmup_steps)
+        self.total_steps = max(int(total_steps), 1)
+        self.kind = kind
+        self.boundaries = [int(b) for b in boundaries]
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.float32)
+        warm = tf.minimum(1.0, (step + 1.0) / max(self.warmup_steps, 1))
+        if self.kind == "cosine":
+            progress = tf.clip_by_value(step / self.total_steps, 0.0, 1.0)
+            lr = 0.5 * self.base * (1.0 + tf.cos(math.pi * progress))
+        elif self.kind == "step":
+            drops = tf.add_n([tf.cast(step >= b, tf.float32) for b in self.boundaries] or [0.0 * step])
+            lr = self.base * tf.pow(0.1, drops)
+        else:
+            lr = self.base + 0.0 * step
+        return lr * warm if self.warmup_steps > 0 else lr
+
+    def get_config(self):
+        return {"base": self.base, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
+                "kind": self.kind, "boundaries": self.boundaries}
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp" + path.suffix)
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_model_atomic(model: keras.Model, path: Path) -> None:
+    _atomic(Path(path), lambda p: model.save(p))
+
+
+def _write_json(path: Path, data: dict) -> None:
+    _atomic(Path(path), lambda p: p.write_text(json.dumps(data, indent=1)))
+
+
+def make_optimizer(cfg: DetectConfig, steps_per_epoch: int, lr_factor: float = 1.0):
+    t = cfg.train
+    schedule = WarmupSchedule(
+        t.learning_rate * lr_factor, t.warmup_steps if lr_factor == 1.0 else 0,
+        t.epochs * steps_per_epoch, t.schedule, [e * steps_per_epoch for e in t.step_epochs])
+    common = dict(learning_rate=schedule, global_clipnorm=t.clipnorm or None,
+                  use_ema=t.ema, ema_momentum=t.ema_momentum)
+    if t.optimizer == "sgd":
+        return keras.optimizers.SGD(momentum=t.momentum, weight_decay=t.weight_decay or None, **common)
+    return keras.optimizers.AdamW(weight_decay=t.weight_decay, **common)
+
+
+class _Guard(keras.callbacks.Callback):
+    """Stops on a non-finite loss; checkpoints atomically after each good epoch."""
+
+    def __init__(self, run_dir: Path, steps_per_epoch: int):
+        super().__init__()
+        self.run_dir = run_dir
+        self.steps_per_epoch = steps_per_epoch
+        self.bad: str | None = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            self.bad = f"loss became {float(loss)} at step {batch + 1} of an epoch"
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.bad:
+            return
+        save_model_atomic(self.model, self.run_dir / "checkpoint.keras")
+        _write_json(self.run_dir / "state.json", {"epoch": epoch + 1,
+                                                  "steps_per_epoch": self.steps_per_epoch})
+
+
+class _Validation(keras.callbacks.Callback):
+    """COCO AP / AP50 on the validation set after each epoch (the evaluate code path)."""
+
+    def __init__(self, dataset: CocoDataset, gt: dict, data_cfg, every: int = 1):
+        super().__init__()
+        self.dataset, self.gt, self.data_cfg, self.every = dataset, gt, data_cfg, every
+
+    def on_epoch_end(self, epoch, logs=None):
+        from detect.evaluation import evaluate
+        from detect.inference.coco_dataset import predict_samples
+
+        results = predict_samples(self.model, self.dataset, self.data_cfg)
+        stats = evaluate(self.gt, results).stats
+        if logs is not None:
+            logs["val_AP"], logs["val_AP50"] = stats[0], stats[1]
+        print(f"\nepoch {epoch + 1}: val AP {stats[0]:.3f}, AP50 {stats[1]:.3f}", flush=True)
+
+
+def _strategy(name: str):
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("--strategy multiworker needs the TF_CONFIG environment variable")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"unknown strategy {name!r}; choose default, mirrored or multiworker")
+
+
+def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, val_images=None,
+          strict: bool = False, resume: bool = False, strategy: str = "default",
+          mixed_precision: bool = False, verbose: int = 1) -> RetinaNet:
+    """Train a detector; returns the final model (also written to ``run_dir/model.keras``)."""
+    run_dir = Path(run_dir)
+    state_file = run_dir / "state.json"
+    start_epoch = 0
+    if resume:
+        if not state_file.is_file() or not (run_dir / "checkpoint.keras").is_file():
+            raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from "
+                                    f"(expected checkpoint.keras and state.json)")
+        start_epoch = int(json.loads(state_file.read_text())["epoch"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    train_ds = load_coco(train_ann, train_images, strict=strict)
+    print(summary(train_ds), flush=True)
+    for _, message in train_ds.report.problems[:10]:
+        print(f"warning: {message}", file=sys.stderr)
+    cfg = replace(cfg, model=replace(cfg.model, num_classes=train_ds.num_classes,
+                                     class_names=tuple(train_ds.class_names)))
+    val = None
+    if val_ann:
+        val_ds = load_coco(val_ann, val_images, strict=strict)
+        if val_ds.class_names != train_ds.class_names:
+            raise ValueError(f"validation categories {val_ds.class_names} differ from training "
+                             f"categories {train_ds.class_names}")
+        val = (val_ds, json.loads(Path(val_ann).read_text()))
+    dump_yaml(cfg.to_dict(), run_dir / "config.yaml")
+
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy(
+            "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16")
+    t = cfg.train
+    steps = t.steps_per_epoch or max(len(train_ds.samples) // t.batch_size, 1)
+    data = make_dataset(train_ds, cfg.data, batch_size=t.batch_size, training=True, seed=t.seed,
+                        repeat=True, skip=start_epoch * steps * t.batch_size)
+    keras.utils.set_random_seed(t.seed)
+    with _strategy(strategy).scope():
+        model = build_retinanet(cfg.model)
+        stage_two = 0 < t.freeze_backbone_epochs <= start_epoch
+
+        def compile_for(stage_two: bool):
+            if t.freeze_backbone_epochs and not stage_two:
+                model.backbone.trainable = False
+            else:
+                model.backbone.trainable = True  # lift stage one's blanket freeze first
+                apply_freezing(model.backbone, freeze_stages=cfg.model.freeze_stages,
+                               freeze_batchnorm=cfg.model.batchnorm_frozen)
+            factor = t.finetune_lr_factor if (t.freeze_backbone_epochs and stage_two) else 1.0
+            model.compile(optimizer=make_optimizer(cfg, steps, factor))
+
+        compile_for(stage_two)
+        if resume:
+            model.optimizer.build(model.trainable_variables)
+            model.load_weights(run_dir / "checkpoint.keras")
+            print(f"resumed from {run_dir / 'checkpoint.keras'} after epoch {start_epoch}", flush=True)
+
+    guard = _Guard(run_dir, steps)
+    callbacks = [guard, keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=resume),
+                 keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False)]
+    if val:
+        callbacks.insert(0, _Validation(val[0], val[1], cfg.data))
+
+    def fit(first, last):
+        if last > first:
+            model.fit(data, epochs=last, initial_epoch=first, steps_per_epoch=steps,
+                      callbacks=callbacks, verbose=verbose)
+
+    if t.freeze_backbone_epochs and start_epoch < t.freeze_backbone_epochs:
+        fit(start_epoch, t.freeze_backbone_epochs)
+        if not guard.bad:
+            compile_for(True)
+            start_epoch = t.freeze_backbone_epochs
+    if not guard.bad:
+        fit(start_epoch, t.epochs)
+    if guard.bad:
+        last = json.loads(state_file.read_text())["epoch"] if state_file.is_file() else 0
+        raise TrainingError(f"{guard.bad}; training stopped. The last good checkpoint is "
+                            f"{run_dir / 'checkpoint.keras'} (after epoch {last}); try a lower "
+                            f"train.learning_rate or check the data, then --resume {run_dir}")
+    save_model_atomic(model, run_dir / "model.keras")
+    return model

@@ -1,0 +1,117 @@
+import json
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from detect import engine
+from detect.config import DetectConfig
+from detect.models import load_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import make_synthetic  # noqa: E402
+
+TINY = ["model.backbone=resnet18", "model.backbone_width=8", "model.fpn_channels=16",
+        "model.head_convs=1", "model.freeze_batchnorm=true", "data.image_size=64",
+        "data.max_boxes=10", "train.batch_size=2", "train.epochs=2", "train.warmup_steps=2",
+        "train.optimizer=sgd", "train.learning_rate=0.005"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    ann = make_synthetic.make_dataset(root, images=4, size=64, seed=2)
+    return ann, root / "images"
+
+
+def cfg(*extra):
+    return DetectConfig().with_overrides([*TINY, *extra])
+
+
+def test_run_directory_contents(data, tmp_path):
+    ann, images = data
+    engine.train(cfg(), train_ann=ann, train_images=images, val_ann=ann, val_images=images,
+                 run_dir=tmp_path / "run", verbose=0)
+    run = tmp_path / "run"
+    assert {"config.yaml", "checkpoint.keras", "state.json", "metrics.csv", "model.keras", "logs"} <= {
+        p.name for p in run.iterdir()}
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert rows[0].split(",") == ["epoch", "box_loss", "cls_loss", "loss", "lr", "val_AP", "val_AP50"]
+    assert len(rows) == 3
+    model = load_model(run / "model.keras")
+    assert model.class_names == ("pool", "car", "building")
+    assert json.loads((run / "state.json").read_text())["epoch"] == 2
+    assert not list(run.glob("*.tmp*"))  # atomic writes left nothing behind
+
+
+def test_warmup_cosine_schedule_golden():
+    s = engine.WarmupSchedule(0.1, warmup_steps=10, total_steps=100, kind="cosine")
+    # step 4: warmup factor 5/10, cosine factor 0.5 * (1 + cos(pi * 0.04))
+    np.testing.assert_allclose(float(s(4)), 0.1 * 0.5 * 0.5 * (1 + np.cos(np.pi * 0.04)), rtol=1e-6)
+    np.testing.assert_allclose(float(s(100)), 0.0, atol=1e-9)
+    st = engine.WarmupSchedule(0.1, 0, 100, kind="step", boundaries=[50, 80])
+    np.testing.assert_allclose([float(st(49)), float(st(50)), float(st(80))], [0.1, 0.01, 0.001], rtol=1e-5)
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(data, tmp_path, monkeypatch):
+    tf.config.experimental.enable_op_determinism()
+    ann, images = data
+    full = engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "a", verbose=0)
+
+    original = engine._Guard.on_epoch_end
+
+    def crash_after_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 0:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(engine._Guard, "on_epoch_end", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "b", verbose=0)
+    monkeypatch.setattr(engine._Guard, "on_epoch_end", original)
+    assert json.loads((tmp_path / "b" / "state.json").read_text())["epoch"] == 1
+    resumed = engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "b",
+                           resume=True, verbose=0)
+    for a, b in zip(full.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_non_finite_loss_stops_with_clear_message(data, tmp_path, monkeypatch):
+    ann, images = data
+    real = engine.RetinaNet.compute_detection_losses
+
+    def poisoned(self, images, targets, training=False):
+        out = real(self, images, targets, training)
+        # NaN from the third step on, i.e. in the second epoch (2 steps each); the
+        # counter already counts the running step when the loss is computed
+        bad = tf.cast(self.optimizer.iterations, tf.float32) >= 3.0
+        nan = tf.stop_gradient(tf.where(bad, float("nan"), 0.0))  # no NaN gradient before
+        return {k: v + nan for k, v in out.items()}
+
+    monkeypatch.setattr(engine.RetinaNet, "compute_detection_losses", poisoned)
+    with pytest.raises(engine.TrainingError, match=r"loss became nan.*after epoch 1"):
+        engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "r", verbose=0)
+    good = load_model(tmp_path / "r" / "checkpoint.keras")
+    assert all(np.isfinite(w).all() for w in good.get_weights())
+    assert not (tmp_path / "r" / "model.keras").exists()
+
+
+def test_two_stage_fine_tuning_unfreezes_backbone(data, tmp_path):
+    ann, images = data
+    model = engine.train(cfg("train.freeze_backbone_epochs=1"), train_ann=ann, train_images=images,
+                         run_dir=tmp_path / "r", verbose=0)
+    conv = model.backbone.get_layer("conv3_block1_1_conv")
+    assert conv.trainable and not model.backbone.get_layer("conv1_bn").trainable  # BN stays frozen
+
+
+def test_resume_needs_a_checkpoint(tmp_path, data):
+    ann, images = data
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path, resume=True)
+
+
+def teardown_module():
+    keras.mixed_precision.set_global_policy("float32")
