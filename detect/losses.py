@@ -70,6 +70,7 @@ def detection_losses(
     smooth_l1_beta: float = SMOOTH_L1_BETA,
     box_loss_weight: float = 1.0,
     variances: Sequence[float] = box_coder.DEFAULT_VARIANCES,
+    normalizer: tf.Tensor | None = None,
 ) -> dict[str, tf.Tensor]:
     """Focal + box loss for a batch.
 
@@ -79,6 +80,8 @@ def detection_losses(
       box_deltas: ``[B, N, 4]`` predicted deltas.
       anchors: ``[N, 4]`` xyxy (used by the GIoU loss to decode predictions).
       box_loss: ``"smooth_l1"`` on deltas or ``"giou"`` on decoded boxes.
+      normalizer: divide by this instead of this batch's positive count (a
+        distributed step passes the count over all replicas).
 
     Returns:
       ``{"cls_loss", "box_loss", "loss"}`` scalar float32 tensors, where
@@ -102,7 +105,8 @@ def detection_losses(
     # where, not multiply: 0 * inf from an unmatched anchor would be NaN.
     per_anchor = tf.where(positive, per_anchor, 0.0)
 
-    num_pos = tf.maximum(tf.reduce_sum(tf.cast(positive, tf.float32)), 1.0)
+    num_pos = normalizer if normalizer is not None else tf.maximum(
+        tf.reduce_sum(tf.cast(positive, tf.float32)), 1.0)
     cls_loss = tf.reduce_sum(focal) / num_pos
     box = tf.reduce_sum(per_anchor) / num_pos
     return {"cls_loss": cls_loss, "box_loss": box, "loss": cls_loss + box_loss_weight * box}

@@ -115,3 +115,18 @@ def test_resume_needs_a_checkpoint(tmp_path, data):
 
 def teardown_module():
     keras.mixed_precision.set_global_policy("float32")
+
+
+def test_cli_train_and_resume(data, tmp_path):
+    from detect.cli import main
+
+    ann, images = data
+    sets = [x for s in TINY + ["train.epochs=1"] for x in ("--set", s)]
+    run = tmp_path / "run"
+    assert main(["train", "--train-ann", str(ann), "--train-images", str(images),
+                 "--out", str(run), *sets]) == 0
+    assert (run / "model.keras").is_file() and (run / "run.yaml").is_file()
+    # resuming a finished run is harmless: nothing left to train, model rewritten
+    assert main(["train", "--resume", str(run)]) == 0
+    assert main(["train", "--train-ann", str(ann), "--out", str(run)]) == 2  # missing --train-images
+    assert main(["train", "--resume", str(tmp_path / "nope")]) == 2

@@ -218,7 +218,7 @@ def evaluate(gt, results, *, backend: str = "faster-coco-eval",
         ev.accumulate()
     precision = np.asarray(ev.eval["precision"])  # [T, R, K, A, M]
     recall = np.asarray(ev.eval["recall"])  # [T, K, A, M]
-    cat_ids = list(ev.params.catIds)
+    cat_ids = [int(c) for c in ev.params.catIds]  # NumPy ints from faster-coco-eval
     names = {c["id"]: c.get("name", str(c["id"])) for c in gt["categories"]}
     num_gt = {c: 0 for c in cat_ids}
     for a in gt["annotations"]:

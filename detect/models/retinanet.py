@@ -110,7 +110,13 @@ class RetinaNet(keras.Model):
         return {"cls_logits": tf.cast(cls, tf.float32), "box_deltas": tf.cast(box, tf.float32)}
 
     def compute_detection_losses(self, images, targets, training=False) -> dict[str, tf.Tensor]:
-        """Focal + box loss of a batch with padded ground truth (see module doc)."""
+        """Focal + box loss of a batch with padded ground truth (see module doc).
+
+        Under a multi-replica strategy each replica returns its share of the
+        global-batch loss (normalised by the positive anchors of all
+        replicas), so summing over replicas gives the single-device loss and
+        the gradients sum to the single-device gradient.
+        """
         outputs = self(images, training=training)
         anchors = self.anchors(images)
         c = self.model_config
@@ -119,11 +125,16 @@ class RetinaNet(keras.Model):
             positive_iou=c.matcher.positive_iou, negative_iou=c.matcher.negative_iou,
             allow_low_quality_matches=c.matcher.allow_low_quality_matches,
             variances=c.box_variances)
+        normalizer = None
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            local = tf.reduce_sum(tf.cast(t.positive, tf.float32))
+            normalizer = tf.maximum(ctx.all_reduce(tf.distribute.ReduceOp.SUM, local), 1.0)
         return detection_losses(
             t, outputs["cls_logits"], outputs["box_deltas"], anchors,
             alpha=c.loss.focal_alpha, gamma=c.loss.focal_gamma, box_loss=c.loss.box_loss,
             smooth_l1_beta=c.loss.smooth_l1_beta, box_loss_weight=c.loss.box_loss_weight,
-            variances=c.box_variances)
+            variances=c.box_variances, normalizer=normalizer)
 
     def detect(self, images, *, static_shapes: bool = False) -> dict[str, tf.Tensor]:
         """Decoded detections for ``images [B, H, W, 3]`` RGB in [0, 255]."""
@@ -141,8 +152,12 @@ class RetinaNet(keras.Model):
         return list(self._trackers.values())
 
     def _record(self, losses):
+        # Mean trackers average over replicas; each replica holds its share of
+        # the global loss, so scale by the replica count to report the total.
+        ctx = tf.distribute.get_replica_context()
+        replicas = ctx.num_replicas_in_sync if ctx is not None else 1
         for name, tracker in self._trackers.items():
-            tracker.update_state(losses[name])
+            tracker.update_state(losses[name] * replicas)
         return {name: tracker.result() for name, tracker in self._trackers.items()}
 
     def train_step(self, data):

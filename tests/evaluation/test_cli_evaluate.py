@@ -37,6 +37,7 @@ def test_evaluate_predictions_file(tmp_path):
     assert [r["name"] for r in report["area_ranges"]] == ["tiny", "rest"]
     assert report["area_ranges"][1]["max_side"] == "inf"
     assert {"overall", "per_class"} <= set(report["operating_point"])
+    assert [r["category_id"] for r in report["per_class"]] == [1, 3, 7]  # ints, not strings
     assert len(list((tmp_path / "plots").glob("*.png"))) == 1 + len(gt["categories"])
 
 
