@@ -195,6 +195,7 @@ class TrainConfig(_Section):
     clipnorm: float = 10.0  # 0 turns clipping off
     freeze_backbone_epochs: int = 0  # two-stage fine-tuning: backbone frozen this long
     finetune_lr_factor: float = 0.1  # LR multiplier once the backbone is unfrozen
+    backbone_lr_multiplier: float = 1.0  # discriminative LR: backbone LR = LR x this
     ema: bool = False
     ema_momentum: float = 0.999
     seed: int = 0
@@ -207,6 +208,8 @@ class TrainConfig(_Section):
         _check(self.schedule in ("cosine", "step", "constant"), "train.schedule",
                f"must be cosine, step or constant, got {self.schedule!r}")
         _check(self.learning_rate > 0, "train.learning_rate", f"must be > 0, got {self.learning_rate}")
+        _check(self.backbone_lr_multiplier >= 0, "train.backbone_lr_multiplier",
+               f"must be >= 0, got {self.backbone_lr_multiplier}")
         _check(0 <= self.freeze_backbone_epochs < self.epochs or self.freeze_backbone_epochs == 0,
                "train.freeze_backbone_epochs", "must be smaller than train.epochs")
 

@@ -82,10 +82,14 @@ def _write_json(path: Path, data: dict) -> None:
     _atomic(Path(path), lambda p: p.write_text(json.dumps(data, indent=1)))
 
 
-def make_optimizer(cfg: DetectConfig, steps_per_epoch: int, lr_factor: float = 1.0):
+def make_optimizer(cfg: DetectConfig, steps_per_epoch: int, lr_factor: float = 1.0, *,
+                   warmup: bool | None = None):
+    """The configured optimizer; ``lr_factor`` scales the base LR (warmup only at factor 1
+    unless ``warmup`` says otherwise)."""
     t = cfg.train
+    warmup = lr_factor == 1.0 if warmup is None else warmup
     schedule = WarmupSchedule(
-        t.learning_rate * lr_factor, t.warmup_steps if lr_factor == 1.0 else 0,
+        t.learning_rate * lr_factor, t.warmup_steps if warmup else 0,
         t.epochs * steps_per_epoch, t.schedule, [e * steps_per_epoch for e in t.step_epochs])
     common = dict(learning_rate=schedule, global_clipnorm=t.clipnorm or None,
                   use_ema=t.ema, ema_momentum=t.ema_momentum)
@@ -197,10 +201,23 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
                                freeze_batchnorm=cfg.model.batchnorm_frozen)
             factor = t.finetune_lr_factor if (t.freeze_backbone_epochs and stage_two) else 1.0
             model.compile(optimizer=make_optimizer(cfg, steps, factor))
+            backbone_frozen = bool(t.freeze_backbone_epochs) and not stage_two
+            model.backbone_optimizer = None
+            if t.backbone_lr_multiplier != 1.0 and not backbone_frozen:
+                if keras.mixed_precision.global_policy().name == "mixed_float16":
+                    raise ValueError("train.backbone_lr_multiplier != 1 is not supported with "
+                                     "mixed_float16 loss scaling; use mixed_bfloat16 or multiplier 1")
+                model.backbone_optimizer = make_optimizer(
+                    cfg, steps, factor * t.backbone_lr_multiplier, warmup=factor == 1.0)
 
         compile_for(stage_two)
         if resume:
-            model.optimizer.build(model.trainable_variables)
+            backbone_vars = {id(v) for v in model.backbone.trainable_variables}
+            if model.backbone_optimizer is None:
+                model.optimizer.build(model.trainable_variables)
+            else:
+                model.optimizer.build([v for v in model.trainable_variables if id(v) not in backbone_vars])
+                model.backbone_optimizer.build(model.backbone.trainable_variables)
             model.load_weights(run_dir / "checkpoint.keras")
             print(f"resumed from {run_dir / 'checkpoint.keras'} after epoch {start_epoch}", flush=True)
 

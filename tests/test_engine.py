@@ -167,3 +167,29 @@ def test_trained_tiny_model_detects_well_above_chance(tmp_path):
     ap50 = evaluate(gt, predict_samples(model, ds, c.data)).stats[1]
     print(f"AP50 after training: {ap50:.3f}")
     assert ap50 > 0.5  # chance is ~0: boxes must be placed and classified
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_backbone_lr_multiplier(data, tmp_path, optimizer):
+    ann, images = data
+
+    def moved(mult):
+        keras.utils.set_random_seed(0)
+        c = cfg(f"train.backbone_lr_multiplier={mult}", f"train.optimizer={optimizer}",
+                "train.epochs=1", "train.warmup_steps=0", "train.schedule=constant",
+                "train.momentum=0", "train.weight_decay=0", "train.clipnorm=0")
+        m = engine.build_retinanet(c.model.with_overrides(
+            {"num_classes": 3, "class_names": ["pool", "car", "building"]}))
+        before = m.backbone.get_layer("conv2_block1_1_conv").kernel.numpy().copy()
+        head0 = m.network.get_layer("cls_conv0").kernel.numpy().copy()
+        del m
+        keras.utils.set_random_seed(0)
+        m = engine.train(c, train_ann=ann, train_images=images, run_dir=tmp_path / f"r{mult}", verbose=0)
+        bb = np.abs(m.backbone.get_layer("conv2_block1_1_conv").kernel.numpy() - before).max()
+        head = np.abs(m.network.get_layer("cls_conv0").kernel.numpy() - head0).max()
+        return bb, head
+
+    bb0, head0 = moved(0.0)
+    bb1, head1 = moved(1.0)
+    assert bb0 == 0.0 and head0 > 0  # multiplier 0 freezes the backbone's updates only
+    assert bb1 > 0 and head1 > 0

@@ -85,14 +85,23 @@ def make_dataset(ds: CocoDataset, config: DataConfig, *, batch_size: int, traini
         return img, {"boxes": boxes, "labels": labels}
 
     n = len(samples)
-    d = tf.data.Dataset.range(n)
+    # Element k of the stream is sample perm_e[k % n] of epoch e = k // n, where
+    # perm_e is a stateless permutation of (seed, e): the order depends on
+    # nothing but the seed (not TF's global seed), and skipping is exact.
     if training:
-        d = d.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        d = d.repeat()
-    # (running counter, sample index): the counter seeds the augmentation, so
-    # each epoch sees different augmentations of the same image.
-    d = d.enumerate().skip(skip)
+        end = tf.int64.max if repeat else n
+        d = tf.data.Dataset.range(skip, end)
+
+        def pick(k):
+            perm = tf.argsort(tf.random.stateless_uniform(
+                [n], tf.stack([tf.cast(seed, tf.int64), k // n])))
+            return k, tf.cast(tf.gather(perm, k % n), tf.int64)
+
+        d = d.map(pick, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        d = tf.data.Dataset.range(n).map(lambda i: (i, i)).skip(skip)
+        if repeat:
+            d = d.repeat()
     d = d.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     d = d.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     d = d.padded_batch(batch_size, padded_shapes=([None, None, 3], {"boxes": [config.max_boxes, 4],

@@ -69,6 +69,11 @@ class RetinaNet(keras.Model):
             num_scales=a.num_scales, aspect_ratios=a.aspect_ratios)
         self.size_multiple = 2 ** a.max_level
         self._trackers = {n: keras.metrics.Mean(name=n) for n in LOSS_NAMES}
+        # Discriminative learning rates: when set (by the training engine), the
+        # backbone's variables are updated by this optimizer (usually the same
+        # kind with a smaller learning rate) and everything else by
+        # ``self.optimizer``.
+        self.backbone_optimizer = None
         self.built = True  # every variable exists now; inputs may have any size
 
     # ---- configuration ----------------------------------------------------
@@ -170,7 +175,18 @@ class RetinaNet(keras.Model):
             scaled = self.optimizer.scale_loss(total)
         variables = self.trainable_variables
         grads = tape.gradient(scaled, variables)
-        self.optimizer.apply(grads, variables)
+        if self.backbone_optimizer is None:
+            self.optimizer.apply(grads, variables)
+        else:
+            in_backbone = {id(v) for v in self.backbone.trainable_variables}
+            split = ([], [], [], [])
+            for g, v in zip(grads, variables):
+                k = 2 if id(v) in in_backbone else 0
+                split[k].append(g)
+                split[k + 1].append(v)
+            self.optimizer.apply(split[0], split[1])
+            if split[3]:
+                self.backbone_optimizer.apply(split[2], split[3])
         return {**self._record(losses), "lr": self.optimizer.learning_rate}
 
     def test_step(self, data):
