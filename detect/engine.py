@@ -229,7 +229,7 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
 
     def fit(first, last):
         if last > first:
-            model.fit(data, epochs=last, initial_epoch=first, steps_per_epoch=steps,
+            model.fit(data, epochs=last, initial_epoch=first, steps_per_epoch=steps, shuffle=False,
                       callbacks=callbacks, verbose=verbose)
 
     if t.freeze_backbone_epochs and start_epoch < t.freeze_backbone_epochs:

@@ -137,9 +137,9 @@ def test_trained_tiny_model_detects_well_above_chance(tmp_path):
     """Train on generated square scenes (as a COCO dataset), evaluate AP50 on them."""
     import cv2
 
+    from detect.datasets.coco import load_coco
     from detect.evaluation import evaluate
     from detect.inference.coco_dataset import predict_samples
-    from detect.datasets.coco import load_coco
     from tests.models.conftest import square_scenes
 
     images, targets = square_scenes(8, size=128, seed=11)
@@ -193,3 +193,19 @@ def test_backbone_lr_multiplier(data, tmp_path, optimizer):
     bb1, head1 = moved(1.0)
     assert bb0 == 0.0 and head0 > 0  # multiplier 0 freezes the backbone's updates only
     assert bb1 > 0 and head1 > 0
+
+
+def test_ema_and_mixed_precision_runs(data, tmp_path):
+    ann, images = data
+    try:
+        m = engine.train(cfg("train.ema=true", "train.epochs=1"), train_ann=ann, train_images=images,
+                         run_dir=tmp_path / "r", mixed_precision=True, verbose=0)
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"  # CPU
+        assert m.optimizer.use_ema
+        assert m.network.get_layer("cls_conv0").compute_dtype == "bfloat16"
+        assert all(np.isfinite(w).all() for w in m.get_weights())
+        reloaded = load_model(tmp_path / "r" / "model.keras")
+        x = np.zeros((1, 64, 64, 3), np.float32)
+        assert reloaded.predict(x, verbose=0)["boxes"].shape == (1, 100, 4)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
