@@ -5,7 +5,9 @@
    ``data/sample_config.yaml``, validating on ``data/sample_val`` each epoch;
 2. ``detect evaluate`` of the trained model on ``data/sample_val``
    (COCO statistics, per-class table, operating point, report, PR plots);
-3. annotated validation scenes with the detections above the best-F1 threshold.
+3. annotated validation scenes with the detections above the best-F1 threshold;
+4. ``detect predict`` over a larger bundled scene (``data/sample_scene``,
+   1024 x 1024, tiled) at that threshold: CSV, COCO results, annotated image.
 
 Everything lands in ``--out`` (default ``out/demo``). An existing run there is
 reused (``--retrain`` starts over).
@@ -76,8 +78,13 @@ def main(argv=None) -> int:
     threshold = rep["operating_point"]["overall"]["score_threshold"] or 0.5
     draw(val_dir, json.loads((args.out / "detections.json").read_text()), threshold, names,
          args.out / "annotated")
+    if detect(["predict", "--model", str(run / "model.keras"), "--out", str(args.out / "scene"),
+               "--tile", "256", "--overlap", "0.25", "--score-threshold", f"{threshold:.3f}",
+               "--save-images", "--overwrite", str(ROOT / "data" / "sample_scene" / "images")]):
+        return 1
     print(f"\nvalidation AP50 {rep['stats'][1]:.3f}, AP {rep['stats'][0]:.3f}; annotated scenes "
-          f"(score >= {threshold:.2f}) in {args.out / 'annotated'}")
+          f"(score >= {threshold:.2f}) in {args.out / 'annotated'}; "
+          f"tiled detection over data/sample_scene in {args.out / 'scene'}")
     return 0
 
 

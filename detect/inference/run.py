@@ -1,0 +1,149 @@
+"""``detect predict`` over images, folders and globs, with resumable outputs.
+
+Per input image ``NAME`` the run writes ``OUT/detections/NAME.json`` (boxes
+in pixels, class names, scores) atomically, and with ``save_images``
+``OUT/images/NAME.jpg`` (annotated). A rerun skips inputs whose detections
+file exists unless ``overwrite``. At the end the per-image files are
+gathered into ``OUT/detections.csv`` (file, xmin, ymin, xmax, ymax, label,
+score), ``OUT/coco_results.json`` (COCO results, xywh) and
+``OUT/images.json`` (image id -> file), all rebuilt from the per-image files
+so an interrupted and resumed run lists every image exactly once.
+Unreadable inputs are reported and skipped; the return value counts them.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from detect.datasets.images import read_image
+from detect.inference.predictor import TileOptions, detect_image
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+COLOURS = [(255, 64, 64), (64, 200, 255), (80, 255, 80), (255, 220, 0), (220, 80, 255), (255, 140, 0)]
+
+
+def expand_sources(sources: list[str]) -> list[Path]:
+    """Files from image paths, folders (non-recursive) and glob patterns, in order, once each."""
+    out: list[Path] = []
+    for src in sources:
+        p = Path(src)
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif any(c in src for c in "*?["):
+            out += sorted(Path(f) for f in glob.glob(src, recursive=True)
+                          if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"input {src!r} is not a file, folder or matching glob")
+    seen, unique = set(), []
+    for f in out:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    if not unique:
+        raise FileNotFoundError(f"no images found in {sources}")
+    return unique
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _stem(path: Path, all_paths: list[Path]) -> str:
+    """Output name; disambiguated with the parent folder when stems collide."""
+    same = sum(1 for p in all_paths if p.stem == path.stem)
+    return path.stem if same == 1 else f"{path.parent.name}__{path.stem}"
+
+
+def draw(image: np.ndarray, det: dict, names) -> np.ndarray:
+    """Annotated BGR copy (class colours, names and scores)."""
+    out = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    for (x0, y0, x1, y1), label, score in zip(det["boxes"], det["labels"], det["scores"]):
+        c = COLOURS[int(label) % len(COLOURS)][::-1]
+        cv2.rectangle(out, (int(x0), int(y0)), (int(x1), int(y1)), c, 1)
+        cv2.putText(out, f"{names[int(label)]} {score:.2f}", (int(x0), max(10, int(y0) - 3)),
+                    cv2.FONT_HERSHEY_PLAIN, 0.8, c, 1)
+    return out
+
+
+def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions, *,
+                  score_threshold: float | None = None, save_images: bool = False,
+                  overwrite: bool = False) -> dict:
+    """Run over ``files``; returns a summary dict (see module doc for outputs)."""
+    out_dir = Path(out_dir)
+    (out_dir / "detections").mkdir(parents=True, exist_ok=True)
+    if save_images:
+        (out_dir / "images").mkdir(exist_ok=True)
+    names = model.class_names
+    threshold = model.model_config.postprocess.score_threshold if score_threshold is None else score_threshold
+    failed, skipped, tiles, t0 = [], 0, 0, time.perf_counter()
+    for f in tqdm(files, desc="predict", unit="image"):
+        stem = _stem(f, files)
+        target = out_dir / "detections" / f"{stem}.json"
+        if target.exists() and not overwrite:
+            skipped += 1
+            continue
+        try:
+            image = read_image(f)
+            det = detect_image(model, image, options)
+        except (OSError, ValueError) as err:
+            failed.append(str(f))
+            print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
+            continue
+        keep = det["scores"] >= threshold
+        det = {k: v[keep] if isinstance(v, np.ndarray) else v for k, v in det.items()}
+        tiles += det["tiles"]
+        if save_images:
+            ok, buf = cv2.imencode(".jpg", draw(image, det, names))
+            _atomic_write(out_dir / "images" / f"{stem}.jpg", buf.tobytes())
+        record = {"file": str(f), "width": int(image.shape[1]), "height": int(image.shape[0]),
+                  "detections": [{"box": [round(float(v), 2) for v in b], "label": names[int(lab)],
+                                  "label_id": int(lab), "score": round(float(s), 5)}
+                                 for b, lab, s in zip(det["boxes"], det["labels"], det["scores"])]}
+        _atomic_write(target, json.dumps(record).encode())  # written last: marks the input done
+    seconds = time.perf_counter() - t0
+    counts = gather(out_dir, files, names)
+    return {"images": len(files), "skipped_done": skipped, "failed": failed, "tiles": tiles,
+            "seconds": seconds, "objects_per_class": counts}
+
+
+def gather(out_dir: Path, files: list[Path], names) -> Counter:
+    """Rebuild detections.csv, coco_results.json and images.json from per-image files."""
+    rows, results, images, counts = [], [], [], Counter()
+    for image_id, f in enumerate(files, start=1):
+        path = out_dir / "detections" / f"{_stem(f, files)}.json"
+        if not path.exists():
+            continue
+        rec = json.loads(path.read_text())
+        images.append({"id": image_id, "file_name": rec["file"], "width": rec["width"], "height": rec["height"]})
+        for d in rec["detections"]:
+            x0, y0, x1, y1 = d["box"]
+            rows.append([rec["file"], x0, y0, x1, y1, d["label"], d["score"]])
+            results.append({"image_id": image_id, "category_id": d["label_id"],
+                            "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)], "score": d["score"]})
+            counts[d["label"]] += 1
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["file", "xmin", "ymin", "xmax", "ymax", "label", "score"])
+    w.writerows(rows)
+    _atomic_write(out_dir / "detections.csv", buf.getvalue().encode())
+    _atomic_write(out_dir / "coco_results.json", json.dumps(results).encode())
+    categories = [{"id": i, "name": n} for i, n in enumerate(names)]
+    _atomic_write(out_dir / "images.json", json.dumps({"images": images, "categories": categories}, indent=1).encode())
+    return counts

@@ -1,0 +1,104 @@
+"""Cutting large images into overlapping tiles and merging the tiles' detections.
+
+Tiles are ``tile x tile`` windows stepped by ``tile * (1 - overlap)``; the last
+row and column are shifted back to end exactly at the image edge, so every
+pixel is covered and no tile hangs over the border (images smaller than a
+tile give one window the size of the image).
+
+Merging: an object cut by a seam shows up in two tiles, once whole and once
+truncated, or truncated in both. Plain IoU misses the second case (a half box
+has IoU ~0.5 with the whole one), so two same-class boxes are duplicates when
+IoU > ``iou_threshold``, or, when either box touches an inner tile border
+(a seam, not the image edge), when their intersection over the smaller box is
+> ``ios_threshold``. Duplicates are resolved greedily by score (the exact
+greedy solver of :mod:`detect.ops.nms`), and when both the kept box and a
+box it absorbed are truncated at seams, the kept box is widened to their union, which restores an object's extent
+across the seam.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from detect.ops.nms import greedy_keep
+
+#: A box edge within this many pixels of a tile edge counts as touching it.
+EDGE_TOLERANCE = 1.0
+
+
+def tile_windows(height: int, width: int, tile: int, overlap: float) -> np.ndarray:
+    """``[T, 4]`` int windows ``(x0, y0, x1, y1)`` covering the image (see module doc)."""
+    if tile < 32:
+        raise ValueError(f"tile size {tile} is too small (minimum 32 px)")
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    step = max(int(round(tile * (1 - overlap))), 1)
+
+    def starts(n):
+        if n <= tile:
+            return [0]
+        s = list(range(0, n - tile, step))
+        return s + [n - tile]
+
+    return np.array([(x, y, min(x + tile, width), min(y + tile, height))
+                     for y in starts(height) for x in starts(width)], np.int64)
+
+
+def _touches_seam(boxes: np.ndarray, windows: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``[N]`` bool: box touches an edge of its own tile that is inside the image."""
+    x0, y0, x1, y1 = boxes.T
+    wx0, wy0, wx1, wy1 = windows.T.astype(np.float64)
+    t = EDGE_TOLERANCE
+    return (((x0 <= wx0 + t) & (wx0 > 0)) | ((y0 <= wy0 + t) & (wy0 > 0))
+            | ((x1 >= wx1 - t) & (wx1 < width)) | ((y1 >= wy1 - t) & (wy1 < height)))
+
+
+def merge_detections(boxes, scores, labels, windows, *, height: int, width: int,
+                     iou_threshold: float = 0.5, ios_threshold: float = 0.6):
+    """Merge per-tile detections already in image coordinates.
+
+    Args:
+      boxes ``[N, 4]`` xyxy, scores ``[N]``, labels ``[N]``; windows ``[N, 4]``:
+      the tile each detection came from.
+
+    Returns:
+      ``(boxes, scores, labels)`` of the kept detections, by descending score.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(boxes) == 0:
+        return boxes.astype(np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)
+    scores = np.asarray(scores, np.float64)
+    labels = np.asarray(labels)
+    order = np.argsort(-scores, kind="stable")
+    boxes, scores, labels = boxes[order], scores[order], labels[order]
+    seam = _touches_seam(boxes, np.asarray(windows)[order], height, width)
+
+    x0 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
+    y0 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
+    x1 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
+    y1 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area[:, None] + area[None, :] - inter
+    iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+    smaller = np.minimum(area[:, None], area[None, :])
+    ios = np.where(smaller > 0, inter / np.maximum(smaller, 1e-12), 0.0)
+    same = labels[:, None] == labels[None, :]
+    duplicate = same & ((iou > iou_threshold) | ((seam[:, None] | seam[None, :]) & (ios > ios_threshold)))
+
+    keep = greedy_keep(tf.constant(duplicate[None]), tf.ones([1, len(boxes)], tf.bool))[0].numpy()
+    # Each dropped box is absorbed by the best-scoring kept box it duplicates.
+    merged = boxes.copy()
+    kept_idx = np.flatnonzero(keep)
+    for i in np.flatnonzero(~keep):
+        owners = kept_idx[(kept_idx < i) & duplicate[kept_idx, i]]
+        # Only when both are truncated: an object split by a seam that no
+        # tile saw whole. (Widening a whole box by a truncated false one
+        # made boxes too large.)
+        if len(owners) and seam[i] and seam[owners[0]]:
+            o = owners[0]
+            merged[o, :2] = np.minimum(merged[o, :2], boxes[i, :2])
+            merged[o, 2:] = np.maximum(merged[o, 2:], boxes[i, 2:])
+    return (merged[keep].astype(np.float32), scores[keep].astype(np.float32),
+            labels[keep].astype(np.int32))

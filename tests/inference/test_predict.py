@@ -1,0 +1,77 @@
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from detect.cli import main
+from detect.inference.predictor import TileOptions, detect_image
+from tests.models.conftest import square_scenes, tiny_config
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    from detect.models import build_retinanet
+
+    path = tmp_path_factory.mktemp("m") / "m.keras"
+    build_retinanet(tiny_config(postprocess={"score_threshold": 0.005, "iou_threshold": 0.5,
+                                             "max_detections": 30, "pre_nms_top_k": 300})).save(path)
+    return path
+
+
+def test_tiled_equals_untiled_when_scene_fits_one_tile(model_file):
+    from detect.models import load_model
+
+    model = load_model(model_file)
+    images, _ = square_scenes(1, size=96, seed=1)
+    img = images[0].astype(np.uint8)
+    got = detect_image(model, img, TileOptions(tile=128))
+    want = model.predict(img[None].astype(np.float32), verbose=0)
+    n = int(want["num_detections"][0])
+    assert got["tiles"] == 1 and n > 0
+    # merging may only drop same-class duplicates NMS already removed: identical here
+    np.testing.assert_allclose(got["boxes"], want["boxes"][0, :n], atol=1e-4)
+    np.testing.assert_allclose(got["scores"], want["scores"][0, :n], atol=1e-6)
+
+
+def test_folder_run_interrupted_and_rerun_lists_each_image_once(model_file, tmp_path, monkeypatch):
+    src = tmp_path / "in"
+    src.mkdir()
+    images, _ = square_scenes(3, size=96, seed=2)
+    for i, img in enumerate(images):
+        cv2.imwrite(str(src / f"s{i}.png"), img.astype(np.uint8))
+    (src / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "out"
+
+    import detect.inference.run as run
+
+    real = run.detect_image
+    calls = {"n": 0}
+
+    def dies_on_third(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return real(*a, **k)
+
+    monkeypatch.setattr(run, "detect_image", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        main(["predict", "--model", str(model_file), "--out", str(out), str(src)])
+    monkeypatch.setattr(run, "detect_image", real)
+    # sorted inputs: broken.png (fails to decode, before detection), s0, s1 done, killed on s2
+    assert sorted(p.name for p in (out / "detections").glob("*.json")) == ["s0.json", "s1.json"]
+    assert main(["predict", "--model", str(model_file), "--out", str(out), "--save-images", str(src)]) == 1
+    rows = list(csv.DictReader((out / "detections.csv").open()))
+    assert {r["file"].split("/")[-1] for r in rows} == {"s0.png", "s1.png", "s2.png"}
+    images_json = json.loads((out / "images.json").read_text())
+    names = [im["file_name"].split("/")[-1] for im in images_json["images"]]
+    assert sorted(names) == ["s0.png", "s1.png", "s2.png"]  # each exactly once
+    assert [p.name for p in (out / "images").glob("*.jpg")] == ["s2.jpg"]  # only s2 ran again
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_bad_arguments(model_file, tmp_path):
+    assert main(["predict", "--model", str(model_file), "--out", str(tmp_path), str(tmp_path / "nope")]) == 2
+    assert main(["predict", "--model", str(model_file), "--out", str(tmp_path), "--overlap", "1.5",
+                 str(tmp_path)]) == 2

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+
+from detect.inference.tiling import merge_detections, tile_windows
+
+
+def test_tile_windows_golden():
+    # 100 wide x 70 high, tile 64, overlap 0.25 -> step 48; x starts [0, 36] (last flush
+    # with the right edge), y starts [0, 6]
+    w = tile_windows(70, 100, 64, 0.25)
+    np.testing.assert_array_equal(w, [[0, 0, 64, 64], [36, 0, 100, 64], [0, 6, 64, 70], [36, 6, 100, 70]])
+    np.testing.assert_array_equal(tile_windows(40, 50, 64, 0.2), [[0, 0, 50, 40]])  # one small tile
+    with pytest.raises(ValueError, match="overlap"):
+        tile_windows(10, 10, 64, 1.0)
+
+
+def test_every_pixel_covered():
+    w = tile_windows(517, 333, 128, 0.1)
+    covered = np.zeros((517, 333), bool)
+    for x0, y0, x1, y1 in w:
+        covered[y0:y1, x0:x1] = True
+    assert covered.all() and (w[:, 2] - w[:, 0] == 128).all()
+
+
+def test_object_split_by_seam_is_reported_once_with_full_extent():
+    # Image 200x100, tiles [0,0,120,100] and [80,0,200,100] (40 px overlap). A car
+    # [70, 40, 130, 60] is wider than the overlap, so neither tile sees it whole:
+    # tile 0 reports [70,40,120,60] (cut at its seam x=120), tile 1 [80,40,130,60]
+    # (cut at x=80). IoU 0.57 would do here too, but IoS is 0.8 for any such split.
+    windows = np.array([[0, 0, 120, 100], [80, 0, 200, 100]])
+    boxes = [[70, 40, 120, 60], [80, 40, 130, 60], [10, 10, 20, 20]]
+    out, scores, labels = merge_detections(boxes, [0.9, 0.8, 0.7], [1, 1, 1],
+                                           windows[[0, 1, 0]], height=100, width=200)
+    assert len(out) == 2
+    np.testing.assert_allclose(out[0], [70, 40, 130, 60])  # the object's full extent
+    np.testing.assert_allclose(scores, [0.9, 0.7])
+
+
+def test_whole_box_from_overlapping_tile_absorbs_truncated_copy():
+    # tiles [0,0,120,100] and [80,0,200,100]; object [90,40,110,60] seen whole in
+    # both tiles would be plain IoU; here tile 1 sees it truncated at its left edge x=80?
+    windows = np.array([[0, 0, 120, 100], [100, 0, 200, 100]])
+    boxes = [[90, 40, 110, 60], [100, 40, 110, 60]]  # second truncated at x=100 (a seam)
+    out, scores, _ = merge_detections(boxes, [0.6, 0.9], [2, 2], windows, height=100, width=200)
+    assert len(out) == 1  # IoU is only 0.5, IoS is 1.0
+    np.testing.assert_allclose(out[0], [100, 40, 110, 60])  # higher score kept, not widened
+    np.testing.assert_allclose(scores, [0.9])
+
+
+def test_different_classes_and_image_edges_are_not_merged():
+    windows = np.array([[0, 0, 100, 100]] * 2)
+    boxes = [[0, 0, 30, 30], [0, 0, 20, 20]]  # nested, touching the IMAGE edge, same class
+    out, _, _ = merge_detections(boxes, [0.9, 0.8], [0, 0], windows, height=100, width=100)
+    assert len(out) == 2  # IoU 0.44, and no seam: both kept
+    out, _, _ = merge_detections([[0, 0, 30, 30]] * 2, [0.9, 0.8], [0, 1], windows, height=100, width=100)
+    assert len(out) == 2  # class-aware
