@@ -204,8 +204,9 @@ def _add_predict(sub) -> None:
         "coco_results.json + images.json (image ids and category ids -> names), and with "
         "--save-images annotated images/NAME.jpg. Unreadable inputs are reported and skipped; "
         "the exit code is 1 if any failed.\n\n"
-        "Not yet supported: video files, GeoTIFF georeferencing (GeoJSON output), "
-        "window-by-window reading of rasters larger than memory.")
+        "TIFF/GeoTIFF inputs are read window by window with rasterio (pip install "
+        "'detect[geo]'), so memory follows the tile batch, not the scene; georeferenced ones "
+        "also get geojson/NAME.geojson in the raster's CRS. Not yet supported: video files.")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="image file, folder or glob")
     p.add_argument("--model", required=True, help="trained detector (model.keras)")
     p.add_argument("--out", required=True, help="output folder")
@@ -217,6 +218,9 @@ def _add_predict(sub) -> None:
                    "training data's ground resolution (default: %(default)s)")
     p.add_argument("--score-threshold", type=float,
                    help="keep detections scoring at least this (default: the model's)")
+    p.add_argument("--bands", help="1-based raster bands to use as RGB, e.g. 3,2,1 (TIFF only; "
+                   "default 1,2,3 for 3-4 bands, 1 for grey); 16-bit data is stretched from the "
+                   "2nd-98th percentile of a decimated read")
     p.add_argument("--save-images", action="store_true", help="write annotated images")
     p.add_argument("--overwrite", action="store_true", help="redo inputs that already have outputs")
     p.set_defaults(handler=_run_predict)
@@ -233,9 +237,15 @@ def _run_predict(args) -> int:
     from detect.inference.tiling import tile_windows
 
     tile_windows(args.tile, args.tile, args.tile, args.overlap)  # validates tile / overlap early
+    bands = None
+    if args.bands:
+        try:
+            bands = tuple(int(b) for b in args.bands.split(","))
+        except ValueError:
+            raise ValueError(f"--bands must be comma-separated band numbers, got {args.bands!r}") from None
     model = load_model(args.model)
     r = predict_files(model, files, Path(args.out), options, score_threshold=args.score_threshold,
-                      save_images=args.save_images, overwrite=args.overwrite)
+                      save_images=args.save_images, overwrite=args.overwrite, bands=bands)
     done = r["images"] - len(r["failed"]) - r["skipped_done"]
     rate = r["tiles"] / r["seconds"] if r["seconds"] > 0 and r["tiles"] else 0.0
     print(f"\n{done} image(s) processed, {r['skipped_done']} already done, {len(r['failed'])} failed; "

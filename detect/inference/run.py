@@ -1,8 +1,11 @@
 """``detect predict`` over images, folders and globs, with resumable outputs.
 
 Per input image ``NAME`` the run writes ``OUT/detections/NAME.json`` (boxes
-in pixels, class names, scores) atomically, and with ``save_images``
-``OUT/images/NAME.jpg`` (annotated). A rerun skips inputs whose detections
+in pixels, class names, scores) atomically; for a georeferenced raster also
+``OUT/geojson/NAME.geojson`` (box polygons in the raster's CRS through its
+affine transform, with label and score properties); and with
+``save_images`` ``OUT/images/NAME.jpg`` (annotated; skipped, with a
+message, for rasters over ``MAX_DRAW_PIXELS``). A rerun skips inputs whose detections
 file exists unless ``overwrite``. At the end the per-image files are
 gathered into ``OUT/detections.csv`` (file, xmin, ymin, xmax, ymax, label,
 score), ``OUT/coco_results.json`` (COCO results, xywh) and
@@ -27,9 +30,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from detect.datasets.images import read_image
-from detect.inference.predictor import TileOptions, detect_image
+from detect.inference.predictor import TileOptions, detect_source
+from detect.inference.sources import open_source
 
+MAX_DRAW_PIXELS = 64_000_000
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 COLOURS = [(255, 64, 64), (64, 200, 255), (80, 255, 80), (255, 220, 0), (220, 80, 255), (255, 140, 0)]
 
@@ -82,9 +86,22 @@ def draw(image: np.ndarray, det: dict, names) -> np.ndarray:
     return out
 
 
+def geojson(det: dict, names, transform, crs, file: str) -> dict:
+    """FeatureCollection of box polygons in the raster's CRS (pixel corners -> map)."""
+    features = []
+    for (x0, y0, x1, y1), lab, score in zip(det["boxes"], det["labels"], det["scores"]):
+        ring = [transform @ (float(x), float(y)) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0))]
+        features.append({"type": "Feature",
+                         "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in ring]]},
+                         "properties": {"label": names[int(lab)], "score": round(float(score), 5),
+                                        "file": file}})
+    return {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": crs.to_string()}},
+            "features": features}
+
+
 def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions, *,
                   score_threshold: float | None = None, save_images: bool = False,
-                  overwrite: bool = False) -> dict:
+                  overwrite: bool = False, bands: tuple[int, ...] | None = None) -> dict:
     """Run over ``files``; returns a summary dict (see module doc for outputs)."""
     out_dir = Path(out_dir)
     (out_dir / "detections").mkdir(parents=True, exist_ok=True)
@@ -100,19 +117,35 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions,
             skipped += 1
             continue
         try:
-            image = read_image(f)
-            det = detect_image(model, image, options)
+            source = open_source(f, bands)
         except (OSError, ValueError) as err:
             failed.append(str(f))
             print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
             continue
-        keep = det["scores"] >= threshold
-        det = {k: v[keep] if isinstance(v, np.ndarray) else v for k, v in det.items()}
-        tiles += det["tiles"]
-        if save_images:
-            ok, buf = cv2.imencode(".jpg", draw(image, det, names))
-            _atomic_write(out_dir / "images" / f"{stem}.jpg", buf.tobytes())
-        record = {"file": str(f), "width": int(image.shape[1]), "height": int(image.shape[0]),
+        try:
+            det = detect_source(model, source, options)
+            keep = det["scores"] >= threshold
+            det = {k: v[keep] if isinstance(v, np.ndarray) else v for k, v in det.items()}
+            tiles += det["tiles"]
+            if source.transform is not None:
+                (out_dir / "geojson").mkdir(exist_ok=True)
+                _atomic_write(out_dir / "geojson" / f"{stem}.geojson",
+                              json.dumps(geojson(det, names, source.transform, source.crs, str(f))).encode())
+            if save_images:
+                if source.height * source.width > MAX_DRAW_PIXELS:
+                    print(f"\nnote: {f} is too large to draw ({source.width}x{source.height}); "
+                          f"no annotated image", file=sys.stderr)
+                else:
+                    full = source.read(0, 0, source.width, source.height)
+                    ok, buf = cv2.imencode(".jpg", draw(full, det, names))
+                    _atomic_write(out_dir / "images" / f"{stem}.jpg", buf.tobytes())
+        except (OSError, ValueError) as err:
+            failed.append(str(f))
+            print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
+            continue
+        finally:
+            source.close()
+        record = {"file": str(f), "width": int(source.width), "height": int(source.height),
                   "detections": [{"box": [round(float(v), 2) for v in b], "label": names[int(lab)],
                                   "label_id": int(lab), "score": round(float(s), 5)}
                                  for b, lab, s in zip(det["boxes"], det["labels"], det["scores"])]}

@@ -55,7 +55,8 @@ def _touches_seam(boxes: np.ndarray, windows: np.ndarray, height: int, width: in
 
 
 def merge_detections(boxes, scores, labels, windows, *, height: int, width: int,
-                     iou_threshold: float = 0.5, ios_threshold: float = 0.6):
+                     iou_threshold: float = 0.5, ios_threshold: float = 0.6,
+                     return_index: bool = False):
     """Merge per-tile detections already in image coordinates.
 
     Args:
@@ -63,11 +64,13 @@ def merge_detections(boxes, scores, labels, windows, *, height: int, width: int,
       the tile each detection came from.
 
     Returns:
-      ``(boxes, scores, labels)`` of the kept detections, by descending score.
+      ``(boxes, scores, labels)`` of the kept detections, by descending score,
+      and with ``return_index`` their indices in the input as a fourth item.
     """
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     if len(boxes) == 0:
-        return boxes.astype(np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32)
+        empty = (boxes.astype(np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
+        return (*empty, np.zeros(0, np.int64)) if return_index else empty
     scores = np.asarray(scores, np.float64)
     labels = np.asarray(labels)
     order = np.argsort(-scores, kind="stable")
@@ -100,5 +103,6 @@ def merge_detections(boxes, scores, labels, windows, *, height: int, width: int,
             o = owners[0]
             merged[o, :2] = np.minimum(merged[o, :2], boxes[i, :2])
             merged[o, 2:] = np.maximum(merged[o, 2:], boxes[i, 2:])
-    return (merged[keep].astype(np.float32), scores[keep].astype(np.float32),
-            labels[keep].astype(np.int32))
+    out = (merged[keep].astype(np.float32), scores[keep].astype(np.float32),
+           labels[keep].astype(np.int32))
+    return (*out, order[keep]) if return_index else out

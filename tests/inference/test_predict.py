@@ -46,7 +46,7 @@ def test_folder_run_interrupted_and_rerun_lists_each_image_once(model_file, tmp_
 
     import detect.inference.run as run
 
-    real = run.detect_image
+    real = run.detect_source
     calls = {"n": 0}
 
     def dies_on_third(*a, **k):
@@ -55,10 +55,10 @@ def test_folder_run_interrupted_and_rerun_lists_each_image_once(model_file, tmp_
             raise KeyboardInterrupt("simulated kill")
         return real(*a, **k)
 
-    monkeypatch.setattr(run, "detect_image", dies_on_third)
+    monkeypatch.setattr(run, "detect_source", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         main(["predict", "--model", str(model_file), "--out", str(out), str(src)])
-    monkeypatch.setattr(run, "detect_image", real)
+    monkeypatch.setattr(run, "detect_source", real)
     # sorted inputs: broken.png (fails to decode, before detection), s0, s1 done, killed on s2
     assert sorted(p.name for p in (out / "detections").glob("*.json")) == ["s0.json", "s1.json"]
     assert main(["predict", "--model", str(model_file), "--out", str(out), "--save-images", str(src)]) == 1

@@ -1,0 +1,121 @@
+"""Imagery sources that hand out RGB uint8 windows, so memory follows the tile batch.
+
+- :class:`ArraySource`: an image already in memory (JPEG/PNG, small TIFFs).
+- :class:`RasterSource`: a TIFF / GeoTIFF read window by window with rasterio
+  (the ``[geo]`` extra). ``bands`` picks 1-based bands (default: 1-3 of a
+  3- or 4-band raster, band 1 of a single-band one). Non-8-bit data is
+  stretched linearly from the 2nd to the 98th percentile of a decimated read
+  of the whole raster (at most ~1024 px on the long side, served from
+  overviews when the file has them), the same rule as for training images
+  but computed once per raster, so every tile uses the same stretch.
+  ``transform`` and ``crs`` come from the file for georeferenced output.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from detect.datasets.images import STRETCH_PERCENTILES, read_image
+
+RASTER_SUFFIXES = {".tif", ".tiff"}
+#: Long side of the decimated read the stretch is computed from.
+STRETCH_SAMPLE_SIDE = 1024
+
+
+class ArraySource:
+    def __init__(self, image: np.ndarray, name: str = "image"):
+        if image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape[:2]:
+            raise ValueError(f"{name}: expected an RGB image [H, W, 3] with H, W > 0, got {image.shape}")
+        self.image, self.name = image, name
+        self.height, self.width = image.shape[:2]
+        self.transform = self.crs = None
+
+    def read(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        return self.image[y0:y1, x0:x1]
+
+    def close(self) -> None:
+        pass
+
+
+def _stretch(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    if hi <= lo:
+        return np.zeros(data.shape, np.uint8)
+    scaled = (np.nan_to_num(data.astype(np.float32), nan=lo) - lo) * (255.0 / (hi - lo))
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+class RasterSource:
+    def __init__(self, path: Path, bands: tuple[int, ...] | None = None):
+        try:
+            import rasterio
+        except ImportError as err:  # pragma: no cover - depends on the install
+            raise ValueError(f"{path}: reading rasters needs rasterio: pip install 'detect[geo]'") from err
+        self.name = str(path)
+        with warnings.catch_warnings():  # a plain TIFF is fine: it just gets no GeoJSON
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            self._ds = rasterio.open(path)
+        n = self._ds.count
+        if bands is None:
+            if n in (3, 4):
+                bands = (1, 2, 3)
+            elif n == 1:
+                bands = (1,)
+            else:
+                self._ds.close()
+                raise ValueError(f"{path} has {n} bands; choose the model's three with --bands, e.g. --bands 3,2,1")
+        if len(bands) not in (1, 3) or not all(1 <= b <= n for b in bands):
+            self._ds.close()
+            raise ValueError(f"{path}: --bands {','.join(map(str, bands))} does not fit a {n}-band raster "
+                             f"(give 1 or 3 band numbers between 1 and {n})")
+        self.bands = tuple(bands)
+        self.height, self.width = self._ds.height, self._ds.width
+        if self.height == 0 or self.width == 0:
+            raise ValueError(f"{path}: zero-size raster")
+        self.transform = self._ds.transform if self._ds.crs else None
+        self.crs = self._ds.crs
+        self.levels = None if self._ds.dtypes[0] == "uint8" else self._stretch_levels()
+
+    def _stretch_levels(self) -> tuple[float, float]:
+        from rasterio.enums import Resampling
+
+        f = max(1, math.ceil(max(self.height, self.width) / STRETCH_SAMPLE_SIDE))
+        sample = self._ds.read(self.bands, out_shape=(len(self.bands), max(1, self.height // f),
+                                                      max(1, self.width // f)),
+                               resampling=Resampling.nearest, masked=True)
+        values = sample.compressed() if np.ma.isMaskedArray(sample) else sample.ravel()
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            return 0.0, 0.0
+        lo, hi = np.percentile(values, STRETCH_PERCENTILES)
+        return float(lo), float(hi)
+
+    def read(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        from rasterio.windows import Window
+
+        data = self._ds.read(self.bands, window=Window(x0, y0, x1 - x0, y1 - y0))  # [C, h, w]
+        data = np.moveaxis(data, 0, -1)
+        data = data.astype(np.uint8) if self.levels is None else _stretch(data, *self.levels)
+        return np.repeat(data, 3, axis=2) if data.shape[2] == 1 else np.ascontiguousarray(data)
+
+    def close(self) -> None:
+        self._ds.close()
+
+
+def open_source(path: Path, bands: tuple[int, ...] | None = None):
+    """A source for ``path``: windowed rasterio for TIFFs when available, else the whole image."""
+    path = Path(path)
+    if path.suffix.lower() in RASTER_SUFFIXES:
+        try:
+            import rasterio  # noqa: F401
+        except ImportError:
+            if bands:
+                raise ValueError("--bands needs rasterio: pip install 'detect[geo]'") from None
+        else:
+            return RasterSource(path, bands)
+    if bands:
+        raise ValueError(f"{path}: --bands applies to TIFF rasters only")
+    return ArraySource(read_image(path), str(path))
