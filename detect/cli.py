@@ -206,7 +206,9 @@ def _add_predict(sub) -> None:
         "the exit code is 1 if any failed.\n\n"
         "TIFF/GeoTIFF inputs are read window by window with rasterio (pip install "
         "'detect[geo]'), so memory follows the tile batch, not the scene; georeferenced ones "
-        "also get geojson/NAME.geojson in the raster's CRS. Not yet supported: video files.")
+        "also get geojson/NAME.geojson in the raster's CRS. Videos (mp4, avi, mov, mkv): every "
+        "--stride-th frame; rows are named FILE#frame=N; --save-images writes an annotated "
+        "video images/NAME.mp4.")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="image file, folder or glob")
     p.add_argument("--model", required=True, help="trained detector (model.keras)")
     p.add_argument("--out", required=True, help="output folder")
@@ -221,7 +223,8 @@ def _add_predict(sub) -> None:
     p.add_argument("--bands", help="1-based raster bands to use as RGB, e.g. 3,2,1 (TIFF only; "
                    "default 1,2,3 for 3-4 bands, 1 for grey); 16-bit data is stretched from the "
                    "2nd-98th percentile of a decimated read")
-    p.add_argument("--save-images", action="store_true", help="write annotated images")
+    p.add_argument("--stride", type=int, default=1, help="videos: every Nth frame (default: %(default)s)")
+    p.add_argument("--save-images", action="store_true", help="write annotated images (or video)")
     p.add_argument("--overwrite", action="store_true", help="redo inputs that already have outputs")
     p.set_defaults(handler=_run_predict)
 
@@ -231,6 +234,8 @@ def _run_predict(args) -> int:
     from detect.inference.run import expand_sources, predict_files
     from detect.models import load_model
 
+    if args.stride < 1:
+        raise ValueError(f"--stride must be >= 1, got {args.stride}")
     files = expand_sources(args.sources)
     options = TileOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
                           scale=args.scale)
@@ -245,7 +250,8 @@ def _run_predict(args) -> int:
             raise ValueError(f"--bands must be comma-separated band numbers, got {args.bands!r}") from None
     model = load_model(args.model)
     r = predict_files(model, files, Path(args.out), options, score_threshold=args.score_threshold,
-                      save_images=args.save_images, overwrite=args.overwrite, bands=bands)
+                      save_images=args.save_images, overwrite=args.overwrite, bands=bands,
+                      stride=args.stride)
     done = r["images"] - len(r["failed"]) - r["skipped_done"]
     rate = r["tiles"] / r["seconds"] if r["seconds"] > 0 and r["tiles"] else 0.0
     print(f"\n{done} image(s) processed, {r['skipped_done']} already done, {len(r['failed'])} failed; "

@@ -30,11 +30,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from detect.inference.predictor import TileOptions, detect_source
+from detect.inference.predictor import TileOptions, detect_image, detect_source
 from detect.inference.sources import open_source
 
 MAX_DRAW_PIXELS = 64_000_000
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
+INPUT_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 COLOURS = [(255, 64, 64), (64, 200, 255), (80, 255, 80), (255, 220, 0), (220, 80, 255), (255, 140, 0)]
 
 
@@ -44,10 +46,10 @@ def expand_sources(sources: list[str]) -> list[Path]:
     for src in sources:
         p = Path(src)
         if p.is_dir():
-            out += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            out += sorted(f for f in p.iterdir() if f.suffix.lower() in INPUT_SUFFIXES)
         elif any(c in src for c in "*?["):
             out += sorted(Path(f) for f in glob.glob(src, recursive=True)
-                          if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+                          if Path(f).suffix.lower() in INPUT_SUFFIXES)
         elif p.is_file():
             out.append(p)
         else:
@@ -99,9 +101,63 @@ def geojson(det: dict, names, transform, crs, file: str) -> dict:
             "features": features}
 
 
+def _records(det: dict, names) -> list[dict]:
+    return [{"box": [round(float(v), 2) for v in b], "label": names[int(lab)], "label_id": int(lab),
+             "score": round(float(s), 5)} for b, lab, s in zip(det["boxes"], det["labels"], det["scores"])]
+
+
+def _keep(det: dict, threshold: float) -> dict:
+    keep = det["scores"] >= threshold
+    return {k: v[keep] if isinstance(v, np.ndarray) else v for k, v in det.items()}
+
+
+def predict_video(model, path: Path, out_dir: Path, stem: str, options: TileOptions, *,
+                  threshold: float, stride: int, save_images: bool) -> tuple[dict, int]:
+    """Every ``stride``-th frame; returns (record, tiles). Annotated video if ``save_images``."""
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError("could not open the video (unsupported codec or not a video)")
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    writer, tmp, frames, tiles, index, size = None, None, [], 0, 0, None
+    names = model.class_names
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                if total and index < total:
+                    print(f"\nwarning: {path}: frame {index} of {total} could not be decoded; "
+                          f"stopping this video there", file=sys.stderr)
+                break
+            if index % stride == 0:
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                size = (rgb.shape[1], rgb.shape[0])
+                det = _keep(detect_image(model, rgb, options), threshold)
+                tiles += det["tiles"]
+                frames.append({"frame": index, "detections": _records(det, names)})
+                if save_images:
+                    if writer is None:
+                        tmp = out_dir / "images" / f"{stem}.tmp.mp4"
+                        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"),
+                                                 max(fps / stride, 1.0), size)
+                    writer.write(draw(rgb, det, names))
+            index += 1
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+    if not frames:
+        raise ValueError("no frame could be decoded")
+    if tmp is not None:
+        os.replace(tmp, out_dir / "images" / f"{stem}.mp4")
+    return {"file": str(path), "width": size[0], "height": size[1], "stride": stride,
+            "frames": frames}, tiles
+
+
 def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions, *,
                   score_threshold: float | None = None, save_images: bool = False,
-                  overwrite: bool = False, bands: tuple[int, ...] | None = None) -> dict:
+                  overwrite: bool = False, bands: tuple[int, ...] | None = None,
+                  stride: int = 1) -> dict:
     """Run over ``files``; returns a summary dict (see module doc for outputs)."""
     out_dir = Path(out_dir)
     (out_dir / "detections").mkdir(parents=True, exist_ok=True)
@@ -116,6 +172,17 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions,
         if target.exists() and not overwrite:
             skipped += 1
             continue
+        if f.suffix.lower() in VIDEO_SUFFIXES:
+            try:
+                record, n_tiles = predict_video(model, f, out_dir, stem, options, threshold=threshold,
+                                                stride=stride, save_images=save_images)
+            except (OSError, ValueError) as err:
+                failed.append(str(f))
+                print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
+                continue
+            tiles += n_tiles
+            _atomic_write(target, json.dumps(record).encode())
+            continue
         try:
             source = open_source(f, bands)
         except (OSError, ValueError) as err:
@@ -124,8 +191,7 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions,
             continue
         try:
             det = detect_source(model, source, options)
-            keep = det["scores"] >= threshold
-            det = {k: v[keep] if isinstance(v, np.ndarray) else v for k, v in det.items()}
+            det = _keep(det, threshold)
             tiles += det["tiles"]
             if source.transform is not None:
                 (out_dir / "geojson").mkdir(exist_ok=True)
@@ -146,9 +212,7 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions,
         finally:
             source.close()
         record = {"file": str(f), "width": int(source.width), "height": int(source.height),
-                  "detections": [{"box": [round(float(v), 2) for v in b], "label": names[int(lab)],
-                                  "label_id": int(lab), "score": round(float(s), 5)}
-                                 for b, lab, s in zip(det["boxes"], det["labels"], det["scores"])]}
+                  "detections": _records(det, names)}
         _atomic_write(target, json.dumps(record).encode())  # written last: marks the input done
     seconds = time.perf_counter() - t0
     counts = gather(out_dir, files, names)
@@ -159,18 +223,34 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions,
 def gather(out_dir: Path, files: list[Path], names) -> Counter:
     """Rebuild detections.csv, coco_results.json and images.json from per-image files."""
     rows, results, images, counts = [], [], [], Counter()
-    for image_id, f in enumerate(files, start=1):
+    image_id = 0
+    for f in files:
         path = out_dir / "detections" / f"{_stem(f, files)}.json"
         if not path.exists():
             continue
         rec = json.loads(path.read_text())
-        images.append({"id": image_id, "file_name": rec["file"], "width": rec["width"], "height": rec["height"]})
-        for d in rec["detections"]:
-            x0, y0, x1, y1 = d["box"]
-            rows.append([rec["file"], x0, y0, x1, y1, d["label"], d["score"]])
-            results.append({"image_id": image_id, "category_id": d["label_id"],
-                            "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)], "score": d["score"]})
-            counts[d["label"]] += 1
+        # a video contributes one "image" per processed frame, named FILE#frame=N
+        units = ([(f"{rec['file']}#frame={fr['frame']}", fr["detections"]) for fr in rec["frames"]]
+                 if "frames" in rec else [(rec["file"], rec["detections"])])
+        for name, dets in units:
+            image_id += 1
+            images.append({"id": image_id, "file_name": name, "width": rec["width"], "height": rec["height"]})
+            counts.update(_append_rows(rows, results, image_id, name, dets))
+    return _write_gathered(out_dir, rows, results, images, names, counts)
+
+
+def _append_rows(rows, results, image_id, name, dets) -> Counter:
+    counts = Counter()
+    for d in dets:
+        x0, y0, x1, y1 = d["box"]
+        rows.append([name, x0, y0, x1, y1, d["label"], d["score"]])
+        results.append({"image_id": image_id, "category_id": d["label_id"],
+                        "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)], "score": d["score"]})
+        counts[d["label"]] += 1
+    return counts
+
+
+def _write_gathered(out_dir, rows, results, images, names, counts) -> Counter:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["file", "xmin", "ymin", "xmax", "ymax", "label", "score"])
