@@ -22,6 +22,9 @@ import numpy as np
 from detect.datasets.images import STRETCH_PERCENTILES, read_image
 
 RASTER_SUFFIXES = {".tif", ".tiff"}
+#: GDAL's block cache (bytes). Its default is 5% of RAM, which made peak memory
+#: grow with the raster; tiles are read once, so a small cache loses nothing.
+GDAL_CACHE_BYTES = 64 * 2**20
 #: Long side of the decimated read the stretch is computed from.
 STRETCH_SAMPLE_SIDE = 1024
 
@@ -55,6 +58,8 @@ class RasterSource:
         except ImportError as err:  # pragma: no cover - depends on the install
             raise ValueError(f"{path}: reading rasters needs rasterio: pip install 'detect[geo]'") from err
         self.name = str(path)
+        self._env = rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
+        self._env.__enter__()
         with warnings.catch_warnings():  # a plain TIFF is fine: it just gets no GeoJSON
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             self._ds = rasterio.open(path)
@@ -65,10 +70,10 @@ class RasterSource:
             elif n == 1:
                 bands = (1,)
             else:
-                self._ds.close()
+                self.close()
                 raise ValueError(f"{path} has {n} bands; choose the model's three with --bands, e.g. --bands 3,2,1")
         if len(bands) not in (1, 3) or not all(1 <= b <= n for b in bands):
-            self._ds.close()
+            self.close()
             raise ValueError(f"{path}: --bands {','.join(map(str, bands))} does not fit a {n}-band raster "
                              f"(give 1 or 3 band numbers between 1 and {n})")
         self.bands = tuple(bands)
@@ -103,6 +108,7 @@ class RasterSource:
 
     def close(self) -> None:
         self._ds.close()
+        self._env.__exit__(None, None, None)
 
 
 def open_source(path: Path, bands: tuple[int, ...] | None = None):
