@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from detect.inference.sources import ArraySource
 from detect.inference.tiling import merge_detections, tile_windows
@@ -65,7 +66,7 @@ class _Merger:
         self.windows = np.concatenate([self.windows[~near], pool_windows[idx]])
 
 
-def detect_source(model, source, options: TileOptions = TileOptions()) -> dict:
+def detect_source(model, source, options: TileOptions = TileOptions(), *, progress: bool = False) -> dict:
     """Detections for a source (see :mod:`detect.inference.sources`) in its pixel coordinates.
 
     Returns ``{"boxes" [N, 4] xyxy, "scores" [N], "labels" [N], "tiles": T}``,
@@ -77,6 +78,8 @@ def detect_source(model, source, options: TileOptions = TileOptions()) -> dict:
     h, w = max(1, round(source.height * s)), max(1, round(source.width * s))
     windows = tile_windows(h, w, options.tile, options.overlap)
     merger = _Merger(h, w, model.model_config.postprocess.iou_threshold)
+    bar = tqdm(total=len(windows), unit="tile", desc=f"  {getattr(source, 'name', 'image')}"[-40:],
+               leave=False, disable=not progress or len(windows) < 2)
     for start in range(0, len(windows), options.batch_size):
         chunk = windows[start:start + options.batch_size]
         tiles = [_read_tile(source, win, s) for win in chunk]
@@ -93,6 +96,8 @@ def detect_source(model, source, options: TileOptions = TileOptions()) -> dict:
             boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, y1 - y0) + y0
             merger.add(win, boxes.astype(np.float32), np.asarray(det["scores"][b, :n]),
                        np.asarray(det["labels"][b, :n]))
+        bar.update(len(chunk))
+    bar.close()
     order = np.argsort(-merger.scores, kind="stable")
     boxes = merger.boxes[order]
     if s != 1.0:

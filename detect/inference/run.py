@@ -190,7 +190,7 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions,
             print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
             continue
         try:
-            det = detect_source(model, source, options)
+            det = detect_source(model, source, options, progress=True)
             det = _keep(det, threshold)
             tiles += det["tiles"]
             if source.transform is not None:
