@@ -32,6 +32,55 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_postprocess_args(p) -> None:
+    """--score-threshold / --iou-threshold / --max-detections: applied exactly (NMS rebuilt)."""
+    g = p.add_argument_group("post-processing (default: the model's own settings)")
+    g.add_argument("--score-threshold", type=float,
+                   help="keep detections scoring above this; a value below the model's own works")
+    g.add_argument("--iou-threshold", type=float, help="NMS and tile-merge IoU threshold")
+    g.add_argument("--max-detections", type=int,
+                   help="detections kept per tile / image (a warning counts tiles that reach it)")
+
+
+def _add_tile_args(p) -> None:
+    g = p.add_argument_group("input rule (default: the one the model was trained with)")
+    g.add_argument("--tile", type=int, help="tile side in model pixels")
+    g.add_argument("--overlap", type=float, help="tile overlap, fraction of the tile")
+    g.add_argument("--scale", type=float,
+                   help="resample imagery by this factor (model pixels per image pixel) instead "
+                   "of the model's rule")
+    g.add_argument("--batch-size", type=int, default=4, help="tiles per batch (default: %(default)s)")
+
+
+def _tile_options(args):
+    from detect.inference.predictor import TileOptions
+    from detect.inference.tiling import tile_windows
+
+    if args.tile is not None or args.overlap is not None:  # validate early, before the model loads
+        tile_windows(args.tile or 512, args.tile or 512, args.tile or 512, 0.2 if args.overlap is None
+                     else args.overlap)
+    if args.scale is not None and args.scale <= 0:
+        raise ValueError(f"--scale must be > 0, got {args.scale}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    return TileOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, scale=args.scale)
+
+
+def _load_for_inference(args):
+    """The model with the command line's post-processing applied, and what was changed."""
+    from detect.models import load_model
+
+    model = load_model(args.model)
+    before = model.model_config.postprocess
+    model.set_postprocess(score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
+                          max_detections=args.max_detections)
+    after = model.model_config.postprocess
+    if after != before:
+        print(f"post-processing: score > {after.score_threshold:g}, NMS IoU {after.iou_threshold:g}, "
+              f"at most {after.max_detections} detections per tile")
+    return model
+
+
 def _add_export(sub) -> None:
     p = sub.add_parser(
         "export", help="write a SavedModel with a uint8 serving signature",
@@ -63,7 +112,10 @@ def _add_evaluate(sub) -> None:
         "  detect evaluate --ann GT.json --model model.keras --images DIR\n\n"
         "Prints pycocotools' 12 statistics (same numbers, order and wording), a per-class "
         "table and the operating point: per class and overall, the score threshold that "
-        "maximises F1 at IoU 0.5, with precision, recall, F1 and count error there.")
+        "maximises F1 at IoU 0.5, with precision, recall, F1 and count error there.\n\n"
+        "With --model, every image runs through the same path as 'detect predict' (the "
+        "model's input rule: scale, tiles and merging), so both give the same detections. "
+        "Dense scenes: raise --max-dets (e.g. 100,300,1000) or recall is capped at 100 per image.")
     p.add_argument("--ann", required=True, help="COCO instances JSON (ground truth)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--predictions", help="COCO results JSON to evaluate (no model needed)")
@@ -71,45 +123,55 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--images", help="image folder for --model (file_name is relative to it)")
     p.add_argument("--save-predictions", default="detections.json",
                    help="with --model: where to write the COCO results JSON (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=4, help="with --model (default: %(default)s)")
     p.add_argument("--backend", choices=["faster-coco-eval", "pycocotools"],
                    default="faster-coco-eval",
                    help="faster-coco-eval (default, same numbers, ~10x faster) or pycocotools")
     p.add_argument("--area-ranges", default="",
                    help="extra size buckets 'name:min:max,...' in pixels of side length "
                    "(sqrt(area)), e.g. 'tiny:0:16,small:16:32,rest:32:inf'")
-    p.add_argument("--score-threshold", type=float,
+    p.add_argument("--max-dets", default="1,10,100",
+                   help="pycocotools' maxDets: three increasing counts of detections per image "
+                   "(default: %(default)s; the stats match pycocotools run with the same list)")
+    p.add_argument("--operating-point-at", type=float, metavar="SCORE",
                    help="report the operating point at this score instead of the best-F1 one")
     p.add_argument("--report", help="write everything as JSON here")
     p.add_argument("--plots", help="write precision-recall curves (PNG) into this folder")
+    _add_postprocess_args(p)
+    _add_tile_args(p)
     p.set_defaults(handler=_run_evaluate)
 
 
 def _run_evaluate(args) -> int:
     from detect.evaluation import evaluate, operating_points, parse_area_ranges
-    from detect.evaluation.coco_eval import load_ground_truth, load_results
+    from detect.evaluation.coco_eval import load_ground_truth, load_results, parse_max_dets
     from detect.evaluation.report import format_report, report_dict, write_json
 
     ranges = parse_area_ranges(args.area_ranges)
+    max_dets = parse_max_dets(args.max_dets)
     gt = load_ground_truth(args.ann)
     if args.model:
         if not args.images:
             raise ValueError("--model needs --images (the folder the ground truth's file_name values are in)")
         from detect.inference.coco_dataset import predict_coco
-        from detect.models import load_model
 
-        results = predict_coco(load_model(args.model), gt, args.images, batch_size=args.batch_size)
+        options = _tile_options(args)
+        results = predict_coco(_load_for_inference(args), gt, args.images, options=options)
         print(f"wrote {len(results)} detections to {write_json(results, args.save_predictions)}")
     else:
+        if args.iou_threshold is not None or args.max_detections is not None:
+            raise ValueError("--iou-threshold and --max-detections apply with --model only")
         results = load_results(args.predictions, gt)
+        if args.score_threshold is not None:
+            results = [r for r in results if r["score"] > args.score_threshold]
     if not results:
         print("warning: no detections to evaluate; all statistics are 0", file=sys.stderr)
-    result = evaluate(gt, results, backend=args.backend, area_ranges=ranges)
-    points = operating_points(gt, results, result.category_ids, score_threshold=args.score_threshold)
+    result = evaluate(gt, results, backend=args.backend, area_ranges=ranges, max_dets=max_dets)
+    points = operating_points(gt, results, result.category_ids, score_threshold=args.operating_point_at,
+                              max_dets=max_dets[-1])
     print(format_report(result, points))
     if args.report:
         meta = {"ground_truth": args.ann, "predictions": args.predictions or args.save_predictions,
-                "backend": args.backend}
+                "backend": args.backend, "max_dets": list(max_dets)}
         print(f"\nreport: {write_json(report_dict(result, points, **meta), args.report)}")
     if args.plots:
         from detect.evaluation.plots import write_pr_curves
@@ -129,7 +191,12 @@ def _add_train(sub) -> None:
         "  detect train --resume RUN\n\n"
         "RUN receives config.yaml (resolved), checkpoint.keras + state.json (each epoch, "
         "atomic), metrics.csv, logs/ (TensorBoard) and model.keras (final). Every config "
-        "field can be set with --set section.key=value (sections: model, data, train).")
+        "field can be set with --set section.key=value (sections: model, data, train).\n\n"
+        "Before training, settings the config does not pin are fitted to the data: "
+        "data.max_boxes (the densest image), anchors (best coverage of the boxes, reported per "
+        "size bucket), postprocess.max_detections and the input rule (scale, tile, overlap) "
+        "the model carries to predict and evaluate. Start from data/aerial_cpu.yaml for "
+        "small objects on a CPU.")
     p.add_argument("--train-ann", help="COCO instances JSON for training")
     p.add_argument("--train-images", help="folder the training file_name values are in")
     p.add_argument("--val-ann", help="validation annotations: AP/AP50 reported each epoch")
@@ -145,6 +212,14 @@ def _add_train(sub) -> None:
     p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default="default",
                    help="tf.distribute strategy (multiworker reads TF_CONFIG)")
     p.add_argument("--strict", action="store_true", help="treat data warnings as errors")
+    p.add_argument("--time-budget", metavar="DURATION",
+                   help="train for this wall-clock time (90s, 20m, 1h, 1h30m): measures a step on "
+                   "this machine and fits epochs, warmup and the cosine schedule to it, then stops "
+                   "with a final model and validation AP")
+    p.add_argument("--gsd", type=float, metavar="M",
+                   help="ground sample distance of the training images, metres per pixel (read "
+                   "from GeoTIFF transforms otherwise); stored in the model so prediction on "
+                   "rasters of another pixel size resamples to it")
     p.set_defaults(handler=_run_train)
 
 
@@ -152,6 +227,12 @@ def _run_train(args) -> int:
     from detect.config import DetectConfig, load_yaml
     from detect.engine import TrainingError, train
 
+    if args.time_budget:
+        from detect.time_budget import parse_duration
+
+        parse_duration(args.time_budget)  # a bad value fails before anything loads
+    if args.gsd is not None and args.gsd <= 0:
+        raise ValueError(f"--gsd must be > 0 metres per pixel, got {args.gsd}")
     if args.resume:
         run = args.resume
         saved = load_yaml(f"{run}/config.yaml") if Path(f"{run}/config.yaml").is_file() else None
@@ -183,7 +264,8 @@ def _run_train(args) -> int:
         train(cfg, train_ann=args.train_ann, train_images=args.train_images, run_dir=run,
               val_ann=args.val_ann, val_images=args.val_images, strict=args.strict,
               resume=bool(args.resume), strategy=args.strategy,
-              mixed_precision=args.mixed_precision)
+              mixed_precision=args.mixed_precision,
+              time_budget=None if args.resume else args.time_budget, gsd=args.gsd)
     except TrainingError as err:
         print(f"detect train: {err}", file=sys.stderr)
         return 3
@@ -212,14 +294,13 @@ def _add_predict(sub) -> None:
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="image file, folder or glob")
     p.add_argument("--model", required=True, help="trained detector (model.keras)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--tile", type=int, default=512, help="tile side in pixels (default: %(default)s)")
-    p.add_argument("--overlap", type=float, default=0.2, help="tile overlap fraction (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per batch (default: %(default)s)")
-    p.add_argument("--scale", type=float, default=1.0,
-                   help="resample imagery by this factor first, e.g. 0.5 when it has twice the "
-                   "training data's ground resolution (default: %(default)s)")
-    p.add_argument("--score-threshold", type=float,
-                   help="keep detections scoring at least this (default: the model's)")
+    _add_tile_args(p)
+    _add_postprocess_args(p)
+    p.add_argument("--no-gsd-match", action="store_true",
+                   help="do not resample GeoTIFFs whose pixel size differs from the model's "
+                   "training ground sample distance")
+    p.add_argument("--ann", help="COCO ground truth: coco_results.json then uses its image ids "
+                   "(matched by file name) and category ids, ready for 'detect evaluate'")
     p.add_argument("--bands", help="1-based raster bands to use as RGB, e.g. 3,2,1 (TIFF only; "
                    "default 1,2,3 for 3-4 bands, 1 for grey); 16-bit data is stretched from the "
                    "2nd-98th percentile of a decimated read")
@@ -230,28 +311,27 @@ def _add_predict(sub) -> None:
 
 
 def _run_predict(args) -> int:
-    from detect.inference.predictor import TileOptions
     from detect.inference.run import expand_sources, predict_files
-    from detect.models import load_model
 
     if args.stride < 1:
         raise ValueError(f"--stride must be >= 1, got {args.stride}")
     files = expand_sources(args.sources)
-    options = TileOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
-                          scale=args.scale)
-    from detect.inference.tiling import tile_windows
+    options = _tile_options(args)
+    gt = None
+    if args.ann:
+        from detect.evaluation.coco_eval import load_ground_truth
 
-    tile_windows(args.tile, args.tile, args.tile, args.overlap)  # validates tile / overlap early
+        gt = load_ground_truth(args.ann)
     bands = None
     if args.bands:
         try:
             bands = tuple(int(b) for b in args.bands.split(","))
         except ValueError:
             raise ValueError(f"--bands must be comma-separated band numbers, got {args.bands!r}") from None
-    model = load_model(args.model)
-    r = predict_files(model, files, Path(args.out), options, score_threshold=args.score_threshold,
-                      save_images=args.save_images, overwrite=args.overwrite, bands=bands,
-                      stride=args.stride)
+    model = _load_for_inference(args)
+    r = predict_files(model, files, Path(args.out), options, save_images=args.save_images,
+                      overwrite=args.overwrite, bands=bands, stride=args.stride,
+                      gsd_match=not args.no_gsd_match, ground_truth=gt)
     done = r["images"] - len(r["failed"]) - r["skipped_done"]
     rate = r["tiles"] / r["seconds"] if r["seconds"] > 0 and r["tiles"] else 0.0
     print(f"\n{done} image(s) processed, {r['skipped_done']} already done, {len(r['failed'])} failed; "

@@ -49,9 +49,9 @@ class AnchorConfig:
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # height / width
 
     def validate(self) -> None:
-        # The backbones provide C3..C5, so P3 is the finest level there is.
-        _check(3 <= self.min_level <= self.max_level <= 8, "anchors.min_level/max_level",
-               f"need 3 <= min_level <= max_level <= 8, got {self.min_level}, {self.max_level}")
+        # The backbones provide C3..C5 and the FPN builds up to P7.
+        _check(3 <= self.min_level <= self.max_level <= 7, "anchors.min_level/max_level",
+               f"need 3 <= min_level <= max_level <= 7, got {self.min_level}, {self.max_level}")
         _check(self.anchor_size > 0, "anchors.anchor_size", f"must be > 0, got {self.anchor_size}")
         _check(self.num_scales >= 1, "anchors.num_scales", f"must be >= 1, got {self.num_scales}")
         _check(len(self.aspect_ratios) > 0 and min(self.aspect_ratios) > 0,
@@ -93,8 +93,34 @@ class PostprocessConfig:
     def validate(self) -> None:
         _check(0 <= self.iou_threshold <= 1, "postprocess.iou_threshold",
                f"must be in [0, 1], got {self.iou_threshold}")
+        _check(0 <= self.score_threshold < 1, "postprocess.score_threshold",
+               f"must be in [0, 1), got {self.score_threshold}")
         _check(self.max_detections >= 1 and self.pre_nms_top_k >= 1, "postprocess",
                "max_detections and pre_nms_top_k must be >= 1")
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """The input rule the model was trained with, applied wherever it runs.
+
+    Imagery of any size is resampled by ``scale`` (model pixels per source
+    pixel) and cut into ``tile`` x ``tile`` windows overlapping by
+    ``overlap`` (a fraction of the tile); see :mod:`detect.inference.predictor`.
+    ``gsd``: metres per *model* pixel when the training data told it (GeoTIFF
+    transforms or ``--gsd``); a GeoTIFF of another pixel size is resampled to it.
+    """
+
+    scale: float = 1.0
+    tile: int = 512
+    overlap: float = 0.2
+    gsd: float | None = None
+    category_ids: tuple[int, ...] = ()  # the training set's COCO id of each class
+
+    def validate(self) -> None:
+        _check(self.scale > 0, "input.scale", f"must be > 0, got {self.scale}")
+        _check(self.tile >= 32, "input.tile", f"must be >= 32, got {self.tile}")
+        _check(0 <= self.overlap < 1, "input.overlap", f"must be in [0, 1), got {self.overlap}")
+        _check(self.gsd is None or self.gsd > 0, "input.gsd", f"must be > 0, got {self.gsd}")
 
 
 @dataclass(frozen=True)
@@ -109,16 +135,23 @@ class ModelConfig(_Section):
     mobilenet_alpha: float = 1.0
     freeze_batchnorm: bool | None = None  # None: frozen iff pretrained weights are used
     freeze_stages: int = 0  # 0 = none, 1 = stem, 2..5 = stem and stages conv2..conv5
+    # Normalisation layers. "auto": frozen batch norm with pretrained weights,
+    # GroupNorm (backbone and heads) from random initialisation, where batch
+    # statistics of 2-8 images are unreliable and frozen initial statistics
+    # are no normalisation at all. See the README's "Training from scratch".
+    backbone_norm: str = "auto"  # "auto", "batch" or "group"
+    zero_init_residual: bool = True  # last norm of each residual branch starts at gamma 0
     fpn_channels: int = 256
     p6_from: str = "p5"  # "p5" (torchvision, 34.0M params) or "c5" (paper / detectron2)
     head_convs: int = 4
-    head_norm: str = "none"  # or "group"
+    head_norm: str = "auto"  # "auto" (= group when the backbone uses GroupNorm), "none" or "group"
     prior_probability: float = 0.01
     box_variances: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2)
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
     matcher: MatcherConfig = field(default_factory=MatcherConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    input: InputConfig = field(default_factory=InputConfig)
 
     def __post_init__(self):
         self.validate()
@@ -126,6 +159,19 @@ class ModelConfig(_Section):
     @property
     def pretrained(self) -> bool:
         return self.backbone_weights not in ("none", "", None)
+
+    @property
+    def resolved_backbone_norm(self) -> str:
+        """"batch" or "group" (see ``backbone_norm``)."""
+        if self.backbone_norm != "auto":
+            return self.backbone_norm
+        return "batch" if self.pretrained else "group"
+
+    @property
+    def resolved_head_norm(self) -> str:
+        if self.head_norm != "auto":
+            return self.head_norm
+        return "group" if self.resolved_backbone_norm == "group" else "none"
 
     @property
     def batchnorm_frozen(self) -> bool:
@@ -138,12 +184,19 @@ class ModelConfig(_Section):
         _check(self.backbone in BACKBONES, "backbone", f"must be one of {BACKBONES}, got {self.backbone!r}")
         _check(0 <= self.freeze_stages <= 5, "freeze_stages", f"must be in 0..5, got {self.freeze_stages}")
         _check(self.p6_from in ("p5", "c5"), "p6_from", f"must be 'p5' or 'c5', got {self.p6_from!r}")
-        _check(self.head_norm in ("none", "group"), "head_norm", f"must be 'none' or 'group', got {self.head_norm!r}")
+        _check(self.head_norm in ("auto", "none", "group"), "head_norm",
+               f"must be 'auto', 'none' or 'group', got {self.head_norm!r}")
+        _check(self.backbone_norm in ("auto", "batch", "group"), "backbone_norm",
+               f"must be 'auto', 'batch' or 'group', got {self.backbone_norm!r}")
+        _check(not (self.backbone_weights == "imagenet" and self.backbone_norm == "group"), "backbone_norm",
+               "'group' cannot use imagenet weights, which come with batch norm")
         _check(0 < self.prior_probability < 1, "prior_probability", f"must be in (0, 1), got {self.prior_probability}")
         _check(len(self.box_variances) == 4 and min(self.box_variances) > 0, "box_variances",
                f"need 4 positive values, got {self.box_variances}")
         _check(self.fpn_channels >= 1 and self.head_convs >= 0, "fpn_channels/head_convs", "must be positive")
-        for sub in (self.anchors, self.matcher, self.loss, self.postprocess):
+        _check(not self.input.category_ids or len(self.input.category_ids) == self.num_classes,
+               "input.category_ids", f"has {len(self.input.category_ids)} ids for num_classes={self.num_classes}")
+        for sub in (self.anchors, self.matcher, self.loss, self.postprocess, self.input):
             sub.validate()
 
     @property
@@ -155,11 +208,13 @@ class ModelConfig(_Section):
 class DataConfig(_Section):
     """How images become training batches."""
 
-    resize: str = "fixed"  # "fixed": image_size x image_size; "shorter_side": paper-style
+    # "none": native pixels (aerial chips; the model's input.scale is 1);
+    # "fixed": image_size x image_size; "shorter_side": paper-style.
+    resize: str = "fixed"
     image_size: int = 512
     min_side: int = 800
     max_side: int = 1333
-    max_boxes: int = 100  # ground truth per image is padded / truncated to this
+    max_boxes: int = 100  # ground truth per image is padded to this (raised to the data's largest count unless set)
     hflip: bool = True
     vflip: bool = True  # aerial imagery has no "up"
     rot90: bool = True
@@ -167,8 +222,8 @@ class DataConfig(_Section):
     color_jitter: bool = True
 
     def validate(self) -> None:
-        _check(self.resize in ("fixed", "shorter_side"), "data.resize",
-               f"must be 'fixed' or 'shorter_side', got {self.resize!r}")
+        _check(self.resize in ("none", "fixed", "shorter_side"), "data.resize",
+               f"must be 'none', 'fixed' or 'shorter_side', got {self.resize!r}")
         _check(self.image_size >= 32 and 32 <= self.min_side <= self.max_side, "data.image_size/min_side/max_side",
                "need image_size >= 32 and 32 <= min_side <= max_side")
         _check(self.max_boxes >= 1, "data.max_boxes", f"must be >= 1, got {self.max_boxes}")
@@ -219,11 +274,43 @@ class TrainConfig(_Section):
 
 @dataclass(frozen=True)
 class DetectConfig(_Section):
-    """A whole run: model, data and training (what ``--config`` files hold)."""
+    """A whole run: model, data and training (what ``--config`` files hold).
+
+    ``explicit`` holds the dotted keys the user set (in the YAML / dict or an
+    override); ``detect train`` fits the other settings that depend on the
+    data (``data.max_boxes``, anchors, ``postprocess.max_detections``, the
+    input rule) to the training set, and never touches an explicit one.
+    """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    explicit: frozenset = field(default=frozenset(), compare=False, repr=False,
+                                metadata={"plain": False})
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        cfg = _from_plain(cls, data, "")
+        return dataclasses.replace(cfg, explicit=frozenset(_dotted_keys(data)))
+
+    def with_overrides(self, assignments):
+        out = super().with_overrides(assignments)
+        keys = assignments.keys() if isinstance(assignments, dict) else (
+            _split_assignment(a)[0] for a in assignments)
+        return dataclasses.replace(out, explicit=self.explicit | frozenset(keys))
+
+    def is_explicit(self, key: str) -> bool:
+        """True when ``key`` (dotted) or a section containing it was set by the user."""
+        parts = key.split(".")
+        return any(".".join(parts[:i]) in self.explicit for i in range(1, len(parts) + 1))
+
+
+def _dotted_keys(data: dict, prefix: str = ""):
+    for k, v in data.items():
+        if isinstance(v, dict) and v:
+            yield from _dotted_keys(v, f"{prefix}{k}.")
+        else:
+            yield prefix + k
 
 
 def _check(ok: bool, name: str, message: str) -> None:
@@ -233,7 +320,8 @@ def _check(ok: bool, name: str, message: str) -> None:
 
 def _to_plain(obj):
     if dataclasses.is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in fields(obj)}
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in fields(obj)
+                if f.metadata.get("plain", True)}
     if isinstance(obj, tuple):
         return [_to_plain(v) for v in obj]
     return obj
@@ -243,7 +331,7 @@ def _from_plain(cls, data: dict, prefix: str):
     if not isinstance(data, dict):
         raise ValueError(f"config section {prefix or '<root>'} must be a mapping, got {data!r}")
     hints = get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
+    names = {f.name for f in fields(cls) if f.metadata.get("plain", True)}
     unknown = set(data) - names
     if unknown:
         raise ValueError(f"unknown config key(s) {sorted(prefix + k for k in unknown)}; "

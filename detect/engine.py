@@ -20,6 +20,7 @@ import json
 import math
 import os
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,10 +30,21 @@ import tensorflow as tf
 
 from detect.config import DetectConfig, dump_yaml
 from detect.datasets.coco import CocoDataset, load_coco, summary
+from detect.datasets.fit import fit_to_data
 from detect.datasets.pipeline import make_dataset
 from detect.models.backbones import apply_freezing
 from detect.models.factory import build_retinanet
 from detect.models.retinanet import RetinaNet
+from detect.time_budget import (
+    Deadline,
+    format_seconds,
+    measure_step_seconds,
+    parse_duration,
+    plan_budget,
+)
+
+#: Warmup never takes more than this share of the run's steps.
+MAX_WARMUP_FRACTION = 0.2
 
 
 class TrainingError(RuntimeError):
@@ -122,21 +134,36 @@ class _Guard(keras.callbacks.Callback):
 
 
 class _Validation(keras.callbacks.Callback):
-    """COCO AP / AP50 on the validation set after each epoch (the evaluate code path)."""
+    """COCO AP / AP50 on the validation set after each epoch.
 
-    def __init__(self, dataset: CocoDataset, gt: dict, data_cfg, every: int = 1):
+    Detections come from :func:`detect.inference.coco_dataset.predict_samples`,
+    the path ``detect evaluate --model`` runs (the model's own input rule:
+    scale, tiles, merging), and the statistics from the same evaluator with
+    ``max_dets`` as configured, so the numbers equal that command's.
+    """
+
+    def __init__(self, dataset: CocoDataset, gt: dict, max_dets):
         super().__init__()
-        self.dataset, self.gt, self.data_cfg, self.every = dataset, gt, data_cfg, every
+        self.dataset, self.gt, self.max_dets = dataset, gt, tuple(max_dets)
+        self.seconds = 0.0
+        self.last: list[float] | None = None
 
     def on_epoch_end(self, epoch, logs=None):
         from detect.evaluation import evaluate
         from detect.inference.coco_dataset import predict_samples
 
-        results = predict_samples(self.model, self.dataset, self.data_cfg)
-        stats = evaluate(self.gt, results).stats
+        t0 = time.perf_counter()
+        counts: dict = {}
+        results = predict_samples(self.model, self.dataset, stats=counts)
+        stats = evaluate(self.gt, results, max_dets=self.max_dets).stats
+        self.seconds = time.perf_counter() - t0
+        self.last = stats
         if logs is not None:
             logs["val_AP"], logs["val_AP50"] = stats[0], stats[1]
-        print(f"\nepoch {epoch + 1}: val AP {stats[0]:.3f}, AP50 {stats[1]:.3f}", flush=True)
+        print(f"\nepoch {epoch + 1}: val AP {stats[0]:.3f}, AP50 {stats[1]:.3f} "
+              f"(maxDets {self.max_dets[-1]})" + (
+                  f"; {counts['capped_tiles']} of {counts['tiles']} tiles at the detection cap"
+                  if counts.get("capped_tiles") else ""), flush=True)
 
 
 def _strategy(name: str):
@@ -151,10 +178,48 @@ def _strategy(name: str):
     raise ValueError(f"unknown strategy {name!r}; choose default, mirrored or multiworker")
 
 
+def _read_gsd(ds: CocoDataset, scale: float) -> float | None:
+    """Metres per model pixel from the training GeoTIFFs' transforms (None if not georeferenced)."""
+    tifs = [smp.path for smp in ds.samples if smp.path.suffix.lower() in (".tif", ".tiff")][:20]
+    if not tifs:
+        return None
+    try:
+        from detect.inference.sources import raster_gsd
+    except ImportError:  # pragma: no cover - rasterio missing
+        return None
+    values = [g for g in (raster_gsd(p) for p in tifs) if g]
+    return float(np.median(values)) / scale if values else None
+
+
+def _cap_warmup(cfg: DetectConfig) -> DetectConfig:
+    t = cfg.train
+    total = t.epochs * t.steps_per_epoch
+    cap = int(MAX_WARMUP_FRACTION * total)
+    if t.warmup_steps > cap:
+        print(f"note: train.warmup_steps {t.warmup_steps} capped at {cap} "
+              f"({MAX_WARMUP_FRACTION:.0%} of the run's {total} steps)", flush=True)
+        return replace(cfg, train=replace(t, warmup_steps=cap))
+    return cfg
+
+
 def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, val_images=None,
           strict: bool = False, resume: bool = False, strategy: str = "default",
-          mixed_precision: bool = False, verbose: int = 1) -> RetinaNet:
-    """Train a detector; returns the final model (also written to ``run_dir/model.keras``)."""
+          mixed_precision: bool = False, verbose: int = 1, time_budget: float | str | None = None,
+          gsd: float | None = None, max_dets=None) -> RetinaNet:
+    """Train a detector; returns the final model (also written to ``run_dir/model.keras``).
+
+    Unless resuming, settings the config does not pin are first fitted to the
+    training data (:func:`detect.datasets.fit.fit_to_data`), and with
+    ``time_budget`` (seconds, or ``"20m"``) the schedule is fitted to the
+    number of steps this machine can do in that time (:mod:`detect.time_budget`).
+    ``gsd``: metres per pixel of the training images, when their files do
+    not say (GeoTIFF transforms are read otherwise). ``max_dets``: the
+    validation's COCO maxDets; default ``(1, 10, max(100, max_detections))``
+    so dense scenes are not capped at 100 (``detect evaluate --max-dets``
+    with the same list gives the same numbers).
+    """
+    started = time.monotonic()
+    budget = parse_duration(time_budget) if isinstance(time_budget, str) else time_budget
     run_dir = Path(run_dir)
     state_file = run_dir / "state.json"
     start_epoch = 0
@@ -163,6 +228,10 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
             raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from "
                                     f"(expected checkpoint.keras and state.json)")
         start_epoch = int(json.loads(state_file.read_text())["epoch"])
+        # the run's own resolved config (fitted defaults, budget plan) rebuilds the same model
+        from detect.config import load_yaml
+
+        cfg = DetectConfig.from_dict(load_yaml(run_dir / "config.yaml"))
     run_dir.mkdir(parents=True, exist_ok=True)
 
     train_ds = load_coco(train_ann, train_images, strict=strict)
@@ -171,6 +240,14 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
         print(f"warning: {message}", file=sys.stderr)
     cfg = replace(cfg, model=replace(cfg.model, num_classes=train_ds.num_classes,
                                      class_names=tuple(train_ds.class_names)))
+    if not resume:
+        cfg, lines = fit_to_data(cfg, train_ds)
+        print("\n".join(lines), flush=True)
+        if cfg.model.input.gsd is None:
+            found = gsd / cfg.model.input.scale if gsd else _read_gsd(train_ds, cfg.model.input.scale)
+            if found:
+                cfg = replace(cfg, model=replace(cfg.model, input=replace(cfg.model.input, gsd=round(found, 6))))
+                print(f"ground sample distance: {found:.4g} m per model pixel", flush=True)
     val = None
     if val_ann:
         val_ds = load_coco(val_ann, val_images, strict=strict)
@@ -178,18 +255,37 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
             raise ValueError(f"validation categories {val_ds.class_names} differ from training "
                              f"categories {train_ds.class_names}")
         val = (val_ds, json.loads(Path(val_ann).read_text()))
-    dump_yaml(cfg.to_dict(), run_dir / "config.yaml")
 
     if mixed_precision:
         keras.mixed_precision.set_global_policy(
             "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16")
     t = cfg.train
     steps = t.steps_per_epoch or max(len(train_ds.samples) // t.batch_size, 1)
+    cfg = replace(cfg, train=replace(t, steps_per_epoch=steps))
     data = make_dataset(train_ds, cfg.data, batch_size=t.batch_size, training=True, seed=t.seed,
                         repeat=True, skip=start_epoch * steps * t.batch_size)
     keras.utils.set_random_seed(t.seed)
     with _strategy(strategy).scope():
         model = build_retinanet(cfg.model)
+
+    deadline = None
+    if budget and not resume:
+        step_s, first = measure_step_seconds(model, data)
+        per_epoch = 0.5 + (_estimate_validation_seconds(model, val[0]) if val else 0.0)
+        plan = plan_budget(budget, spent=time.monotonic() - started, step_seconds=step_s,
+                           first_call=first, per_epoch=per_epoch, data_steps=steps)
+        print(plan.describe(budget), flush=True)
+        cfg = replace(cfg, train=replace(cfg.train, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch,
+                                         freeze_backbone_epochs=min(cfg.train.freeze_backbone_epochs,
+                                                                    plan.epochs - 1)))
+        steps = plan.steps_per_epoch
+        deadline = started + budget
+    if not resume:
+        cfg = _cap_warmup(cfg)
+        dump_yaml(cfg.to_dict(), run_dir / "config.yaml")
+    t = cfg.train
+
+    with _strategy(strategy).scope():
         stage_two = 0 < t.freeze_backbone_epochs <= start_epoch
 
         def compile_for(stage_two: bool):
@@ -224,11 +320,19 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     guard = _Guard(run_dir, steps)
     callbacks = [guard, keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=resume),
                  keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False)]
-    if val:
-        callbacks.insert(0, _Validation(val[0], val[1], cfg.data))
+    if max_dets is None:
+        max_dets = (1, 10, max(100, cfg.model.postprocess.max_detections))
+    validation = _Validation(val[0], val[1], max_dets) if val else None
+    if validation:
+        callbacks.insert(0, validation)
+    stopper = None
+    if deadline is not None:
+        # keep time for the final save (and validation, which runs at the epoch's end)
+        stopper = Deadline(deadline, reserve=2.0 + (per_epoch if val else 0.5))
+        callbacks.insert(0, stopper)
 
     def fit(first, last):
-        if last > first:
+        if last > first and not (stopper and stopper.stopped_at):
             model.fit(data, epochs=last, initial_epoch=first, steps_per_epoch=steps, shuffle=False,
                       callbacks=callbacks, verbose=verbose)
 
@@ -244,5 +348,25 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
         raise TrainingError(f"{guard.bad}; training stopped. The last good checkpoint is "
                             f"{run_dir / 'checkpoint.keras'} (after epoch {last}); try a lower "
                             f"train.learning_rate or check the data, then --resume {run_dir}")
+    if stopper and stopper.stopped_at:
+        print(f"time budget reached: stopped after {int(model.optimizer.iterations.numpy())} of "
+              f"{t.epochs * steps} planned steps (the machine ran slower than measured)", flush=True)
     save_model_atomic(model, run_dir / "model.keras")
+    if budget:
+        took = time.monotonic() - started
+        ap = f"; validation AP {validation.last[0]:.3f}, AP50 {validation.last[1]:.3f}" if (
+            validation and validation.last) else ""
+        print(f"trained for {format_seconds(took)} of the {format_seconds(budget)} budget{ap}", flush=True)
     return model
+
+
+def _estimate_validation_seconds(model, dataset: CocoDataset) -> float:
+    """Rough cost of one validation pass: one timed inference on a validation image, scaled."""
+    from detect.datasets.images import read_image
+    from detect.inference.coco_dataset import predict_arrays
+
+    img = read_image(dataset.samples[0].path)
+    predict_arrays(model, [img])  # builds the predict function
+    t0 = time.perf_counter()
+    predict_arrays(model, [img])
+    return 1.0 + 1.3 * (time.perf_counter() - t0) * len(dataset.samples)

@@ -101,7 +101,7 @@ def test_non_finite_loss_stops_with_clear_message(data, tmp_path, monkeypatch):
 
 def test_two_stage_fine_tuning_unfreezes_backbone(data, tmp_path):
     ann, images = data
-    model = engine.train(cfg("train.freeze_backbone_epochs=1"), train_ann=ann, train_images=images,
+    model = engine.train(cfg("train.freeze_backbone_epochs=1", "model.backbone_norm=batch"), train_ann=ann, train_images=images,
                          run_dir=tmp_path / "r", verbose=0)
     conv = model.backbone.get_layer("conv3_block1_1_conv")
     assert conv.trainable and not model.backbone.get_layer("conv1_bn").trainable  # BN stays frozen
@@ -164,7 +164,7 @@ def test_trained_tiny_model_detects_well_above_chance(tmp_path):
     model = engine.train(c, train_ann=tmp_path / "ann.json", train_images=tmp_path / "img",
                          run_dir=tmp_path / "run", verbose=0)
     ds = load_coco(tmp_path / "ann.json", tmp_path / "img")
-    ap50 = evaluate(gt, predict_samples(model, ds, c.data)).stats[1]
+    ap50 = evaluate(gt, predict_samples(model, ds)).stats[1]
     print(f"AP50 after training: {ap50:.3f}")
     assert ap50 > 0.5  # chance is ~0: boxes must be placed and classified
 
@@ -206,6 +206,64 @@ def test_ema_and_mixed_precision_runs(data, tmp_path):
         assert all(np.isfinite(w).all() for w in m.get_weights())
         reloaded = load_model(tmp_path / "r" / "model.keras")
         x = np.zeros((1, 64, 64, 3), np.float32)
-        assert reloaded.predict(x, verbose=0)["boxes"].shape == (1, 100, 4)
+        dets = reloaded.model_config.postprocess.max_detections
+        assert reloaded.predict(x, verbose=0)["boxes"].shape == (1, dets, 4)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_warmup_capped_to_a_fifth_of_the_run(data, tmp_path, capsys):
+    engine.train(cfg("train.warmup_steps=100"), train_ann=data[0], train_images=data[1],
+                 run_dir=tmp_path / "r", verbose=0)
+    saved = DetectConfig.from_dict(__import__("yaml").safe_load((tmp_path / "r" / "config.yaml").read_text()))
+    assert saved.train.warmup_steps == 0  # 2 epochs x 2 steps: 20% of 4 steps
+    assert "warmup_steps 100 capped at 0" in capsys.readouterr().out
+
+
+def test_validation_ap_equals_evaluate_model(data, tmp_path):
+    from detect.cli import main
+
+    ann, images = data
+    engine.train(cfg("train.epochs=1", "model.postprocess.score_threshold=0.01"), train_ann=ann,
+                 train_images=images, val_ann=ann, val_images=images, run_dir=tmp_path / "r", verbose=0)
+    row = (tmp_path / "r" / "metrics.csv").read_text().splitlines()[-1].split(",")
+    header = (tmp_path / "r" / "metrics.csv").read_text().splitlines()[0].split(",")
+    val_ap = float(row[header.index("val_AP")])
+    model = load_model(tmp_path / "r" / "model.keras")
+    dets = max(100, model.model_config.postprocess.max_detections)
+    assert main(["evaluate", "--ann", str(ann), "--images", str(images), "--model",
+                 str(tmp_path / "r" / "model.keras"), "--max-dets", f"1,10,{dets}",
+                 "--save-predictions", str(tmp_path / "d.json"), "--report", str(tmp_path / "rep.json")]) == 0
+    stats = json.loads((tmp_path / "rep.json").read_text())["stats"]
+    assert stats[0] == pytest.approx(val_ap, abs=1e-6)
+
+
+def test_boxes_no_anchor_can_match_stop_before_training(tmp_path):
+    import cv2
+
+    (tmp_path / "img").mkdir()
+    cv2.imwrite(str(tmp_path / "img" / "a.png"), np.zeros((64, 64, 3), np.uint8))
+    gt = {"images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 64}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 2, 2],
+                           "area": 4, "iscrowd": 0}], "categories": [{"id": 1, "name": "dot"}]}
+    (tmp_path / "a.json").write_text(json.dumps(gt))
+    with pytest.raises(ValueError, match=r"2\.0-2\.0 px side.*smaller than the smallest anchor"):
+        engine.train(cfg("model.anchors.anchor_size=4"), train_ann=tmp_path / "a.json",
+                     train_images=tmp_path / "img", run_dir=tmp_path / "r", verbose=0)
+    assert not (tmp_path / "r" / "config.yaml").exists()
+
+
+def test_time_budget_fits_the_schedule(data, tmp_path, monkeypatch, capsys):
+    # a deterministic machine: 0.1 s per step, 1 s to build the graph
+    monkeypatch.setattr(engine, "measure_step_seconds", lambda model, batches: (0.1, 1.0))
+    ann, images = data
+    engine.train(cfg("train.epochs=500"), train_ann=ann, train_images=images, run_dir=tmp_path / "r",
+                 verbose=0, time_budget="20s")
+    saved = DetectConfig.from_dict(__import__("yaml").safe_load((tmp_path / "r" / "config.yaml").read_text()))
+    t = saved.train
+    assert 50 < t.epochs * t.steps_per_epoch <= (20 - 1) / 0.1
+    out = capsys.readouterr().out
+    assert "time budget 20s:" in out and "budget" in out.splitlines()[-1]
+    with pytest.raises(ValueError, match="too short for one training step"):
+        engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "r2", verbose=0,
+                     time_budget="1s")

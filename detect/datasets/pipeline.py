@@ -22,6 +22,8 @@ SIZE_MULTIPLE = 128
 
 
 def _resize(image, boxes, config: DataConfig):
+    if config.resize == "none":
+        return image, boxes
     h = tf.cast(tf.shape(image)[0], tf.float32)
     w = tf.cast(tf.shape(image)[1], tf.float32)
     if config.resize == "fixed":

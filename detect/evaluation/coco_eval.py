@@ -22,16 +22,30 @@ import numpy as np
 
 BACKENDS = ("faster-coco-eval", "pycocotools")
 
-#: pycocotools' summary rows: (AP or AR, IoU label, area label, maxDets).
+#: pycocotools' summary rows: (AP or AR, IoU label, area label, index into maxDets).
 STAT_ROWS = (
-    ("AP", "0.50:0.95", "all", 100), ("AP", "0.50", "all", 100), ("AP", "0.75", "all", 100),
-    ("AP", "0.50:0.95", "small", 100), ("AP", "0.50:0.95", "medium", 100),
-    ("AP", "0.50:0.95", "large", 100),
-    ("AR", "0.50:0.95", "all", 1), ("AR", "0.50:0.95", "all", 10), ("AR", "0.50:0.95", "all", 100),
-    ("AR", "0.50:0.95", "small", 100), ("AR", "0.50:0.95", "medium", 100),
-    ("AR", "0.50:0.95", "large", 100),
+    ("AP", "0.50:0.95", "all", 2), ("AP", "0.50", "all", 2), ("AP", "0.75", "all", 2),
+    ("AP", "0.50:0.95", "small", 2), ("AP", "0.50:0.95", "medium", 2),
+    ("AP", "0.50:0.95", "large", 2),
+    ("AR", "0.50:0.95", "all", 0), ("AR", "0.50:0.95", "all", 1), ("AR", "0.50:0.95", "all", 2),
+    ("AR", "0.50:0.95", "small", 2), ("AR", "0.50:0.95", "medium", 2),
+    ("AR", "0.50:0.95", "large", 2),
 )
+#: pycocotools' default ``params.maxDets``.
+DEFAULT_MAX_DETS = (1, 10, 100)
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def parse_max_dets(text) -> tuple[int, int, int]:
+    """``"100,300,1000"`` (or a sequence) -> three increasing positive ints, as pycocotools needs."""
+    try:
+        values = tuple(int(v) for v in (text.split(",") if isinstance(text, str) else text))
+    except ValueError:
+        raise ValueError(f"--max-dets must be three comma-separated integers, got {text!r}") from None
+    if len(values) != 3 or min(values) < 1 or list(values) != sorted(set(values)):
+        raise ValueError(f"--max-dets needs three increasing positive integers (pycocotools' summary "
+                         f"uses the 1st for AR@1-style recall, the 2nd, and the 3rd for AP), got {text!r}")
+    return values
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,7 @@ class EvalResult:
     area_stats: dict[str, dict]  # custom range name -> {"AP", "AP50"}
     precision_iou50: np.ndarray  # [R=101, K] precision at IoU 0.5, area all, maxDets 100 (-1 = n/a)
     recall_thresholds: np.ndarray  # [101]
+    max_dets: tuple = DEFAULT_MAX_DETS
     cocoGt: object = field(repr=False, default=None)
     cocoDt: object = field(repr=False, default=None)
 
@@ -194,8 +209,13 @@ def _coco_from_dict(coco_cls, data: dict):
 
 
 def evaluate(gt, results, *, backend: str = "faster-coco-eval",
-             area_ranges: list[AreaRange] = ()) -> EvalResult:
-    """COCO box evaluation of ``results`` (list or path) against ``gt`` (dict or path)."""
+             area_ranges: list[AreaRange] = (), max_dets=DEFAULT_MAX_DETS) -> EvalResult:
+    """COCO box evaluation of ``results`` (list or path) against ``gt`` (dict or path).
+
+    ``max_dets``: pycocotools' ``params.maxDets`` (detections per image
+    counted); the statistics equal pycocotools run with the same list.
+    """
+    max_dets = parse_max_dets(max_dets)
     gt = load_ground_truth(gt)
     results = load_results(results, gt)
     coco_cls, eval_cls = _backend(backend)
@@ -209,6 +229,7 @@ def evaluate(gt, results, *, backend: str = "faster-coco-eval",
     else:
         coco_dt = _coco_from_dict(coco_cls, dt_data)
     ev = eval_cls(coco_gt, coco_dt, "bbox")
+    ev.params.maxDets = list(max_dets)
     base = len(ev.params.areaRng)
     for r in area_ranges:
         ev.params.areaRng.append(r.area)
@@ -245,6 +266,7 @@ def evaluate(gt, results, *, backend: str = "faster-coco-eval",
         category_names=[names[c] for c in cat_ids], per_class=per_class,
         area_ranges=list(area_ranges), area_stats=area_stats,
         precision_iou50=precision[0, :, :, 0, -1], recall_thresholds=np.asarray(ev.params.recThrs),
+        max_dets=max_dets,
         cocoGt=coco_gt, cocoDt=coco_dt)
 
 
@@ -260,7 +282,7 @@ def _summarize(precision, recall, params) -> list[float]:
     out = []
     for kind, iou, area, dets in STAT_ROWS:
         a = list(params.areaRngLbl).index(area)
-        m = list(params.maxDets).index(dets)
+        m = dets
         t = slice(None) if ":" in iou else np.where(np.isclose(iou_thrs, float(iou)))[0]
         v = precision[t, :, :, a, m] if kind == "AP" else recall[t, :, a, m]
         v = v[v > -1]
@@ -268,10 +290,11 @@ def _summarize(precision, recall, params) -> list[float]:
     return out
 
 
-def summary_lines(stats) -> list[str]:
+def summary_lines(stats, max_dets=DEFAULT_MAX_DETS) -> list[str]:
     """The 12 lines pycocotools' ``COCOeval.summarize`` prints, same wording and format."""
     lines = []
-    for (kind, iou, area, dets), value in zip(STAT_ROWS, stats):
+    for (kind, iou, area, m), value in zip(STAT_ROWS, stats):
+        dets = max_dets[m]
         title = "Average Precision" if kind == "AP" else "Average Recall"
         lines.append(f" {title:<18} ({kind}) @[ IoU={iou:<9} | area={area:>6s} | "
                      f"maxDets={dets:>3d} ] = {value:0.3f}")

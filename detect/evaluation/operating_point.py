@@ -2,7 +2,7 @@
 
 People counting pools or cars need one threshold, not a curve. Detections
 are matched to ground truth with pycocotools' rule at IoU 0.5 (area "all",
-at most 100 detections per image and category): detections in descending
+at most ``max_dets`` (default 100) detections per image and category): detections in descending
 score order take the best-overlapping unmatched object; a detection that
 matches a crowd region is ignored, not a false positive; crowd regions are
 not objects to find. Then, per class and pooled over classes, precision,
@@ -22,7 +22,7 @@ IOU = 0.5
 MAX_DETS = 100
 
 
-def match_detections(gt: dict, results: list[dict]):
+def match_detections(gt: dict, results: list[dict], max_dets: int = MAX_DETS):
     """Per category: (scores [n], is_true_positive [n]) of counted detections, and object counts."""
     gts = defaultdict(list)
     for a in gt["annotations"]:
@@ -38,7 +38,7 @@ def match_detections(gt: dict, results: list[dict]):
         g = sorted(gts.get(key, []), key=lambda a: bool(a.get("iscrowd", 0)))  # objects first
         crowd = np.array([bool(a.get("iscrowd", 0)) for a in g], bool)
         num_gt[cat] += int((~crowd).sum())
-        d = sorted(dts.get(key, []), key=lambda r: -r["score"])[:MAX_DETS]
+        d = sorted(dts.get(key, []), key=lambda r: -r["score"])[:max_dets]
         if not d:
             continue
         if not g:
@@ -96,9 +96,13 @@ def _row(threshold, tp: int, kept: int, num_gt: int) -> dict:
 
 
 def operating_points(gt: dict, results: list[dict], category_ids, *,
-                     score_threshold: float | None = None) -> dict:
-    """``{"overall": row, "per_class": {category_id: row}}`` (see module doc)."""
-    scores, hits, num_gt = match_detections(gt, results)
+                     score_threshold: float | None = None, max_dets: int = MAX_DETS) -> dict:
+    """``{"overall": row, "per_class": {category_id: row}}`` (see module doc).
+
+    ``max_dets``: detections counted per image and category (pycocotools'
+    largest ``maxDets``).
+    """
+    scores, hits, num_gt = match_detections(gt, results, max_dets)
     per_class = {c: _point(scores[c], hits[c], num_gt[c], score_threshold) for c in category_ids}
     all_scores = [s for c in category_ids for s in scores[c]]
     all_hits = [h for c in category_ids for h in hits[c]]

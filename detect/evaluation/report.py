@@ -14,7 +14,7 @@ def _fmt(v: float) -> str:
 
 
 def format_report(result: EvalResult, points: dict) -> str:
-    lines = summary_lines(result.stats)
+    lines = summary_lines(result.stats, result.max_dets)
     extra = [r.name for r in result.area_ranges]
     header = f"\n{'class':<20}{'AP':>7}{'AP50':>7}{'AP75':>7}{'#gt':>7}" + "".join(
         f"{'AP50_' + n:>{max(9, len(n) + 6)}}" for n in extra)

@@ -1,14 +1,22 @@
-"""Batched inference over the images of a COCO dataset -> COCO results list."""
+"""Detections over the images of a COCO dataset -> COCO results list.
+
+Images run through :func:`detect.inference.predictor.detect_many`, the same
+path as ``detect predict`` (the model's input rule: scale, tiles, merging),
+so an image gives the same detections in ``detect evaluate --model``, in
+validation during training and in ``detect predict``.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from detect.datasets.images import read_image
+from detect.inference.predictor import DEFAULT_TILES, TileOptions, detect_many
+from detect.inference.sources import ArraySource
 from detect.ops.boxes import xyxy_to_xywh
 
 
@@ -28,69 +36,58 @@ def label_to_category(model, gt: dict) -> list[int]:
     return ids
 
 
-def _resize_for(img: np.ndarray, data_config):
-    """Resize as the training pipeline does; returns (image, x scale, y scale)."""
-    if data_config is None:
-        return img, 1.0, 1.0
-    h, w = img.shape[:2]
-    if data_config.resize == "fixed":
-        nh = nw = data_config.image_size
-    else:
-        s = min(data_config.min_side / min(h, w), data_config.max_side / max(h, w))
-        nh, nw = round(h * s), round(w * s)
-    return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR), nw / w, nh / h
+def to_coco_results(det: dict, image_id: int, category_ids) -> list[dict]:
+    """One image's detections (xyxy source pixels) as COCO results entries (xywh)."""
+    cat_of = np.asarray(category_ids)
+    xywh = np.asarray(xyxy_to_xywh(np.asarray(det["boxes"], np.float64).reshape(-1, 4)))
+    return [{"image_id": int(image_id), "category_id": int(cat_of[label]),
+             "bbox": [round(float(v), 2) for v in box], "score": round(float(score), 5)}
+            for box, label, score in zip(xywh, det["labels"], det["scores"])]
 
 
-def predict_images(model, items, category_ids, *, data_config=None, batch_size: int = 4,
-                   progress: bool = True) -> list[dict]:
+def predict_arrays(model, images, options: TileOptions = DEFAULT_TILES) -> list[dict]:
+    """Detections for RGB arrays ``[H, W, 3]`` (see :func:`detect_many`)."""
+    return list(detect_many(model, (ArraySource(img) for img in images), options))
+
+
+def predict_images(model, items, category_ids, *, options: TileOptions = DEFAULT_TILES,
+                   progress: bool = True, stats: dict | None = None) -> list[dict]:
     """Detections as a COCO results list (xywh pixels of the original images).
 
     ``items``: ``[(image_id, path), ...]``; ``category_ids[k]`` is the id of
-    class ``k``. With ``data_config``, images are resized as in training and
-    boxes mapped back. Images of a batch are padded bottom/right to the
-    batch's largest size; boxes are clipped to each image's own size.
+    class ``k``. Warns with a count when tiles reached the detection cap,
+    unless ``stats`` (a dict) is given: then ``tiles`` and ``capped_tiles``
+    are stored there for the caller to report.
     """
-    cat_of = np.asarray(category_ids)
-    results = []
-    for start in tqdm(range(0, len(items), batch_size), desc="predict", unit="batch",
-                      disable=not progress):
-        chunk = items[start:start + batch_size]
-        imgs, scales = [], []
-        for _, path in chunk:
-            img = read_image(path)
-            resized, sx, sy = _resize_for(img, data_config)
-            imgs.append(resized)
-            scales.append((sx, sy, img.shape[1], img.shape[0]))
-        h = max(i.shape[0] for i in imgs)
-        w = max(i.shape[1] for i in imgs)
-        batch = np.zeros((len(imgs), h, w, 3), np.float32)
-        for b, img in enumerate(imgs):
-            batch[b, : img.shape[0], : img.shape[1]] = img
-        det = model.predict_on_batch(batch)
-        for b, ((image_id, _), (sx, sy, ow, oh)) in enumerate(zip(chunk, scales)):
-            n = int(det["num_detections"][b])
-            boxes = np.asarray(det["boxes"][b, :n], np.float64) / [sx, sy, sx, sy]
-            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, ow)
-            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, oh)
-            xywh = np.asarray(xyxy_to_xywh(boxes))
-            for box, label, score in zip(xywh, det["labels"][b, :n], det["scores"][b, :n]):
-                results.append({"image_id": int(image_id), "category_id": int(cat_of[label]),
-                                "bbox": [round(float(v), 2) for v in box],
-                                "score": round(float(score), 5)})
+    results, capped, tiles = [], 0, 0
+    sources = (ArraySource(read_image(path), str(path)) for _, path in items)
+    dets = detect_many(model, sources, options)
+    for (image_id, _), det in tqdm(zip(items, dets), total=len(items), desc="predict", unit="image",
+                                   disable=not progress):
+        results += to_coco_results(det, image_id, category_ids)
+        capped += det["capped_tiles"]
+        tiles += det["tiles"]
+    if stats is not None:
+        stats.update(tiles=tiles, capped_tiles=capped)
+    elif capped:
+        print(f"warning: {capped} of {tiles} tiles reached the detection cap of "
+              f"{model.model_config.postprocess.max_detections}; raise --max-detections",
+              file=sys.stderr)
     return results
 
 
-def predict_coco(model, gt: dict, images_dir, *, batch_size: int = 4, progress: bool = True,
-                 data_config=None) -> list[dict]:
+def predict_coco(model, gt: dict, images_dir, *, options: TileOptions = DEFAULT_TILES,
+                 progress: bool = True) -> list[dict]:
     """Detections for every image listed in ``gt`` (see :func:`predict_images`)."""
     images_dir = Path(images_dir)
     items = [(im["id"], images_dir / im["file_name"]) for im in gt["images"]]
-    return predict_images(model, items, label_to_category(model, gt), data_config=data_config,
-                          batch_size=batch_size, progress=progress)
+    return predict_images(model, items, label_to_category(model, gt), options=options,
+                          progress=progress)
 
 
-def predict_samples(model, dataset, data_config, *, batch_size: int = 4) -> list[dict]:
+def predict_samples(model, dataset, *, options: TileOptions = DEFAULT_TILES,
+                    stats: dict | None = None) -> list[dict]:
     """Detections for a checked :class:`~detect.datasets.coco.CocoDataset` (validation)."""
     items = [(s.image_id, s.path) for s in dataset.samples]
-    return predict_images(model, items, dataset.category_ids, data_config=data_config,
-                          batch_size=batch_size, progress=False)
+    return predict_images(model, items, dataset.category_ids, options=options, progress=False,
+                          stats=stats)

@@ -10,7 +10,9 @@ matrix over a whole scene).
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -22,10 +24,23 @@ from detect.inference.tiling import merge_detections, tile_windows
 
 @dataclass(frozen=True)
 class TileOptions:
-    tile: int = 512  # tile side in (rescaled) pixels; images no larger are one tile
-    overlap: float = 0.2
+    """How imagery is cut for the model; ``None`` fields take the model's input rule."""
+
+    tile: int | None = None  # tile side in (rescaled) pixels; images no larger are one tile
+    overlap: float | None = None  # fraction of the tile
     batch_size: int = 4
-    scale: float = 1.0  # resample the imagery first (ground-resolution mismatch)
+    scale: float | None = None  # model pixels per source pixel (ground-resolution match)
+
+    def resolved(self, model) -> "TileOptions":
+        rule = model.model_config.input
+        return TileOptions(tile=self.tile or rule.tile,
+                           overlap=rule.overlap if self.overlap is None else self.overlap,
+                           batch_size=self.batch_size,
+                           scale=rule.scale if self.scale is None else self.scale)
+
+
+#: Everything from the model's input rule, batches of 4.
+DEFAULT_TILES = TileOptions()
 
 
 def _read_tile(source, window, scale: float) -> np.ndarray:
@@ -66,46 +81,93 @@ class _Merger:
         self.windows = np.concatenate([self.windows[~near], pool_windows[idx]])
 
 
-def detect_source(model, source, options: TileOptions = TileOptions(), *, progress: bool = False) -> dict:
-    """Detections for a source (see :mod:`detect.inference.sources`) in its pixel coordinates.
+class _Job:
+    """One source in flight: its tiles (on the rescaled image), merger and cap count."""
 
-    Returns ``{"boxes" [N, 4] xyxy, "scores" [N], "labels" [N], "tiles": T}``,
-    sorted by descending score.
-    """
-    if options.scale <= 0:
-        raise ValueError(f"--scale must be > 0, got {options.scale}")
-    s = options.scale
-    h, w = max(1, round(source.height * s)), max(1, round(source.width * s))
-    windows = tile_windows(h, w, options.tile, options.overlap)
-    merger = _Merger(h, w, model.model_config.postprocess.iou_threshold)
-    bar = tqdm(total=len(windows), unit="tile", desc=f"  {getattr(source, 'name', 'image')}"[-40:],
-               leave=False, disable=not progress or len(windows) < 2)
-    for start in range(0, len(windows), options.batch_size):
-        chunk = windows[start:start + options.batch_size]
-        tiles = [_read_tile(source, win, s) for win in chunk]
-        th, tw = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
-        batch = np.zeros((len(tiles), th, tw, 3), np.float32)
-        for b, t in enumerate(tiles):
-            batch[b, : t.shape[0], : t.shape[1]] = t
-        det = model.predict_on_batch(batch)
-        for b, win in enumerate(chunk):
-            n = int(det["num_detections"][b])
-            boxes = np.asarray(det["boxes"][b, :n], np.float64)
-            x0, y0, x1, y1 = win
-            boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, x1 - x0) + x0
-            boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, y1 - y0) + y0
-            merger.add(win, boxes.astype(np.float32), np.asarray(det["scores"][b, :n]),
+    def __init__(self, model, source, options: TileOptions, scale: float):
+        if scale <= 0:
+            raise ValueError(f"--scale must be > 0, got {scale}")
+        self.source, self.scale = source, scale
+        self.h, self.w = max(1, round(source.height * scale)), max(1, round(source.width * scale))
+        self.windows = tile_windows(self.h, self.w, options.tile, options.overlap)
+        self.merger = _Merger(self.h, self.w, model.model_config.postprocess.iou_threshold)
+        self.left = len(self.windows)
+        self.capped = 0
+
+    def result(self) -> dict:
+        m = self.merger
+        order = np.argsort(-m.scores, kind="stable")
+        boxes = m.boxes[order]
+        if self.scale != 1.0:
+            boxes = boxes / np.array([self.w / self.source.width, self.h / self.source.height] * 2, np.float32)
+        return {"boxes": boxes, "scores": m.scores[order], "labels": m.labels[order],
+                "tiles": len(self.windows), "capped_tiles": self.capped, "scale": self.scale}
+
+
+def _run_batch(model, batch_items, max_dets: int) -> None:
+    tiles = [_read_tile(job.source, win, job.scale) for job, win in batch_items]
+    th, tw = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
+    batch = np.zeros((len(tiles), th, tw, 3), np.float32)
+    for b, t in enumerate(tiles):
+        batch[b, : t.shape[0], : t.shape[1]] = t
+    det = model.predict_on_batch(batch)
+    for b, (job, win) in enumerate(batch_items):
+        n = int(det["num_detections"][b])
+        job.capped += n >= max_dets
+        boxes = np.asarray(det["boxes"][b, :n], np.float64)
+        x0, y0, x1, y1 = win
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, x1 - x0) + x0
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, y1 - y0) + y0
+        job.merger.add(win, boxes.astype(np.float32), np.asarray(det["scores"][b, :n]),
                        np.asarray(det["labels"][b, :n]))
-        bar.update(len(chunk))
+        job.left -= 1
+
+
+def detect_many(model, sources: Iterable, options: TileOptions = DEFAULT_TILES, *,
+                scale_for: Callable | None = None, progress: bool = False) -> Iterator[dict]:
+    """Detections for each source, in order: the one inference path of ``detect``.
+
+    Every source (see :mod:`detect.inference.sources`) is resampled by the
+    input rule's scale (or ``scale_for(source)``), cut into tiles, and the
+    tiles of consecutive sources share batches of ``options.batch_size``
+    (many small images run as fast as one large one). Each tile's detections
+    are merged into its source's (seam-aware). Yields, per source, ``{"boxes"
+    [N, 4] xyxy source pixels, "scores" [N], "labels" [N], "tiles",
+    "capped_tiles" (tiles that hit ``max_detections``), "scale"}`` sorted by
+    descending score, as soon as the source's last tile is done.
+    """
+    opts = options.resolved(model)
+    max_dets = model.model_config.postprocess.max_detections
+    jobs: deque[_Job] = deque()
+    queue: list[tuple[_Job, tuple]] = []
+    bar = tqdm(total=0, unit="tile", desc="  tiles", leave=False, disable=not progress)
+
+    def drain(final: bool):
+        while len(queue) >= opts.batch_size or (final and queue):
+            chunk, queue[:] = queue[:opts.batch_size], queue[opts.batch_size:]
+            _run_batch(model, chunk, max_dets)
+            bar.update(len(chunk))
+        while jobs and jobs[0].left == 0:
+            yield jobs.popleft().result()
+
+    for source in sources:
+        job = _Job(model, source, opts, scale_for(source) if scale_for else opts.scale)
+        bar.total += len(job.windows)
+        bar.refresh()
+        jobs.append(job)
+        queue.extend((job, w) for w in job.windows)
+        yield from drain(False)
+    yield from drain(True)
     bar.close()
-    order = np.argsort(-merger.scores, kind="stable")
-    boxes = merger.boxes[order]
-    if s != 1.0:
-        boxes = boxes / np.array([w / source.width, h / source.height] * 2, np.float32)
-    return {"boxes": boxes, "scores": merger.scores[order], "labels": merger.labels[order],
-            "tiles": len(windows)}
 
 
-def detect_image(model, image: np.ndarray, options: TileOptions = TileOptions()) -> dict:
+def detect_source(model, source, options: TileOptions = DEFAULT_TILES, *, progress: bool = False,
+                  scale: float | None = None) -> dict:
+    """Detections for one source in its pixel coordinates (see :func:`detect_many`)."""
+    return next(detect_many(model, [source], options, progress=progress,
+                            scale_for=None if scale is None else (lambda _: scale)))
+
+
+def detect_image(model, image: np.ndarray, options: TileOptions = DEFAULT_TILES) -> dict:
     """:func:`detect_source` for an RGB uint8 array ``[H, W, 3]``."""
     return detect_source(model, ArraySource(image), options)

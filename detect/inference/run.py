@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from detect.inference.predictor import TileOptions, detect_image, detect_source
+from detect.inference.predictor import DEFAULT_TILES, TileOptions, detect_image, detect_source
 from detect.inference.sources import open_source
 
 MAX_DRAW_PIXELS = 64_000_000
@@ -106,20 +106,15 @@ def _records(det: dict, names) -> list[dict]:
              "score": round(float(s), 5)} for b, lab, s in zip(det["boxes"], det["labels"], det["scores"])]
 
 
-def _keep(det: dict, threshold: float) -> dict:
-    keep = det["scores"] >= threshold
-    return {k: v[keep] if isinstance(v, np.ndarray) else v for k, v in det.items()}
-
-
 def predict_video(model, path: Path, out_dir: Path, stem: str, options: TileOptions, *,
-                  threshold: float, stride: int, save_images: bool) -> tuple[dict, int]:
-    """Every ``stride``-th frame; returns (record, tiles). Annotated video if ``save_images``."""
+                  stride: int, save_images: bool) -> tuple[dict, int, int]:
+    """Every ``stride``-th frame; returns (record, tiles, capped tiles). Annotated video if ``save_images``."""
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise ValueError("could not open the video (unsupported codec or not a video)")
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    writer, tmp, frames, tiles, index, size = None, None, [], 0, 0, None
+    writer, tmp, frames, tiles, capped, index, size = None, None, [], 0, 0, 0, None
     names = model.class_names
     try:
         while True:
@@ -132,8 +127,9 @@ def predict_video(model, path: Path, out_dir: Path, stem: str, options: TileOpti
             if index % stride == 0:
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 size = (rgb.shape[1], rgb.shape[0])
-                det = _keep(detect_image(model, rgb, options), threshold)
+                det = detect_image(model, rgb, options)
                 tiles += det["tiles"]
+                capped += det["capped_tiles"]
                 frames.append({"frame": index, "detections": _records(det, names)})
                 if save_images:
                     if writer is None:
@@ -151,21 +147,44 @@ def predict_video(model, path: Path, out_dir: Path, stem: str, options: TileOpti
     if tmp is not None:
         os.replace(tmp, out_dir / "images" / f"{stem}.mp4")
     return {"file": str(path), "width": size[0], "height": size[1], "stride": stride,
-            "frames": frames}, tiles
+            "frames": frames}, tiles, capped
 
 
-def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions, *,
-                  score_threshold: float | None = None, save_images: bool = False,
-                  overwrite: bool = False, bands: tuple[int, ...] | None = None,
-                  stride: int = 1) -> dict:
-    """Run over ``files``; returns a summary dict (see module doc for outputs)."""
+def _gsd_scale(model, source, options: TileOptions, gsd_match: bool, name) -> float | None:
+    """Scale that brings a georeferenced raster to the model's training GSD (None: the rule's)."""
+    want = model.model_config.input.gsd
+    if not gsd_match or options.scale is not None or want is None or source.crs is None:
+        return None
+    from detect.inference.sources import transform_gsd
+
+    have = transform_gsd(source.transform, source.crs)
+    if have is None:
+        print(f"\nnote: {name}: CRS {source.crs} is not projected; no GSD matching", file=sys.stderr)
+        return None
+    scale = have / want
+    if abs(scale - 1) > 0.02:
+        print(f"\nnote: {name}: {have:.4g} m/px resampled x{scale:.3g} to the model's {want:.4g} m/px "
+              f"(--no-gsd-match to turn off)", file=sys.stderr)
+    return scale
+
+
+def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions = DEFAULT_TILES, *,
+                  save_images: bool = False, overwrite: bool = False,
+                  bands: tuple[int, ...] | None = None, stride: int = 1, gsd_match: bool = True,
+                  ground_truth: dict | None = None) -> dict:
+    """Run over ``files``; returns a summary dict (see module doc for outputs).
+
+    Post-processing (thresholds, cap) is the model's: change it with
+    ``model.set_postprocess``. ``ground_truth`` (a COCO dict) makes
+    ``coco_results.json`` use its image ids (matched by file name) and
+    category ids (by class name); otherwise the model's category ids are used.
+    """
     out_dir = Path(out_dir)
     (out_dir / "detections").mkdir(parents=True, exist_ok=True)
     if save_images:
         (out_dir / "images").mkdir(exist_ok=True)
     names = model.class_names
-    threshold = model.model_config.postprocess.score_threshold if score_threshold is None else score_threshold
-    failed, skipped, tiles, t0 = [], 0, 0, time.perf_counter()
+    failed, skipped, tiles, capped, t0 = [], 0, 0, 0, time.perf_counter()
     for f in tqdm(files, desc="predict", unit="image"):
         stem = _stem(f, files)
         target = out_dir / "detections" / f"{stem}.json"
@@ -174,13 +193,14 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions,
             continue
         if f.suffix.lower() in VIDEO_SUFFIXES:
             try:
-                record, n_tiles = predict_video(model, f, out_dir, stem, options, threshold=threshold,
-                                                stride=stride, save_images=save_images)
+                record, n_tiles, n_capped = predict_video(model, f, out_dir, stem, options,
+                                                          stride=stride, save_images=save_images)
             except (OSError, ValueError) as err:
                 failed.append(str(f))
                 print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
                 continue
             tiles += n_tiles
+            capped += n_capped
             _atomic_write(target, json.dumps(record).encode())
             continue
         try:
@@ -190,9 +210,10 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions,
             print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
             continue
         try:
-            det = detect_source(model, source, options, progress=True)
-            det = _keep(det, threshold)
+            det = detect_source(model, source, options, progress=True,
+                                scale=_gsd_scale(model, source, options, gsd_match, f))
             tiles += det["tiles"]
+            capped += det["capped_tiles"]
             if source.transform is not None:
                 (out_dir / "geojson").mkdir(exist_ok=True)
                 _atomic_write(out_dir / "geojson" / f"{stem}.geojson",
@@ -215,15 +236,41 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions,
                   "detections": _records(det, names)}
         _atomic_write(target, json.dumps(record).encode())  # written last: marks the input done
     seconds = time.perf_counter() - t0
-    counts = gather(out_dir, files, names)
+    if capped:
+        print(f"\nwarning: {capped} of {tiles} tiles reached the detection cap of "
+              f"{model.model_config.postprocess.max_detections} (objects beyond it are lost there); "
+              f"raise --max-detections", file=sys.stderr)
+    counts = gather(out_dir, files, names, id_map=_id_map(model, ground_truth))
     return {"images": len(files), "skipped_done": skipped, "failed": failed, "tiles": tiles,
-            "seconds": seconds, "objects_per_class": counts}
+            "seconds": seconds, "objects_per_class": counts, "capped_tiles": capped}
 
 
-def gather(out_dir: Path, files: list[Path], names) -> Counter:
-    """Rebuild detections.csv, coco_results.json and images.json from per-image files."""
+def _id_map(model, gt: dict | None) -> dict:
+    """How gathered results name images and categories (see :func:`predict_files`)."""
+    names = model.class_names
+    if gt is not None:
+        from detect.inference.coco_dataset import label_to_category
+
+        by_file: dict[str, list[int]] = {}
+        for im in gt["images"]:
+            by_file.setdefault(Path(im["file_name"]).name, []).append(im["id"])
+        return {"categories": label_to_category(model, gt), "images": by_file,
+                "category_names": {c["id"]: c["name"] for c in gt["categories"]}}
+    ids = list(model.model_config.input.category_ids) or list(range(len(names)))
+    return {"categories": ids, "images": None, "category_names": dict(zip(ids, names))}
+
+
+def gather(out_dir: Path, files: list[Path], names, id_map: dict | None = None) -> Counter:
+    """Rebuild detections.csv, coco_results.json and images.json from per-image files.
+
+    ``id_map`` (from :func:`_id_map`): category ids per class index, and
+    optionally the ground truth's image ids by file name; without it image
+    ids count from 1 and category ids are class indices.
+    """
+    id_map = id_map or {"categories": list(range(len(names))), "images": None,
+                        "category_names": dict(enumerate(names))}
     rows, results, images, counts = [], [], [], Counter()
-    image_id = 0
+    image_id, unmatched = 0, []
     for f in files:
         path = out_dir / "detections" / f"{_stem(f, files)}.json"
         if not path.exists():
@@ -234,17 +281,28 @@ def gather(out_dir: Path, files: list[Path], names) -> Counter:
                  if "frames" in rec else [(rec["file"], rec["detections"])])
         for name, dets in units:
             image_id += 1
-            images.append({"id": image_id, "file_name": name, "width": rec["width"], "height": rec["height"]})
-            counts.update(_append_rows(rows, results, image_id, name, dets))
-    return _write_gathered(out_dir, rows, results, images, names, counts)
+            iid = image_id
+            if id_map["images"] is not None:
+                found = id_map["images"].get(Path(name).name, [])
+                if len(found) != 1:
+                    unmatched.append(f"{name} ({'no' if not found else len(found)} ground-truth images "
+                                     f"named {Path(name).name})")
+                    continue
+                iid = found[0]
+            images.append({"id": iid, "file_name": name, "width": rec["width"], "height": rec["height"]})
+            counts.update(_append_rows(rows, results, iid, name, dets, id_map["categories"]))
+    if unmatched:
+        print(f"warning: {len(unmatched)} input(s) left out of coco_results.json, no unique match in "
+              f"the ground truth by file name: {', '.join(unmatched[:5])}", file=sys.stderr)
+    return _write_gathered(out_dir, rows, results, images, id_map["category_names"], counts)
 
 
-def _append_rows(rows, results, image_id, name, dets) -> Counter:
+def _append_rows(rows, results, image_id, name, dets, category_ids) -> Counter:
     counts = Counter()
     for d in dets:
         x0, y0, x1, y1 = d["box"]
         rows.append([name, x0, y0, x1, y1, d["label"], d["score"]])
-        results.append({"image_id": image_id, "category_id": d["label_id"],
+        results.append({"image_id": image_id, "category_id": int(category_ids[d["label_id"]]),
                         "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)], "score": d["score"]})
         counts[d["label"]] += 1
     return counts
@@ -257,6 +315,6 @@ def _write_gathered(out_dir, rows, results, images, names, counts) -> Counter:
     w.writerows(rows)
     _atomic_write(out_dir / "detections.csv", buf.getvalue().encode())
     _atomic_write(out_dir / "coco_results.json", json.dumps(results).encode())
-    categories = [{"id": i, "name": n} for i, n in enumerate(names)]
+    categories = [{"id": int(i), "name": n} for i, n in names.items()]
     _atomic_write(out_dir / "images.json", json.dumps({"images": images, "categories": categories}, indent=1).encode())
     return counts

@@ -111,6 +111,24 @@ class RasterSource:
         self._env.__exit__(None, None, None)
 
 
+def raster_gsd(path) -> float | None:
+    """Metres per pixel of a georeferenced raster in a projected CRS (mean of x and y), else None."""
+    import rasterio
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path) as ds:
+            return transform_gsd(ds.transform, ds.crs)
+
+
+def transform_gsd(transform, crs) -> float | None:
+    """Pixel size in metres from an affine transform, when the CRS is projected."""
+    if crs is None or not crs.is_projected or transform is None:
+        return None
+    factor = crs.linear_units_factor[1] if hasattr(crs, "linear_units_factor") else 1.0
+    return float((abs(transform.a) + abs(transform.e)) / 2 * factor)
+
+
 def open_source(path: Path, bands: tuple[int, ...] | None = None):
     """A source for ``path``: windowed rasterio for TIFFs when available, else the whole image."""
     path = Path(path)

@@ -161,8 +161,63 @@ def build_backbone(config: ModelConfig, *, load_weights: bool = True) -> keras.M
         if weights:
             base.load_weights(weights)
         taps = [_last_layer(base, rf"conv{s}_block\d+_out") for s in (3, 4, 5)]
+    if config.resolved_backbone_norm == "group" or config.zero_init_residual:
+        base = _renormalize(base, group=config.resolved_backbone_norm == "group",
+                            zero_init=config.zero_init_residual and not weights)
     outputs = [base.get_layer(t).output for t in taps]
     return keras.Model(base.inputs, outputs, name=f"{name}_backbone")
+
+
+@keras.saving.register_keras_serializable(package="detect")
+class GroupNorm(keras.layers.GroupNormalization):
+    """GroupNormalization that stands in for a BatchNormalization in a cloned graph.
+
+    The graph records BatchNormalization's ``mask`` argument; this layer takes
+    and ignores it (group statistics are per image, nothing to mask).
+    """
+
+    def call(self, inputs, mask=None):
+        return super().call(inputs)
+
+
+def group_count(channels: int, most: int = 32) -> int:
+    """Largest divisor of ``channels`` that is at most ``most`` (GroupNorm's group count)."""
+    return next(g for g in range(min(most, channels), 0, -1) if channels % g == 0)
+
+
+def _last_norms(model: keras.Model) -> set[str]:
+    """Names of the normalisation layer that ends each residual branch (before the add)."""
+    last: dict[str, tuple[int, str]] = {}
+    for layer in model.layers:
+        m = re.fullmatch(r"(conv\d_block\d+)_([1-9])_bn", layer.name)
+        if m and int(m.group(2)) > last.get(m.group(1), (0, ""))[0]:
+            last[m.group(1)] = (int(m.group(2)), layer.name)
+    return {name for _, name in last.values()}
+
+
+def _renormalize(base: keras.Model, *, group: bool, zero_init: bool) -> keras.Model:
+    """Copy of ``base`` with BatchNorm -> GroupNorm (same names) and/or the last
+    norm of each residual branch starting at gamma = 0 (each block starts as
+    the identity, Goyal et al. 2017), which keeps a from-scratch ResNet's
+    activations bounded at initialisation.
+    """
+    zero = _last_norms(base) if zero_init else set()
+
+    def clone(layer):
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            return layer.__class__.from_config(layer.get_config())
+        gamma = "zeros" if layer.name in zero else "ones"
+        if group:
+            channels = int(layer.input.shape[-1])
+            return GroupNorm(
+                groups=group_count(channels), epsilon=1e-5, gamma_initializer=gamma, name=layer.name)
+        cfg = layer.get_config()
+        cfg["gamma_initializer"] = gamma
+        return keras.layers.BatchNormalization.from_config(cfg)
+
+    if not zero and not group:
+        return base
+    return keras.models.clone_model(base, clone_function=clone)
 
 
 def stage_of(layer_name: str) -> int | None:

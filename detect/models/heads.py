@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import keras
 
+from detect.models.backbones import group_count
+
 
 class _Subnet:
     """Layer objects of one subnet, applied to every level (shared weights)."""
@@ -29,7 +31,7 @@ class _Subnet:
                 kernel_initializer=keras.initializers.RandomNormal(stddev=0.01)))
             if norm == "group":
                 self.tower.append(keras.layers.GroupNormalization(
-                    groups=min(32, channels), name=f"{name}_gn{i}"))
+                    groups=group_count(channels), name=f"{name}_gn{i}"))
             self.tower.append(keras.layers.ReLU(name=f"{name}_relu{i}"))
         # float32 output layer: logits and deltas stay float32 under mixed precision.
         self.predict = keras.layers.Conv2D(

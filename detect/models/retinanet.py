@@ -43,12 +43,12 @@ def _build_network(config: ModelConfig, load_weights: bool) -> tuple[keras.Model
     c3, c4, c5 = backbone(inputs)
     features = build_fpn(c3, c4, c5, channels=config.fpn_channels, p6_from=config.p6_from,
                          max_level=config.anchors.max_level)
-    features = features[config.anchors.min_level - 3:]
+    features = features[config.anchors.min_level - 3:config.anchors.max_level - 2]
     a = config.anchors
     cls, box = build_heads(
         features, num_classes=config.num_classes,
         num_anchors=a.num_scales * len(a.aspect_ratios), channels=config.fpn_channels,
-        convs=config.head_convs, norm=config.head_norm, prior_bias=config.prior_bias)
+        convs=config.head_convs, norm=config.resolved_head_norm, prior_bias=config.prior_bias)
     return keras.Model(inputs, [cls, box], name="retinanet_network"), backbone
 
 
@@ -91,6 +91,24 @@ class RetinaNet(keras.Model):
     def class_names(self) -> tuple[str, ...]:
         c = self.model_config
         return c.class_names or tuple(str(i) for i in range(c.num_classes))
+
+    def set_postprocess(self, **changes) -> None:
+        """Change post-processing for this model object (``score_threshold``,
+        ``iou_threshold``, ``max_detections``, ``pre_nms_top_k``; ``None`` keeps a value).
+
+        The NMS step is rebuilt, so a score threshold below the trained
+        model's works exactly. ``pre_nms_top_k`` grows with ``max_detections``.
+        """
+        from dataclasses import replace
+
+        pp = self.model_config.postprocess
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "max_detections" in changes and "pre_nms_top_k" not in changes:
+            changes["pre_nms_top_k"] = max(pp.pre_nms_top_k, 4 * int(changes["max_detections"]))
+        new = replace(pp, **changes)
+        new.validate()
+        self.model_config = replace(self.model_config, postprocess=new)
+        self.predict_function = None  # re-trace predict with the new settings
 
     # ---- forward ----------------------------------------------------------
 

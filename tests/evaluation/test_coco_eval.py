@@ -11,7 +11,7 @@ from detect.evaluation.coco_eval import summary_lines
 from tests.evaluation.conftest import make_case
 
 
-def reference(gt, res, area_ranges=()):
+def reference(gt, res, area_ranges=(), max_dets=None):
     """pycocotools itself, straight from its documentation."""
     with contextlib.redirect_stdout(io.StringIO()) as out:
         coco_gt = COCO()
@@ -19,6 +19,8 @@ def reference(gt, res, area_ranges=()):
         coco_gt.createIndex()
         coco_dt = coco_gt.loadRes(copy.deepcopy(res))
         ev = COCOeval(coco_gt, coco_dt, "bbox")
+        if max_dets:
+            ev.params.maxDets = list(max_dets)
         for r in area_ranges:
             ev.params.areaRng.append(r.area)
             ev.params.areaRngLbl.append(r.name)
@@ -119,3 +121,22 @@ def test_parse_area_ranges():
     for bad in ("a:0", "a:8:4", "small:0:4", "a:0:4,a:4:8"):
         with pytest.raises(ValueError):
             parse_area_ranges(bad)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("max_dets", [(5, 50, 120), (100, 300, 1000)])
+def test_other_max_dets_identical_to_pycocotools(backend, max_dets):
+    gt, res = make_case(4)  # image 1 has > 100 detections: the last maxDets matters
+    ev, text = reference(gt, res, max_dets=max_dets)
+    got = evaluate(gt, res, backend=backend, max_dets=max_dets)
+    assert got.stats == [float(s) for s in ev.stats]
+    assert got.stats != evaluate(gt, res, backend=backend).stats
+    assert "\n".join(summary_lines(got.stats, max_dets)) == text.strip("\n")
+    assert f"maxDets={max_dets[2]:>3d}" in text
+
+
+@pytest.mark.parametrize("bad", ["100,300", "300,100,1000", "a,b,c", "0,10,100"])
+def test_bad_max_dets(bad):
+    gt, res = make_case(0)
+    with pytest.raises(ValueError, match="max-dets"):
+        evaluate(gt, res, max_dets=bad)

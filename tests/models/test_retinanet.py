@@ -39,7 +39,7 @@ def _bn_stats(model):
 
 @pytest.mark.parametrize("frozen", [True, False])
 def test_frozen_batchnorm_really_frozen(frozen):
-    model = build_retinanet(tiny_config(freeze_batchnorm=frozen))
+    model = build_retinanet(tiny_config(freeze_batchnorm=frozen, backbone_norm="batch"))
     model.compile(optimizer=keras.optimizers.SGD(0.01))
     images, targets = square_scenes(2, size=64)
     before = _bn_stats(model)
@@ -50,7 +50,7 @@ def test_frozen_batchnorm_really_frozen(frozen):
 
 
 def test_freeze_stages_keeps_early_weights():
-    model = build_retinanet(tiny_config(freeze_stages=2))
+    model = build_retinanet(tiny_config(freeze_stages=2, zero_init_residual=False))
     model.compile(optimizer=keras.optimizers.SGD(0.1))
     stem = model.backbone.get_layer("conv1_conv").kernel.numpy().copy()
     stage2 = model.backbone.get_layer("conv2_block1_1_conv").kernel.numpy().copy()
@@ -170,13 +170,13 @@ def test_weight_errors_are_clear(tmp_path, monkeypatch):
 def test_local_backbone_weights_file_is_loaded(tmp_path):
     from detect.models.backbones import build_backbone
 
-    cfg = tiny_config()
+    cfg = tiny_config(backbone_norm="batch")
     src = build_backbone(cfg)
     path = tmp_path / "r18.weights.h5"
     # a full (headless) ResNet-18 weights file, as a user would bring
     src_full = keras.Model(src.inputs, src.outputs)
     src_full.save_weights(path)
-    model = build_retinanet(tiny_config(backbone_weights=str(path)))
+    model = build_retinanet(tiny_config(backbone_weights=str(path), backbone_norm="batch"))
     np.testing.assert_array_equal(model.backbone.get_layer("conv1_conv").kernel.numpy(),
                                   src.get_layer("conv1_conv").kernel.numpy())
     assert model.model_config.batchnorm_frozen  # pretrained -> BN frozen by default

@@ -1,0 +1,132 @@
+"""Settings fitted to the training data before the model is built.
+
+``detect train`` reads the dataset's object sizes and boxes per image and,
+for every setting the user did not pin (:attr:`DetectConfig.explicit`):
+
+- ``model.input.scale``: the resampling the training resize applies to a
+  typical image (1 for ``data.resize=none``), so prediction on imagery of
+  any size sees objects at the training scale;
+- ``model.input.tile`` / ``overlap``: the training input side (at least
+  512) and an overlap that holds the largest objects whole;
+- ``data.max_boxes``: the largest number of boxes in one image;
+- anchors (size, scales, levels): the layout that covers the boxes best,
+  as the model sees them (see :mod:`detect.datasets.anchor_fit`);
+- ``postprocess.max_detections``: at least 3x the largest count per image,
+  scaled to the tile's area; ``pre_nms_top_k`` at least 4x that.
+
+Every adjustment and every remaining cap is reported as a line of text;
+nothing is cut silently.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from detect.config import DataConfig, DetectConfig
+from detect.datasets.anchor_fit import (
+    COVERAGE_WARNING,
+    check_reachable,
+    coverage,
+    coverage_table,
+    fit_anchors,
+)
+from detect.datasets.coco import CocoDataset
+
+#: max_detections is at least this multiple of the densest image's box count.
+DETECTIONS_PER_OBJECT = 3
+
+
+def resize_factors(width: float, height: float, data: DataConfig) -> tuple[float, float]:
+    """(x, y) scale the training pipeline applies to an image of this size."""
+    if data.resize == "none":
+        return 1.0, 1.0
+    if data.resize == "fixed":
+        return data.image_size / width, data.image_size / height
+    s = min(data.min_side / min(width, height), data.max_side / max(width, height))
+    return round(width * s) / width, round(height * s) / height
+
+
+def model_boxes(ds: CocoDataset, data: DataConfig) -> list[np.ndarray]:
+    """Each sample's object boxes (crowd regions left out) in model-input pixels."""
+    out = []
+    for s in ds.samples:
+        sx, sy = resize_factors(s.width, s.height, data)
+        out.append(s.boxes[s.labels >= 0] * np.array([sx, sy, sx, sy], np.float32))
+    return out
+
+
+def fit_to_data(cfg: DetectConfig, ds: CocoDataset) -> tuple[DetectConfig, list[str]]:
+    """``cfg`` with the data-dependent settings fitted (see module doc), and report lines."""
+    lines: list[str] = []
+    m = replace(cfg.model, num_classes=ds.num_classes, class_names=tuple(ds.class_names),
+                input=replace(cfg.model.input, category_ids=()))
+    data = cfg.data
+    counts = np.array([int((s.labels >= 0).sum()) for s in ds.samples] or [0])
+    most = int(counts.max())
+
+    # input rule: scale, tile, overlap
+    factors = np.array([resize_factors(s.width, s.height, data) for s in ds.samples] or [(1.0, 1.0)])
+    scale = float(np.median(np.sqrt(factors[:, 0] * factors[:, 1])))
+    sides = np.array([max(s.width * fx, s.height * fy) for s, (fx, fy) in zip(ds.samples, factors)] or [512])
+    inp = m.input
+    if not cfg.is_explicit("model.input.scale"):
+        inp = replace(inp, scale=round(scale, 6))
+    if not cfg.is_explicit("model.input.tile"):
+        inp = replace(inp, tile=int(min(2048, max(512, math.ceil(float(np.median(sides)) / 32) * 32))))
+    boxes = model_boxes(ds, data)
+    flat = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
+    obj_sides = np.sqrt((flat[:, 2] - flat[:, 0]) * (flat[:, 3] - flat[:, 1])) if len(flat) else np.zeros(0)
+    if not cfg.is_explicit("model.input.overlap") and len(obj_sides):
+        largest = float(np.percentile(obj_sides, 99))
+        inp = replace(inp, overlap=round(min(0.5, max(0.2, 1.2 * largest / inp.tile)), 2))
+    inp = replace(inp, category_ids=tuple(int(c) for c in ds.category_ids))
+    m = replace(m, input=inp)
+
+    # ground truth per image
+    if not cfg.is_explicit("data.max_boxes") and most > 0:
+        data = replace(data, max_boxes=most)
+        lines.append(f"data.max_boxes = {most} (the most boxes in one image)")
+    over = counts - data.max_boxes
+    if (over > 0).any():
+        lines.append(f"warning: data.max_boxes={data.max_boxes} drops {int(over[over > 0].sum())} "
+                     f"ground-truth boxes in {int((over > 0).sum())} image(s) (the densest has {most}); "
+                     f"raise it or leave it unset")
+
+    # anchors
+    anchor_keys = ("anchor_size", "num_scales", "min_level", "max_level")
+    pinned = {k for k in anchor_keys if cfg.is_explicit(f"model.anchors.{k}")}
+    thr = m.matcher.positive_iou
+    if len(flat):
+        if len(pinned) < len(anchor_keys):
+            anchors, cov = fit_anchors(flat, m.anchors, pinned=pinned, threshold=thr)
+            if anchors != m.anchors:
+                lines.append(f"anchors fitted to the data: anchor_size {anchors.anchor_size:g}, "
+                             f"{anchors.num_scales} scales, levels P{anchors.min_level}-P{anchors.max_level}"
+                             + (f" (pinned: {', '.join(sorted(pinned))})" if pinned else ""))
+            m = replace(m, anchors=anchors)
+        else:
+            cov = coverage(flat, m.anchors, thr)
+        check_reachable(cov, m.anchors)
+        lines.append(coverage_table(cov, m.anchors))
+        if cov.share < COVERAGE_WARNING:
+            lines.append(f"warning: only {cov.share:.1%} of the boxes have an anchor with IoU >= {thr:g} "
+                         f"(below {COVERAGE_WARNING:.0%}); the rest train on their best, weaker anchor")
+
+    # detections per image
+    pp = m.postprocess
+    train_area = float(np.median(sides)) ** 2
+    want = int(math.ceil(DETECTIONS_PER_OBJECT * most * max(1.0, inp.tile**2 / train_area)))
+    if not cfg.is_explicit("model.postprocess.max_detections") and want > pp.max_detections:
+        pp = replace(pp, max_detections=want)
+        lines.append(f"postprocess.max_detections = {want} ({DETECTIONS_PER_OBJECT}x the densest image's "
+                     f"{most} boxes, per {inp.tile} px tile)")
+    if not cfg.is_explicit("model.postprocess.pre_nms_top_k"):
+        pp = replace(pp, pre_nms_top_k=max(pp.pre_nms_top_k, 4 * pp.max_detections))
+    if pp.max_detections < most:
+        lines.append(f"warning: postprocess.max_detections={pp.max_detections} is below the densest "
+                     f"image's {most} objects: predictions there will be capped")
+    m = replace(m, postprocess=pp)
+    return replace(cfg, model=m, data=data), lines

@@ -1,0 +1,137 @@
+"""Training for a wall-clock budget: parse it, measure a step, plan the schedule, stop on time.
+
+People with one CPU and an afternoon think in minutes, not epochs. With
+``--time-budget 20m`` the engine measures how long one training step takes
+on this machine (a few gradient computations on real batches, after one
+untimed call that builds the graph), plans how many steps fit in what is
+left (after the set-up already spent, the graph build of the real training
+function, and the per-epoch checkpoint and validation), and sets epochs,
+steps per epoch, warmup and the cosine length to that plan. A
+:class:`Deadline` callback still stops training cleanly if the machine turns
+out slower than measured, so the run always ends with a final model.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+#: Under a budget the run is split into at most this many epochs (checkpoint
+#: and validation points), each at least a pass over the data and a minute.
+BUDGET_EPOCHS = 20
+
+
+def parse_duration(text: str) -> float:
+    """``"90s"``, ``"20m"``, ``"1h"``, ``"1h30m"``, or plain seconds -> seconds."""
+    raw = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", raw):
+        seconds = float(raw)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)\s*([smh])", raw)
+        if not parts or "".join(f"{n}{u}" for n, u in parts) != raw.replace(" ", ""):
+            raise ValueError(f"--time-budget {text!r}: use a duration such as 90s, 20m, 1h or 1h30m")
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"--time-budget {text!r} must be positive")
+    return seconds
+
+
+def measure_step_seconds(model, batches, *, steps: int = 3) -> tuple[float, float]:
+    """(seconds per training step, seconds of the first call) from gradient computations.
+
+    The gradients are computed and discarded (no weight changes), so the
+    measurement costs time but does not disturb training.
+    """
+    variables = model.trainable_variables
+
+    @tf.function
+    def grads(images, targets):
+        with tf.GradientTape() as tape:
+            loss = model.compute_detection_losses(images, targets, training=True)["loss"]
+        return tape.gradient(loss, variables)
+
+    it = iter(batches)
+    t0 = time.perf_counter()
+    images, targets = next(it)
+    tf.nest.map_structure(lambda g: g.numpy() if g is not None else None, grads(images, targets))
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(steps):
+        images, targets = next(it)
+        t0 = time.perf_counter()
+        tf.nest.map_structure(lambda g: g.numpy() if g is not None else None, grads(images, targets))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), first
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    epochs: int
+    steps_per_epoch: int
+    step_seconds: float
+    overhead_seconds: float  # set-up + graph builds + per-epoch checkpoints / validation
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    def describe(self, budget: float) -> str:
+        return (f"time budget {format_seconds(budget)}: {self.total_steps} steps "
+                f"({self.epochs} epochs x {self.steps_per_epoch}) at {self.step_seconds:.2f} s/step, "
+                f"~{format_seconds(self.overhead_seconds)} for set-up, checkpoints and validation")
+
+
+def plan_budget(budget: float, *, spent: float, step_seconds: float, first_call: float,
+                per_epoch: float, data_steps: int) -> BudgetPlan:
+    """Steps that fit: ``budget - spent - graph build - epochs * per_epoch`` at ``step_seconds``.
+
+    ``data_steps`` (one pass over the data) sets the epoch length when the
+    budget allows fewer than :data:`BUDGET_EPOCHS` passes. Raises a
+    ValueError when not even one step fits.
+    """
+    left = budget - spent - first_call
+    if left < step_seconds + per_epoch:
+        raise ValueError(
+            f"the time budget of {format_seconds(budget)} is too short for one training step: "
+            f"set-up took {format_seconds(spent)}, building the training graph ~{format_seconds(first_call)}, "
+            f"and one step takes {step_seconds:.2f} s plus {per_epoch:.1f} s to checkpoint and validate")
+    total = int((left - per_epoch) // step_seconds)
+    # an epoch (checkpoint + validation point) is at least one pass over the
+    # data and at least a minute of training, and there are at most 20
+    epochs = max(1, min(BUDGET_EPOCHS, total // max(data_steps, 1), int(total * step_seconds // 60)))
+    total = int((left - epochs * per_epoch) // step_seconds)
+    epochs = max(1, min(epochs, total))
+    steps = max(1, total // epochs)
+    return BudgetPlan(epochs, steps, step_seconds, spent + first_call + epochs * per_epoch)
+
+
+def format_seconds(s: float) -> str:
+    s = float(s)
+    if s < 90:
+        return f"{s:.0f}s"
+    if s < 5400:
+        return f"{s / 60:.1f}m"
+    return f"{s / 3600:.2f}h"
+
+
+class Deadline(keras.callbacks.Callback):
+    """Stops training when the wall clock reaches ``deadline - reserve`` (time.monotonic())."""
+
+    def __init__(self, deadline: float, reserve: float):
+        super().__init__()
+        self.deadline, self.reserve = deadline, reserve
+        self.stopped_at: int | None = None
+        self._steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+        if time.monotonic() > self.deadline - self.reserve and not self.model.stop_training:
+            self.stopped_at = self._steps
+            self.model.stop_training = True
+
