@@ -155,7 +155,9 @@ class _Validation(keras.callbacks.Callback):
         t0 = time.perf_counter()
         counts: dict = {}
         results = predict_samples(self.model, self.dataset, stats=counts)
-        stats = evaluate(self.gt, results, max_dets=self.max_dets).stats
+        result = evaluate(self.gt, results, max_dets=self.max_dets)
+        # AP at the largest maxDets (pycocotools' own first statistic is fixed at 100)
+        stats = [result.ap_at_max_dets, result.stats[1]]
         self.seconds = time.perf_counter() - t0
         self.last = stats
         if logs is not None:

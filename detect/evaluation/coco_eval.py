@@ -23,8 +23,10 @@ import numpy as np
 BACKENDS = ("faster-coco-eval", "pycocotools")
 
 #: pycocotools' summary rows: (AP or AR, IoU label, area label, index into maxDets).
+#: ``None``: pycocotools' first statistic uses the literal maxDets=100 whatever the
+#: list holds (-1 when 100 is not in it); reproduced for exact agreement.
 STAT_ROWS = (
-    ("AP", "0.50:0.95", "all", 2), ("AP", "0.50", "all", 2), ("AP", "0.75", "all", 2),
+    ("AP", "0.50:0.95", "all", None), ("AP", "0.50", "all", 2), ("AP", "0.75", "all", 2),
     ("AP", "0.50:0.95", "small", 2), ("AP", "0.50:0.95", "medium", 2),
     ("AP", "0.50:0.95", "large", 2),
     ("AR", "0.50:0.95", "all", 0), ("AR", "0.50:0.95", "all", 1), ("AR", "0.50:0.95", "all", 2),
@@ -90,6 +92,7 @@ class EvalResult:
     precision_iou50: np.ndarray  # [R=101, K] precision at IoU 0.5, area all, maxDets 100 (-1 = n/a)
     recall_thresholds: np.ndarray  # [101]
     max_dets: tuple = DEFAULT_MAX_DETS
+    ap_at_max_dets: float = -1.0  # AP (IoU 0.50:0.95, area all) at the largest maxDets
     cocoGt: object = field(repr=False, default=None)
     cocoDt: object = field(repr=False, default=None)
 
@@ -266,7 +269,7 @@ def evaluate(gt, results, *, backend: str = "faster-coco-eval",
         category_names=[names[c] for c in cat_ids], per_class=per_class,
         area_ranges=list(area_ranges), area_stats=area_stats,
         precision_iou50=precision[0, :, :, 0, -1], recall_thresholds=np.asarray(ev.params.recThrs),
-        max_dets=max_dets,
+        max_dets=max_dets, ap_at_max_dets=_mean_valid(precision[:, :, :, 0, -1]),
         cocoGt=coco_gt, cocoDt=coco_dt)
 
 
@@ -282,7 +285,13 @@ def _summarize(precision, recall, params) -> list[float]:
     out = []
     for kind, iou, area, dets in STAT_ROWS:
         a = list(params.areaRngLbl).index(area)
-        m = dets
+        if dets is None:
+            if 100 not in list(params.maxDets):
+                out.append(-1.0)
+                continue
+            m = list(params.maxDets).index(100)
+        else:
+            m = dets
         t = slice(None) if ":" in iou else np.where(np.isclose(iou_thrs, float(iou)))[0]
         v = precision[t, :, :, a, m] if kind == "AP" else recall[t, :, a, m]
         v = v[v > -1]
@@ -290,11 +299,17 @@ def _summarize(precision, recall, params) -> list[float]:
     return out
 
 
+def _mean_valid(v) -> float:
+    v = np.asarray(v)
+    v = v[v > -1]
+    return float(v.mean()) if v.size else -1.0
+
+
 def summary_lines(stats, max_dets=DEFAULT_MAX_DETS) -> list[str]:
     """The 12 lines pycocotools' ``COCOeval.summarize`` prints, same wording and format."""
     lines = []
     for (kind, iou, area, m), value in zip(STAT_ROWS, stats):
-        dets = max_dets[m]
+        dets = 100 if m is None else max_dets[m]
         title = "Average Precision" if kind == "AP" else "Average Recall"
         lines.append(f" {title:<18} ({kind}) @[ IoU={iou:<9} | area={area:>6s} | "
                      f"maxDets={dets:>3d} ] = {value:0.3f}")

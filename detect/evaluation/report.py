@@ -15,6 +15,9 @@ def _fmt(v: float) -> str:
 
 def format_report(result: EvalResult, points: dict) -> str:
     lines = summary_lines(result.stats, result.max_dets)
+    if result.max_dets[-1] != 100:
+        lines.append(f" (pycocotools' first line is always at maxDets=100; AP @[ IoU=0.50:0.95 | "
+                     f"area=   all | maxDets={result.max_dets[-1]} ] = {result.ap_at_max_dets:0.3f})")
     extra = [r.name for r in result.area_ranges]
     header = f"\n{'class':<20}{'AP':>7}{'AP50':>7}{'AP75':>7}{'#gt':>7}" + "".join(
         f"{'AP50_' + n:>{max(9, len(n) + 6)}}" for n in extra)
@@ -45,6 +48,8 @@ def report_dict(result: EvalResult, points: dict, **meta) -> dict:
         **meta,
         "stats": result.stats,
         "stat_names": list(STAT_NAMES),
+        "max_dets": list(result.max_dets),
+        "AP_at_max_dets": result.ap_at_max_dets,
         "per_class": result.per_class,
         "area_ranges": [{"name": r.name, "min_side": r.min_side, "max_side": r.max_side if math.isfinite(r.max_side) else "inf",
                          **result.area_stats[r.name]} for r in result.area_ranges],
