@@ -267,7 +267,8 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     data = make_dataset(train_ds, cfg.data, batch_size=t.batch_size, training=True, seed=t.seed,
                         repeat=True, skip=start_epoch * steps * t.batch_size)
     keras.utils.set_random_seed(t.seed)
-    with _strategy(strategy).scope():
+    dist = _strategy(strategy)  # one strategy object: the model is built and compiled under it
+    with dist.scope():
         model = build_retinanet(cfg.model)
 
     deadline = None
@@ -287,7 +288,7 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
         dump_yaml(cfg.to_dict(), run_dir / "config.yaml")
     t = cfg.train
 
-    with _strategy(strategy).scope():
+    with dist.scope():
         stage_two = 0 < t.freeze_backbone_epochs <= start_epoch
 
         def compile_for(stage_two: bool):
