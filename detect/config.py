@@ -49,9 +49,9 @@ class AnchorConfig:
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # height / width
 
     def validate(self) -> None:
-        # The backbones provide C3..C5 and the FPN builds up to P7.
-        _check(3 <= self.min_level <= self.max_level <= 7, "anchors.min_level/max_level",
-               f"need 3 <= min_level <= max_level <= 7, got {self.min_level}, {self.max_level}")
+        # The backbones provide C2..C5 and the FPN builds P2 (small objects) up to P7.
+        _check(2 <= self.min_level <= self.max_level <= 7, "anchors.min_level/max_level",
+               f"need 2 <= min_level <= max_level <= 7, got {self.min_level}, {self.max_level}")
         _check(self.anchor_size > 0, "anchors.anchor_size", f"must be > 0, got {self.anchor_size}")
         _check(self.num_scales >= 1, "anchors.num_scales", f"must be >= 1, got {self.num_scales}")
         _check(len(self.aspect_ratios) > 0 and min(self.aspect_ratios) > 0,

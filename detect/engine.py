@@ -151,10 +151,11 @@ class _Validation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from detect.evaluation import evaluate
         from detect.inference.coco_dataset import predict_samples
+        from detect.inference.predictor import CapCount
 
         t0 = time.perf_counter()
-        counts: dict = {}
-        results = predict_samples(self.model, self.dataset, stats=counts)
+        caps = CapCount()
+        results = predict_samples(self.model, self.dataset, stats=caps)
         result = evaluate(self.gt, results, max_dets=self.max_dets)
         # AP at the largest maxDets (pycocotools' own first statistic is fixed at 100)
         stats = [result.ap_at_max_dets, result.stats[1]]
@@ -162,10 +163,10 @@ class _Validation(keras.callbacks.Callback):
         self.last = stats
         if logs is not None:
             logs["val_AP"], logs["val_AP50"] = stats[0], stats[1]
+        capped = caps.at_max + caps.at_top_k
         print(f"\nepoch {epoch + 1}: val AP {stats[0]:.3f}, AP50 {stats[1]:.3f} "
               f"(maxDets {self.max_dets[-1]})" + (
-                  f"; {counts['capped_tiles']} of {counts['tiles']} tiles at the detection cap"
-                  if counts.get("capped_tiles") else ""), flush=True)
+                  f"; {capped} of {caps.tiles} tiles at a detection cap" if capped else ""), flush=True)
 
 
 def _strategy(name: str):

@@ -10,7 +10,7 @@ from detect.ops.boxes import clip_boxes
 from detect.ops.nms import batched_nms
 
 #: Keys of the detections dict returned by ``RetinaNet.predict`` and the export.
-DETECTION_KEYS = ("boxes", "scores", "labels", "num_detections")
+DETECTION_KEYS = ("boxes", "scores", "labels", "num_detections", "num_candidates")
 
 
 def postprocess(
@@ -32,7 +32,8 @@ def postprocess(
 
     Returns:
       ``{"boxes" [B, D, 4] xyxy pixels, "scores" [B, D], "labels" [B, D] int32
-      (-1 padding), "num_detections" [B] int32}``.
+      (-1 padding), "num_detections" [B] int32, "num_candidates" [B] int32
+      (class scores above the threshold before ``pre_nms_top_k``)}``.
     """
     boxes = box_coder.decode(anchors, tf.cast(box_deltas, tf.float32), variances)
     boxes = clip_boxes(boxes, image_size)
@@ -44,4 +45,4 @@ def postprocess(
         static_shapes=static_shapes,
     )
     return {"boxes": r.boxes, "scores": r.scores, "labels": r.labels,
-            "num_detections": r.num_detections}
+            "num_detections": r.num_detections, "num_candidates": r.num_candidates}

@@ -35,6 +35,9 @@ COVERAGE_WARNING = 0.95
 
 _ANCHOR_SIZES = (1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 _NUM_SCALES = (2, 3)
+#: P2 (stride 4) quadruples the head's work of P3, so it is chosen only when
+#: it covers at least this much larger a share of the boxes than P3 does.
+P2_MIN_GAIN = 0.02
 
 
 def anchor_shapes(cfg: AnchorConfig) -> np.ndarray:
@@ -118,12 +121,23 @@ def fit_anchors(boxes: np.ndarray, base: AnchorConfig, *, pinned=(), threshold: 
     always kept). Among layouts within half a percent of the best coverage,
     the one with the highest mean best IoU wins; for each, the smallest
     ``max_level`` that loses nothing is used (fewer, emptier levels are
-    wasted computation and false positives).
+    wasted computation and false positives). The pyramid starts at P3 unless
+    starting at P2 covers :data:`P2_MIN_GAIN` more of the boxes (objects of
+    about 8-16 px, whose centres fall too far from stride-8 anchors).
     """
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if "min_level" in pinned:
+        return _best_layout(boxes, base, pinned, threshold, (base.min_level,))
+    p3 = _best_layout(boxes, base, pinned, threshold, (3,))
+    if p3[1].share >= COVERAGE_WARNING:
+        return p3
+    p2 = _best_layout(boxes, base, pinned, threshold, (2,))
+    return p2 if p2[1].share >= p3[1].share + P2_MIN_GAIN else p3
+
+
+def _best_layout(boxes, base: AnchorConfig, pinned, threshold: float, mins) -> tuple[AnchorConfig, Coverage]:
     sizes = (base.anchor_size,) if "anchor_size" in pinned else _ANCHOR_SIZES
     scales = (base.num_scales,) if "num_scales" in pinned else _NUM_SCALES
-    mins = (base.min_level,) if "min_level" in pinned else (3,)
     found = []
     for size, n, lo in itertools.product(sizes, scales, mins):
         his = (base.max_level,) if "max_level" in pinned else range(max(lo, 3), 8)

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from detect.datasets.images import read_image
-from detect.inference.predictor import DEFAULT_TILES, TileOptions, detect_many
+from detect.inference.predictor import DEFAULT_TILES, CapCount, TileOptions, detect_many
 from detect.inference.sources import ArraySource
 from detect.ops.boxes import xyxy_to_xywh
 
@@ -51,28 +51,25 @@ def predict_arrays(model, images, options: TileOptions = DEFAULT_TILES) -> list[
 
 
 def predict_images(model, items, category_ids, *, options: TileOptions = DEFAULT_TILES,
-                   progress: bool = True, stats: dict | None = None) -> list[dict]:
+                   progress: bool = True, stats: CapCount | None = None) -> list[dict]:
     """Detections as a COCO results list (xywh pixels of the original images).
 
     ``items``: ``[(image_id, path), ...]``; ``category_ids[k]`` is the id of
-    class ``k``. Warns with a count when tiles reached the detection cap,
-    unless ``stats`` (a dict) is given: then ``tiles`` and ``capped_tiles``
-    are stored there for the caller to report.
+    class ``k``. Warns with counts when tiles reached a post-processing cap,
+    unless ``stats`` (a :class:`~detect.inference.predictor.CapCount`) is
+    given: then the counts are added there for the caller to report.
     """
-    results, capped, tiles = [], 0, 0
+    results, caps = [], CapCount()
     sources = (ArraySource(read_image(path), str(path)) for _, path in items)
     dets = detect_many(model, sources, options)
     for (image_id, _), det in tqdm(zip(items, dets), total=len(items), desc="predict", unit="image",
                                    disable=not progress):
         results += to_coco_results(det, image_id, category_ids)
-        capped += det["capped_tiles"]
-        tiles += det["tiles"]
+        caps.add(det)
     if stats is not None:
-        stats.update(tiles=tiles, capped_tiles=capped)
-    elif capped:
-        print(f"warning: {capped} of {tiles} tiles reached the detection cap of "
-              f"{model.model_config.postprocess.max_detections}; raise --max-detections",
-              file=sys.stderr)
+        stats.add(caps)
+    elif caps.warning(model):
+        print(caps.warning(model), file=sys.stderr)
     return results
 
 
@@ -86,7 +83,7 @@ def predict_coco(model, gt: dict, images_dir, *, options: TileOptions = DEFAULT_
 
 
 def predict_samples(model, dataset, *, options: TileOptions = DEFAULT_TILES,
-                    stats: dict | None = None) -> list[dict]:
+                    stats: CapCount | None = None) -> list[dict]:
     """Detections for a checked :class:`~detect.datasets.coco.CocoDataset` (validation)."""
     items = [(s.image_id, s.path) for s in dataset.samples]
     return predict_images(model, items, dataset.category_ids, options=options, progress=False,

@@ -43,6 +43,42 @@ class TileOptions:
 DEFAULT_TILES = TileOptions()
 
 
+@dataclass
+class CapCount:
+    """Tiles where a post-processing cap may have cut detections, summed over sources.
+
+    ``at_max``: tiles that returned ``max_detections`` detections (more may
+    have survived NMS). ``at_top_k``: tiles with fewer, but with more
+    candidates above the score threshold than ``pre_nms_top_k`` lets into NMS
+    (lower-scoring candidates were never considered).
+    """
+
+    tiles: int = 0
+    at_max: int = 0
+    at_top_k: int = 0
+
+    def add(self, det: dict) -> None:
+        """Add one :func:`detect_many` result (or another :class:`CapCount`)."""
+        if isinstance(det, CapCount):
+            det = {"tiles": det.tiles, "capped_tiles": det.at_max, "top_k_capped_tiles": det.at_top_k}
+        self.tiles += det["tiles"]
+        self.at_max += det["capped_tiles"]
+        self.at_top_k += det["top_k_capped_tiles"]
+
+    def warning(self, model) -> str | None:
+        """One line naming the counts and the flag that lifts each cap; None when nothing was cut."""
+        pp = model.model_config.postprocess
+        parts = []
+        if self.at_max:
+            parts.append(f"{self.at_max} of {self.tiles} tiles reached the detection cap of "
+                         f"max_detections={pp.max_detections} (raise --max-detections)")
+        if self.at_top_k:
+            parts.append(f"{self.at_top_k} of {self.tiles} tiles had more candidates above the score "
+                         f"threshold than pre_nms_top_k={pp.pre_nms_top_k} (raise --max-detections, "
+                         f"which raises it, or --score-threshold)")
+        return "warning: " + "; ".join(parts) + "; objects beyond a cap are lost there" if parts else None
+
+
 def _read_tile(source, window, scale: float) -> np.ndarray:
     x0, y0, x1, y1 = window
     if scale == 1.0:
@@ -92,7 +128,7 @@ class _Job:
         self.windows = tile_windows(self.h, self.w, options.tile, options.overlap)
         self.merger = _Merger(self.h, self.w, model.model_config.postprocess.iou_threshold)
         self.left = len(self.windows)
-        self.capped = 0
+        self.capped = self.top_k_capped = 0
 
     def result(self) -> dict:
         m = self.merger
@@ -101,19 +137,22 @@ class _Job:
         if self.scale != 1.0:
             boxes = boxes / np.array([self.w / self.source.width, self.h / self.source.height] * 2, np.float32)
         return {"boxes": boxes, "scores": m.scores[order], "labels": m.labels[order],
-                "tiles": len(self.windows), "capped_tiles": self.capped, "scale": self.scale}
+                "tiles": len(self.windows), "capped_tiles": self.capped,
+                "top_k_capped_tiles": self.top_k_capped, "scale": self.scale}
 
 
-def _run_batch(model, batch_items, max_dets: int) -> None:
+def _run_batch(model, batch_items) -> None:
     tiles = [_read_tile(job.source, win, job.scale) for job, win in batch_items]
     th, tw = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
     batch = np.zeros((len(tiles), th, tw, 3), np.float32)
     for b, t in enumerate(tiles):
         batch[b, : t.shape[0], : t.shape[1]] = t
     det = model.predict_on_batch(batch)
+    pp = model.model_config.postprocess
     for b, (job, win) in enumerate(batch_items):
         n = int(det["num_detections"][b])
-        job.capped += n >= max_dets
+        job.capped += n >= pp.max_detections
+        job.top_k_capped += n < pp.max_detections and int(det["num_candidates"][b]) > pp.pre_nms_top_k
         boxes = np.asarray(det["boxes"][b, :n], np.float64)
         x0, y0, x1, y1 = win
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, x1 - x0) + x0
@@ -133,11 +172,12 @@ def detect_many(model, sources: Iterable, options: TileOptions = DEFAULT_TILES, 
     (many small images run as fast as one large one). Each tile's detections
     are merged into its source's (seam-aware). Yields, per source, ``{"boxes"
     [N, 4] xyxy source pixels, "scores" [N], "labels" [N], "tiles",
-    "capped_tiles" (tiles that hit ``max_detections``), "scale"}`` sorted by
+    "capped_tiles" (tiles that hit ``max_detections``), "top_k_capped_tiles"
+    (tiles with fewer, whose candidates exceeded ``pre_nms_top_k``; see
+    :class:`CapCount`), "scale"}`` sorted by
     descending score, as soon as the source's last tile is done.
     """
     opts = options.resolved(model)
-    max_dets = model.model_config.postprocess.max_detections
     jobs: deque[_Job] = deque()
     queue: list[tuple[_Job, tuple]] = []
     bar = tqdm(total=0, unit="tile", desc="  tiles", leave=False, disable=not progress)
@@ -145,7 +185,7 @@ def detect_many(model, sources: Iterable, options: TileOptions = DEFAULT_TILES, 
     def drain(final: bool):
         while len(queue) >= opts.batch_size or (final and queue):
             chunk, queue[:] = queue[:opts.batch_size], queue[opts.batch_size:]
-            _run_batch(model, chunk, max_dets)
+            _run_batch(model, chunk)
             bar.update(len(chunk))
         while jobs and jobs[0].left == 0:
             yield jobs.popleft().result()

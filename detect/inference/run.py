@@ -30,7 +30,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from detect.inference.predictor import DEFAULT_TILES, TileOptions, detect_image, detect_source
+from detect.inference.predictor import (
+    DEFAULT_TILES,
+    CapCount,
+    TileOptions,
+    detect_image,
+    detect_source,
+)
 from detect.inference.sources import open_source
 
 MAX_DRAW_PIXELS = 64_000_000
@@ -107,14 +113,14 @@ def _records(det: dict, names) -> list[dict]:
 
 
 def predict_video(model, path: Path, out_dir: Path, stem: str, options: TileOptions, *,
-                  stride: int, save_images: bool) -> tuple[dict, int, int]:
-    """Every ``stride``-th frame; returns (record, tiles, capped tiles). Annotated video if ``save_images``."""
+                  stride: int, save_images: bool) -> tuple[dict, CapCount]:
+    """Every ``stride``-th frame; returns (record, cap counts). Annotated video if ``save_images``."""
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise ValueError("could not open the video (unsupported codec or not a video)")
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
-    writer, tmp, frames, tiles, capped, index, size = None, None, [], 0, 0, 0, None
+    writer, tmp, frames, caps, index, size = None, None, [], CapCount(), 0, None
     names = model.class_names
     try:
         while True:
@@ -128,8 +134,7 @@ def predict_video(model, path: Path, out_dir: Path, stem: str, options: TileOpti
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 size = (rgb.shape[1], rgb.shape[0])
                 det = detect_image(model, rgb, options)
-                tiles += det["tiles"]
-                capped += det["capped_tiles"]
+                caps.add(det)
                 frames.append({"frame": index, "detections": _records(det, names)})
                 if save_images:
                     if writer is None:
@@ -147,7 +152,7 @@ def predict_video(model, path: Path, out_dir: Path, stem: str, options: TileOpti
     if tmp is not None:
         os.replace(tmp, out_dir / "images" / f"{stem}.mp4")
     return {"file": str(path), "width": size[0], "height": size[1], "stride": stride,
-            "frames": frames}, tiles, capped
+            "frames": frames}, caps
 
 
 def _gsd_scale(model, source, options: TileOptions, gsd_match: bool, name) -> float | None:
@@ -184,7 +189,7 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions 
     if save_images:
         (out_dir / "images").mkdir(exist_ok=True)
     names = model.class_names
-    failed, skipped, tiles, capped, t0 = [], 0, 0, 0, time.perf_counter()
+    failed, skipped, caps, t0 = [], 0, CapCount(), time.perf_counter()
     for f in tqdm(files, desc="predict", unit="image"):
         stem = _stem(f, files)
         target = out_dir / "detections" / f"{stem}.json"
@@ -193,14 +198,13 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions 
             continue
         if f.suffix.lower() in VIDEO_SUFFIXES:
             try:
-                record, n_tiles, n_capped = predict_video(model, f, out_dir, stem, options,
+                record, video_caps = predict_video(model, f, out_dir, stem, options,
                                                           stride=stride, save_images=save_images)
             except (OSError, ValueError) as err:
                 failed.append(str(f))
                 print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
                 continue
-            tiles += n_tiles
-            capped += n_capped
+            caps.add(video_caps)
             _atomic_write(target, json.dumps(record).encode())
             continue
         try:
@@ -212,8 +216,7 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions 
         try:
             det = detect_source(model, source, options, progress=True,
                                 scale=_gsd_scale(model, source, options, gsd_match, f))
-            tiles += det["tiles"]
-            capped += det["capped_tiles"]
+            caps.add(det)
             if source.transform is not None:
                 (out_dir / "geojson").mkdir(exist_ok=True)
                 _atomic_write(out_dir / "geojson" / f"{stem}.geojson",
@@ -236,13 +239,12 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions 
                   "detections": _records(det, names)}
         _atomic_write(target, json.dumps(record).encode())  # written last: marks the input done
     seconds = time.perf_counter() - t0
-    if capped:
-        print(f"\nwarning: {capped} of {tiles} tiles reached the detection cap of "
-              f"{model.model_config.postprocess.max_detections} (objects beyond it are lost there); "
-              f"raise --max-detections", file=sys.stderr)
+    if caps.warning(model):
+        print("\n" + caps.warning(model), file=sys.stderr)
     counts = gather(out_dir, files, names, id_map=_id_map(model, ground_truth))
-    return {"images": len(files), "skipped_done": skipped, "failed": failed, "tiles": tiles,
-            "seconds": seconds, "objects_per_class": counts, "capped_tiles": capped}
+    return {"images": len(files), "skipped_done": skipped, "failed": failed, "tiles": caps.tiles,
+            "seconds": seconds, "objects_per_class": counts, "capped_tiles": caps.at_max,
+            "top_k_capped_tiles": caps.at_top_k}
 
 
 def _id_map(model, gt: dict | None) -> dict:

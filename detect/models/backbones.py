@@ -1,4 +1,4 @@
-"""Bottom-up pathways returning C3, C4, C5 (strides 8, 16, 32), and freezing.
+"""Bottom-up pathways returning C2, C3, C4, C5 (strides 4, 8, 16, 32), and freezing.
 
 - ResNet-50/101/152 and MobileNetV2 come from ``keras.applications`` (which
   downloads and caches ImageNet weights); ResNet-18/34 are built here (basic
@@ -27,8 +27,8 @@ _RESNET_APPS = {
     "resnet152": keras.applications.ResNet152,
 }
 _BASIC_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
-# MobileNetV2 feature taps at strides 8, 16, 32 (inputs of the stride-2 blocks).
-_MOBILENET_TAPS = ("block_6_expand_relu", "block_13_expand_relu", "out_relu")
+# MobileNetV2 feature taps at strides 4, 8, 16, 32 (inputs of the stride-2 blocks).
+_MOBILENET_TAPS = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "out_relu")
 
 
 def normalization_for(backbone: str) -> str:
@@ -135,7 +135,10 @@ def _last_layer(model: keras.Model, pattern: str) -> str:
 
 
 def build_backbone(config: ModelConfig, *, load_weights: bool = True) -> keras.Model:
-    """A model mapping normalised images ``[B, H, W, 3]`` to ``[C3, C4, C5]``.
+    """A model mapping normalised images ``[B, H, W, 3]`` to ``[C2, C3, C4, C5]``.
+
+    C2 (stride 4) feeds the FPN only when ``anchors.min_level`` is 2 (small
+    objects); it is computed on the way to C3 anyway, so returning it is free.
 
     ``load_weights=False`` skips pretrained weights (used when restoring a
     saved detector, whose file already holds every weight).
@@ -144,7 +147,7 @@ def build_backbone(config: ModelConfig, *, load_weights: bool = True) -> keras.M
     weights = _weights_arg(config.backbone_weights, load_weights)
     if name in _RESNET_APPS:
         base = _keras_app(_RESNET_APPS[name], weights, name)
-        taps = [_last_layer(base, rf"conv{s}_block\d+_out") for s in (3, 4, 5)]
+        taps = [_last_layer(base, rf"conv{s}_block\d+_out") for s in (2, 3, 4, 5)]
     elif name == "mobilenetv2":
         if weights == "imagenet" and config.mobilenet_alpha not in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4):
             raise ValueError(f"no ImageNet MobileNetV2 weights for alpha={config.mobilenet_alpha}")
@@ -160,7 +163,7 @@ def build_backbone(config: ModelConfig, *, load_weights: bool = True) -> keras.M
         base = _basic_resnet(_BASIC_BLOCKS[name], config.backbone_width, name)
         if weights:
             base.load_weights(weights)
-        taps = [_last_layer(base, rf"conv{s}_block\d+_out") for s in (3, 4, 5)]
+        taps = [_last_layer(base, rf"conv{s}_block\d+_out") for s in (2, 3, 4, 5)]
     if config.resolved_backbone_norm == "group" or config.zero_init_residual:
         base = _renormalize(base, group=config.resolved_backbone_norm == "group",
                             zero_init=config.zero_init_residual and not weights)

@@ -40,11 +40,9 @@ def _build_network(config: ModelConfig, load_weights: bool) -> tuple[keras.Model
     apply_freezing(backbone, freeze_stages=config.freeze_stages,
                    freeze_batchnorm=config.batchnorm_frozen)
     inputs = keras.Input((None, None, 3), name="normalized_images")
-    c3, c4, c5 = backbone(inputs)
-    features = build_fpn(c3, c4, c5, channels=config.fpn_channels, p6_from=config.p6_from,
-                         max_level=config.anchors.max_level)
-    features = features[config.anchors.min_level - 3:config.anchors.max_level - 2]
     a = config.anchors
+    features = build_fpn(*backbone(inputs), channels=config.fpn_channels, p6_from=config.p6_from,
+                         min_level=a.min_level, max_level=a.max_level)
     cls, box = build_heads(
         features, num_classes=config.num_classes,
         num_anchors=a.num_scales * len(a.aspect_ratios), channels=config.fpn_channels,

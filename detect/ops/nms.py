@@ -35,12 +35,15 @@ class NMSResult(NamedTuple):
     scores: ``[B, D]`` float32, descending per image (padding rows are 0).
     labels: ``[B, D]`` int32 class index (padding rows are -1).
     num_detections: ``[B]`` int32.
+    num_candidates: ``[B]`` int32, (box, class) pairs above the score
+      threshold before ``pre_nms_top_k`` (more than it: that cap cut some).
     """
 
     boxes: tf.Tensor
     scores: tf.Tensor
     labels: tf.Tensor
     num_detections: tf.Tensor
+    num_candidates: tf.Tensor
 
 
 #: Candidate counts are rounded up to a multiple of this, so the XLA-compiled
@@ -178,6 +181,7 @@ def batched_nms(
     """
     boxes = tf.cast(boxes, tf.float32)
     scores = tf.cast(scores, tf.float32)
+    candidates = tf.reduce_sum(tf.cast(scores > score_threshold, tf.int32), axis=[1, 2])
     top_scores, box_idx, cls = _top_candidates(
         scores, pre_nms_top_k, tf.constant(score_threshold, tf.float32), static_shapes
     )
@@ -210,4 +214,5 @@ def batched_nms(
             [b, max_detections],
         ),
         num_detections=num,
+        num_candidates=candidates,
     )

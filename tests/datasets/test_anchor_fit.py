@@ -60,3 +60,17 @@ def test_unreachable_boxes_get_a_clear_message():
     assert anchor_range(small_cfg) == (8.0, 8.0)
     with pytest.raises(ValueError, match="larger than the largest anchor"):
         check_reachable(coverage(big, small_cfg), small_cfg)
+
+
+def test_p2_only_when_it_covers_what_p3_cannot(rng):
+    # 9-14 px objects: a stride-8 anchor centre can be 4 px off per axis, which
+    # caps the IoU of a 10 px box near 0.2; stride-4 centres are at most 2 px off
+    xy = rng.uniform(0, 400, (400, 2))
+    small = np.concatenate([xy, xy + rng.uniform(9, 14, (400, 1))], 1)
+    p3, cov3 = fit_anchors(small, AnchorConfig(), pinned={"min_level"})
+    fitted, cov = fit_anchors(small, AnchorConfig())
+    assert p3.min_level == 3 and cov3.share < 0.9
+    assert fitted.min_level == 2 and cov.share >= 0.95
+    # 20-40 px objects are covered from P3: no P2, whose head costs 4x P3's
+    mid = np.concatenate([xy, xy + rng.uniform(20, 40, (400, 1))], 1)
+    assert fit_anchors(mid, AnchorConfig())[0].min_level == 3

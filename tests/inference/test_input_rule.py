@@ -8,7 +8,7 @@ import pytest
 
 from detect.cli import main
 from detect.inference.coco_dataset import predict_coco
-from detect.inference.predictor import TileOptions, detect_image
+from detect.inference.predictor import CapCount, TileOptions, detect_image
 from detect.models import build_retinanet, load_model
 from tests.models.conftest import tiny_config
 
@@ -56,6 +56,24 @@ def test_detection_cap_is_counted(scene):
     model.set_postprocess(score_threshold=0.001, max_detections=3)
     det = detect_image(model, img)
     assert det["tiles"] == 9 and det["capped_tiles"] == 9  # 3x3 tiles of 128 at overlap 0.25
+    assert det["top_k_capped_tiles"] == 0  # counted once, as the detection cap
+
+
+def test_pre_nms_cap_is_counted(scene):
+    root, img, _ = scene
+    model = load_model(root / "model.keras")
+    # 12 candidates enter NMS; the classes' near-identical random boxes collapse well below 40
+    model.set_postprocess(score_threshold=0.001, max_detections=40, pre_nms_top_k=12)
+    det = detect_image(model, img)
+    assert det["capped_tiles"] == 0 and det["top_k_capped_tiles"] == 9
+    caps = CapCount()
+    caps.add(det)
+    caps.add(det)
+    assert "18 of 18 tiles had more candidates above the score threshold than pre_nms_top_k=12" \
+        in caps.warning(model)
+    model.set_postprocess(pre_nms_top_k=100_000)  # every candidate considered: nothing to count
+    det = detect_image(model, img)
+    assert det["top_k_capped_tiles"] == 0 and CapCount().warning(model) is None
 
 
 def test_evaluate_and_predict_give_the_same_detections(scene, tmp_path, capsys):
@@ -64,7 +82,7 @@ def test_evaluate_and_predict_give_the_same_detections(scene, tmp_path, capsys):
               "--max-detections", "30"]
     assert main(["predict", *common, "--out", str(tmp_path / "p"), "--ann", str(root / "ann.json"),
                  str(root / "images" / "a.png")]) == 0
-    assert "reached the detection cap of 30" in capsys.readouterr().err
+    assert "reached the detection cap of max_detections=30" in capsys.readouterr().err
     predicted = json.loads((tmp_path / "p" / "coco_results.json").read_text())
     assert {r["image_id"] for r in predicted} == {42}  # the ground truth's id, by file name
     assert {r["category_id"] for r in predicted} <= {5, 9, 11}

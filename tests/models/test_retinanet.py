@@ -237,3 +237,18 @@ def test_xla_train_step_compiles():
     assert np.isfinite(h["loss"][0])
     det = model.predict(images, verbose=0)  # static-shape NMS under XLA
     assert det["boxes"].shape == (2, 100, 4)
+
+
+def test_p2_pyramid_matches_anchors_and_shares_p3_weights():
+    p2 = build_retinanet(tiny_config(anchors={"min_level": 2, "max_level": 4}))
+    p3 = build_retinanet(tiny_config(anchors={"min_level": 3, "max_level": 4}))
+    x = np.zeros((1, 72, 40, 3), np.float32)
+    n2 = p2.anchors(x).shape[0]
+    # stride 4 on the image padded to a multiple of 16: 80 x 48 -> 20 x 12 cells more than P3
+    assert n2 - p3.anchors(x).shape[0] == 20 * 12 * 9
+    assert p2(x)["cls_logits"].shape[1] == n2
+    # the same weights by path and shape, plus P2's lateral and output convs
+    w2 = {v.path: tuple(v.shape) for v in p2.weights}
+    w3 = {v.path: tuple(v.shape) for v in p3.weights}
+    assert {k: w2[k] for k in w3} == w3
+    assert {k.split("/")[-2] for k in set(w2) - set(w3)} == {"fpn_lateral2", "fpn_output2"}
