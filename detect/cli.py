@@ -189,8 +189,10 @@ def _add_train(sub) -> None:
         "  detect train --train-ann A.json --train-images DIR --out RUN\n"
         "  detect train ... --config data/sample_config.yaml --set train.epochs=30\n"
         "  detect train --resume RUN\n\n"
-        "RUN receives config.yaml (resolved), checkpoint.keras + state.json (each epoch, "
-        "atomic), metrics.csv, logs/ (TensorBoard) and model.keras (final). Every config "
+        "RUN receives run.yaml (data paths), config.yaml (resolved), checkpoints/epoch-NNNN/ "
+        "(the last two epochs, each committed by one rename: checkpoint.keras, state.json, "
+        "metrics.csv), metrics.csv, logs/ (TensorBoard) and model.keras (final). --out must not "
+        "exist or be empty; a run that fails before its first epoch is removed. Every config "
         "field can be set with --set section.key=value (sections: model, data, train).\n\n"
         "Before training, settings the config does not pin are fitted to the data: "
         "data.max_boxes (the densest image), anchors (best coverage of the boxes, reported per "
@@ -201,11 +203,14 @@ def _add_train(sub) -> None:
     p.add_argument("--train-images", help="folder the training file_name values are in")
     p.add_argument("--val-ann", help="validation annotations: AP/AP50 reported each epoch")
     p.add_argument("--val-images", help="validation image folder")
-    p.add_argument("--out", help="run directory")
+    p.add_argument("--out", help="run folder; must not exist or be empty (see --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it holds a previous run (a folder that is not a run is never deleted)")
     p.add_argument("--config", help="YAML with model/data/train sections")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set train.learning_rate=0.005")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue RUN from its newest intact epoch (its own config and data paths)")
     p.add_argument("--backbone-weights", help="imagenet, none or a weights file (= --set model.backbone_weights=...)")
     p.add_argument("--mixed-precision", action="store_true",
                    help="mixed_float16 on GPU, mixed_bfloat16 on CPU")
@@ -224,8 +229,7 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> int:
-    from detect.config import DetectConfig, load_yaml
-    from detect.engine import TrainingError, train
+    from detect.engine import TrainingError, train_run
 
     if args.time_budget:
         from detect.time_budget import parse_duration
@@ -233,39 +237,18 @@ def _run_train(args) -> int:
         parse_duration(args.time_budget)  # a bad value fails before anything loads
     if args.gsd is not None and args.gsd <= 0:
         raise ValueError(f"--gsd must be > 0 metres per pixel, got {args.gsd}")
-    if args.resume:
-        run = args.resume
-        saved = load_yaml(f"{run}/config.yaml") if Path(f"{run}/config.yaml").is_file() else None
-        if saved is None:
-            raise FileNotFoundError(f"{run}/config.yaml not found: is {run} a detect run directory?")
-        cfg = DetectConfig.from_dict(saved)
-        meta = load_yaml(f"{run}/run.yaml")
-        args.train_ann, args.train_images = meta["train_ann"], meta["train_images"]
-        args.val_ann, args.val_images = meta.get("val_ann"), meta.get("val_images")
-    else:
-        if not (args.train_ann and args.train_images and args.out):
-            raise ValueError("--train-ann, --train-images and --out are required (or --resume RUN)")
-        if bool(args.val_ann) != bool(args.val_images):
-            raise ValueError("--val-ann and --val-images go together")
-        cfg = DetectConfig.from_dict(load_yaml(args.config)) if args.config else DetectConfig()
-        if args.backbone_weights:
-            args.set = [f"model.backbone_weights={args.backbone_weights}", *args.set]
-        cfg = cfg.with_overrides(args.set)
-        run = args.out
-        Path(run).mkdir(parents=True, exist_ok=True)
-        from detect.config import dump_yaml
-
-        dump_yaml({"train_ann": str(Path(args.train_ann).resolve()),
-                   "train_images": str(Path(args.train_images).resolve()),
-                   "val_ann": args.val_ann and str(Path(args.val_ann).resolve()),
-                   "val_images": args.val_images and str(Path(args.val_images).resolve())},
-                  f"{run}/run.yaml")
+    if not args.resume and not args.out:
+        raise ValueError("--out is required (or --resume RUN)")
+    overrides = list(args.set)
+    if args.backbone_weights:
+        overrides.insert(0, f"model.backbone_weights={args.backbone_weights}")
+    run = args.resume or args.out
     try:
-        train(cfg, train_ann=args.train_ann, train_images=args.train_images, run_dir=run,
-              val_ann=args.val_ann, val_images=args.val_images, strict=args.strict,
-              resume=bool(args.resume), strategy=args.strategy,
-              mixed_precision=args.mixed_precision,
-              time_budget=None if args.resume else args.time_budget, gsd=args.gsd)
+        train_run(run, train_ann=args.train_ann, train_images=args.train_images, val_ann=args.val_ann,
+                  val_images=args.val_images, config=args.config, overrides=overrides,
+                  resume=bool(args.resume), overwrite=args.overwrite, strict=args.strict,
+                  strategy=args.strategy, mixed_precision=args.mixed_precision,
+                  time_budget=args.time_budget, gsd=args.gsd)
     except TrainingError as err:
         print(f"detect train: {err}", file=sys.stderr)
         return 3

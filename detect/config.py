@@ -406,7 +406,6 @@ def load_yaml(path: str | Path) -> dict:
 
 def dump_yaml(data: dict, path: str | Path) -> None:
     """Write YAML atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    tmp.replace(path)
+    from detect import atomic
+
+    atomic.write_text(path, yaml.safe_dump(data, sort_keys=False))

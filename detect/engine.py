@@ -1,16 +1,9 @@
 """Training orchestration: config -> data -> model -> ``fit``, resumable.
 
-A run directory holds::
-
-    config.yaml        the resolved DetectConfig (every override applied)
-    checkpoint.keras   last completed epoch: weights + optimizer state (atomic)
-    state.json         {"epoch": completed epochs, ...} written after the checkpoint
-    metrics.csv        one row per epoch (losses, learning rate, validation)
-    logs/              TensorBoard
-    model.keras        the final, complete artefact (atomic)
-
-Writes go to a temporary file and are renamed into place, so a kill -9 at
-any moment leaves the previous checkpoint usable. A non-finite loss stops
+:func:`train_run` is what ``detect train`` calls: it owns the run folder
+(refuses to overwrite one, resumes one, removes a run that failed before its
+first epoch) and calls :func:`train`. The folder's files and the atomic
+epoch commit are described in :mod:`detect.runs`. A non-finite loss stops
 training with a message naming the last good checkpoint.
 """
 
@@ -19,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -28,13 +22,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from detect import atomic
 from detect.config import DetectConfig, dump_yaml
-from detect.datasets.coco import CocoDataset, load_coco, summary
+from detect.datasets.coco import CocoDataset, load_coco, problem_block, summary
 from detect.datasets.fit import fit_to_data
 from detect.datasets.pipeline import make_dataset
 from detect.models.backbones import apply_freezing
 from detect.models.factory import build_retinanet
 from detect.models.retinanet import RetinaNet
+from detect.runs import RunFolder
 from detect.time_budget import (
     Deadline,
     format_seconds,
@@ -80,20 +76,6 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
                 "kind": self.kind, "boundaries": self.boundaries}
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp" + path.suffix)
-    write(tmp)
-    os.replace(tmp, path)
-
-
-def save_model_atomic(model: keras.Model, path: Path) -> None:
-    _atomic(Path(path), lambda p: model.save(p))
-
-
-def _write_json(path: Path, data: dict) -> None:
-    _atomic(Path(path), lambda p: p.write_text(json.dumps(data, indent=1)))
-
-
 def make_optimizer(cfg: DetectConfig, steps_per_epoch: int, lr_factor: float = 1.0, *,
                    warmup: bool | None = None):
     """The configured optimizer; ``lr_factor`` scales the base LR (warmup only at factor 1
@@ -111,12 +93,13 @@ def make_optimizer(cfg: DetectConfig, steps_per_epoch: int, lr_factor: float = 1
 
 
 class _Guard(keras.callbacks.Callback):
-    """Stops on a non-finite loss; checkpoints atomically after each good epoch."""
+    """Stops on a non-finite loss; commits each good epoch (checkpoint, state, metrics) atomically."""
 
-    def __init__(self, run_dir: Path, steps_per_epoch: int):
+    def __init__(self, run: RunFolder, steps_per_epoch: int, metrics: list[dict]):
         super().__init__()
-        self.run_dir = run_dir
+        self.run = run
         self.steps_per_epoch = steps_per_epoch
+        self.metrics = list(metrics)
         self.bad: str | None = None
 
     def on_train_batch_end(self, batch, logs=None):
@@ -128,9 +111,9 @@ class _Guard(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.bad:
             return
-        save_model_atomic(self.model, self.run_dir / "checkpoint.keras")
-        _write_json(self.run_dir / "state.json", {"epoch": epoch + 1,
-                                                  "steps_per_epoch": self.steps_per_epoch})
+        row = {"epoch": epoch + 1, **{k: f"{float(v):.6g}" for k, v in sorted((logs or {}).items())}}
+        self.metrics.append(row)
+        self.run.commit_epoch(self.model, epoch + 1, self.steps_per_epoch, self.metrics)
 
 
 class _Validation(keras.callbacks.Callback):
@@ -223,24 +206,23 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     """
     started = time.monotonic()
     budget = parse_duration(time_budget) if isinstance(time_budget, str) else time_budget
-    run_dir = Path(run_dir)
-    state_file = run_dir / "state.json"
-    start_epoch = 0
+    run = RunFolder(run_dir)
+    start_epoch, checkpoint = 0, None
     if resume:
-        if not state_file.is_file() or not (run_dir / "checkpoint.keras").is_file():
-            raise FileNotFoundError(f"{run_dir} has no checkpoint to resume from "
-                                    f"(expected checkpoint.keras and state.json)")
-        start_epoch = int(json.loads(state_file.read_text())["epoch"])
+        checkpoint = run.latest()
+        if checkpoint is None:
+            raise FileNotFoundError(f"{run.path} has no checkpoint to resume from "
+                                    f"(expected {run.checkpoints}/epoch-NNNN/)")
+        start_epoch = checkpoint.epoch
+        run.restore_metrics(checkpoint)  # the copy may lag the commit it was killed after
         # the run's own resolved config (fitted defaults, budget plan) rebuilds the same model
         from detect.config import load_yaml
 
-        cfg = DetectConfig.from_dict(load_yaml(run_dir / "config.yaml"))
-    run_dir.mkdir(parents=True, exist_ok=True)
+        cfg = DetectConfig.from_dict(load_yaml(run.config))
+    run.path.mkdir(parents=True, exist_ok=True)
 
     train_ds = load_coco(train_ann, train_images, strict=strict)
     print(summary(train_ds), flush=True)
-    for _, message in train_ds.report.problems[:10]:
-        print(f"warning: {message}", file=sys.stderr)
     cfg = replace(cfg, model=replace(cfg.model, num_classes=train_ds.num_classes,
                                      class_names=tuple(train_ds.class_names)))
     if not resume:
@@ -254,6 +236,8 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     val = None
     if val_ann:
         val_ds = load_coco(val_ann, val_images, strict=strict)
+        if problem_block(val_ds.report):
+            print("validation " + problem_block(val_ds.report), flush=True)
         if val_ds.class_names != train_ds.class_names:
             raise ValueError(f"validation categories {val_ds.class_names} differ from training "
                              f"categories {train_ds.class_names}")
@@ -286,7 +270,7 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
         deadline = started + budget
     if not resume:
         cfg = _cap_warmup(cfg)
-        dump_yaml(cfg.to_dict(), run_dir / "config.yaml")
+        dump_yaml(cfg.to_dict(), run.config)
     t = cfg.train
 
     with dist.scope():
@@ -318,12 +302,11 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
             else:
                 model.optimizer.build([v for v in model.trainable_variables if id(v) not in backbone_vars])
                 model.backbone_optimizer.build(model.backbone.trainable_variables)
-            model.load_weights(run_dir / "checkpoint.keras")
-            print(f"resumed from {run_dir / 'checkpoint.keras'} after epoch {start_epoch}", flush=True)
+            model.load_weights(checkpoint.model_file)
+            print(f"resumed from {checkpoint.model_file} after epoch {start_epoch}", flush=True)
 
-    guard = _Guard(run_dir, steps)
-    callbacks = [guard, keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=resume),
-                 keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False)]
+    guard = _Guard(run, steps, checkpoint.metrics if checkpoint else [])
+    callbacks = [guard, keras.callbacks.TensorBoard(str(run.logs), write_graph=False)]
     if max_dets is None:
         max_dets = (1, 10, max(100, cfg.model.postprocess.max_detections))
     validation = _Validation(val[0], val[1], max_dets) if val else None
@@ -348,14 +331,15 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     if not guard.bad:
         fit(start_epoch, t.epochs)
     if guard.bad:
-        last = json.loads(state_file.read_text())["epoch"] if state_file.is_file() else 0
-        raise TrainingError(f"{guard.bad}; training stopped. The last good checkpoint is "
-                            f"{run_dir / 'checkpoint.keras'} (after epoch {last}); try a lower "
-                            f"train.learning_rate or check the data, then --resume {run_dir}")
+        last = run.latest()
+        where = (f"The last good checkpoint is {last.model_file} (after epoch {last.epoch}); try a lower "
+                 f"train.learning_rate or check the data, then --resume {run.path}") if last else (
+            "No epoch was completed; try a lower train.learning_rate or check the data")
+        raise TrainingError(f"{guard.bad}; training stopped. {where}")
     if stopper and stopper.stopped_at:
         print(f"time budget reached: stopped after {int(model.optimizer.iterations.numpy())} of "
               f"{t.epochs * steps} planned steps (the machine ran slower than measured)", flush=True)
-    save_model_atomic(model, run_dir / "model.keras")
+    atomic.save_model(model, run.model)
     if budget:
         took = time.monotonic() - started
         ap = f"; validation AP {validation.last[0]:.3f}, AP50 {validation.last[1]:.3f}" if (
@@ -374,3 +358,60 @@ def _estimate_validation_seconds(model, dataset: CocoDataset) -> float:
     t0 = time.perf_counter()
     predict_arrays(model, [img])
     return 1.0 + 1.3 * (time.perf_counter() - t0) * len(dataset.samples)
+
+
+def train_run(out, *, train_ann=None, train_images=None, val_ann=None, val_images=None,
+              config: DetectConfig | str | Path | None = None, overrides=(), resume: bool = False,
+              overwrite: bool = False, **kwargs) -> RetinaNet:
+    """``detect train``: train into the run folder ``out`` (see :mod:`detect.runs`).
+
+    - ``resume=True`` continues ``out`` from its newest intact epoch with its
+      own config and data paths (``run.yaml``); nothing else is needed.
+    - Otherwise ``out`` must not exist or be empty; ``overwrite=True``
+      replaces a previous *run* folder (a folder that is not a run is never
+      deleted). A run that fails before its first epoch is committed is
+      removed, so no folder looks like a run without being one.
+
+    ``config``: a :class:`DetectConfig` or a YAML path (default: defaults);
+    ``overrides``: ``["section.key=value", ...]`` as ``--set``; ``kwargs`` go
+    to :func:`train` (``strict``, ``strategy``, ``mixed_precision``,
+    ``time_budget``, ``gsd``, ``verbose``, ``max_dets``).
+    """
+    from detect.config import load_yaml
+
+    run = RunFolder(out)
+    if resume:
+        if not run.is_run():
+            raise FileNotFoundError(f"{run.path} is not a detect run folder (no config.yaml and run.yaml)")
+        meta = load_yaml(run.meta)
+        return train(DetectConfig.from_dict(load_yaml(run.config)), run_dir=run.path, resume=True,
+                     train_ann=meta["train_ann"], train_images=meta["train_images"],
+                     val_ann=meta.get("val_ann"), val_images=meta.get("val_images"),
+                     **{**kwargs, "time_budget": None})
+    if not (train_ann and train_images):
+        raise ValueError("training data is needed: --train-ann and --train-images (or --resume RUN)")
+    if bool(val_ann) != bool(val_images):
+        raise ValueError("--val-ann and --val-images go together")
+    if isinstance(config, (str, Path)):
+        config = DetectConfig.from_dict(load_yaml(config))
+    cfg = (config or DetectConfig()).with_overrides(list(overrides))
+    if run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
+        if not overwrite:
+            raise FileExistsError(f"--out {run.path} exists and is not empty: pass --resume {run.path} to "
+                                  f"continue it, --overwrite to replace it, or another --out")
+        if not run.is_run():
+            raise FileExistsError(f"--out {run.path} is not a detect run folder; --overwrite only replaces "
+                                  f"runs, so remove it yourself or choose another --out")
+        shutil.rmtree(run.path)
+    run.path.mkdir(parents=True, exist_ok=True)
+    dump_yaml({"train_ann": str(Path(train_ann).resolve()), "train_images": str(Path(train_images).resolve()),
+               "val_ann": val_ann and str(Path(val_ann).resolve()),
+               "val_images": val_images and str(Path(val_images).resolve())}, run.meta)
+    try:
+        return train(cfg, train_ann=train_ann, train_images=train_images, val_ann=val_ann,
+                     val_images=val_images, run_dir=run.path, **kwargs)
+    except BaseException:
+        if not run.committed():  # nothing to resume: leave no half run behind
+            shutil.rmtree(run.path, ignore_errors=True)
+            print(f"note: removed {run.path}: the run failed before its first epoch", file=sys.stderr)
+        raise

@@ -8,13 +8,12 @@ of any size, and returns the same detections as ``RetinaNet.predict``:
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
+from detect import atomic
 from detect.models.retinanet import RetinaNet
 
 
@@ -31,13 +30,6 @@ def export_saved_model(model: RetinaNet, out_dir: str | Path) -> Path:
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint("serving_default", serve)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
-    try:
+    with atomic.folder(out_dir) as tmp:
         archive.write_out(str(tmp), verbose=False)
-        if out_dir.exists():
-            out_dir.rmdir()
-        tmp.rename(out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

@@ -36,15 +36,17 @@ def test_run_directory_contents(data, tmp_path):
     engine.train(cfg(), train_ann=ann, train_images=images, val_ann=ann, val_images=images,
                  run_dir=tmp_path / "run", verbose=0)
     run = tmp_path / "run"
-    assert {"config.yaml", "checkpoint.keras", "state.json", "metrics.csv", "model.keras", "logs"} <= {
+    assert {"config.yaml", "checkpoints", "metrics.csv", "model.keras", "logs"} <= {
         p.name for p in run.iterdir()}
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-0001", "epoch-0002"]
     rows = (run / "metrics.csv").read_text().splitlines()
     assert rows[0].split(",") == ["epoch", "box_loss", "cls_loss", "loss", "lr", "val_AP", "val_AP50"]
-    assert len(rows) == 3
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
+    assert (run / "checkpoints" / "epoch-0002" / "metrics.csv").read_text() == (run / "metrics.csv").read_text()
     model = load_model(run / "model.keras")
     assert model.class_names == ("pool", "car", "building")
-    assert json.loads((run / "state.json").read_text())["epoch"] == 2
-    assert not list(run.glob("*.tmp*"))  # atomic writes left nothing behind
+    assert json.loads((run / "checkpoints" / "epoch-0002" / "state.json").read_text())["epoch"] == 2
+    assert not list(run.rglob("*.tmp*")) and not list(run.rglob(".epoch-*"))  # nothing left behind
 
 
 def test_warmup_cosine_schedule_golden():
@@ -72,11 +74,83 @@ def test_resume_after_interruption_matches_uninterrupted_run(data, tmp_path, mon
     with pytest.raises(KeyboardInterrupt):
         engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "b", verbose=0)
     monkeypatch.setattr(engine._Guard, "on_epoch_end", original)
-    assert json.loads((tmp_path / "b" / "state.json").read_text())["epoch"] == 1
+    assert json.loads((tmp_path / "b" / "checkpoints" / "epoch-0001" / "state.json").read_text())["epoch"] == 1
     resumed = engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "b",
                            resume=True, verbose=0)
     for a, b in zip(full.get_weights(), resumed.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+class _Killed(BaseException):
+    """Stands in for kill -9: not an Exception, so nothing on the way catches it."""
+
+
+COMMIT_OPS = ["checkpoint", "state", "metrics", "rename", "metrics copy", "prune"]
+
+
+@pytest.mark.parametrize("op", COMMIT_OPS)
+def test_kill_between_any_two_file_operations_of_a_commit_resumes_exactly(data, tmp_path, monkeypatch, op):
+    """A failure injected after each file operation of epoch 2's commit (KEEP=1, so the
+    commit also prunes epoch 1) leaves a run that resumes to the uninterrupted result."""
+    from detect import runs
+
+    tf.config.experimental.enable_op_determinism()
+    ann, images = data
+    monkeypatch.setattr(runs, "KEEP", 1)
+    full = _full_run(data, tmp_path.parent)
+    seen = []
+
+    def hook(name):
+        seen.append(name)
+        if len(seen) > len(COMMIT_OPS) - 1 and name == op:  # in epoch 2's commit (epoch 1 has no prune)
+            raise _Killed(name)
+
+    monkeypatch.setattr(runs, "_file_op_done", hook)
+    with pytest.raises(_Killed):
+        engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "b", verbose=0)
+    monkeypatch.setattr(runs, "_file_op_done", lambda name: None)
+    committed = runs.RunFolder(tmp_path / "b").latest()
+    assert committed.epoch == (2 if COMMIT_OPS.index(op) >= COMMIT_OPS.index("rename") else 1)
+    assert [r["epoch"] for r in committed.metrics] == [str(e + 1) for e in range(committed.epoch)]
+    resumed = engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "b",
+                           resume=True, verbose=0)
+    for a, b in zip(full.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]  # each epoch once
+
+
+_FULL = {}
+
+
+def _full_run(data, root):
+    """The uninterrupted reference run, trained once per test session."""
+    if "model" not in _FULL:
+        ann, images = data
+        _FULL["model"] = engine.train(cfg(), train_ann=ann, train_images=images,
+                                      run_dir=root / "full_reference", verbose=0)
+    return _FULL["model"]
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_one_before(data, tmp_path, capsys):
+    from detect import runs
+
+    tf.config.experimental.enable_op_determinism()
+    ann, images = data
+    engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "r", verbose=0)
+    newest = tmp_path / "r" / "checkpoints" / "epoch-0002" / "checkpoint.keras"
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated
+    resumed = engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "r",
+                           resume=True, verbose=0)
+    err = capsys.readouterr().err
+    assert "epoch-0002 is damaged" in err and "trying the epoch before" in err
+    full = _full_run(data, tmp_path.parent)
+    for a, b in zip(full.get_weights(), resumed.get_weights()):  # epoch 2 trained again, exactly
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for folder in (tmp_path / "r" / "checkpoints").iterdir():
+        (folder / "checkpoint.keras").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="no intact checkpoint to resume from"):
+        runs.RunFolder(tmp_path / "r").latest()
 
 
 def test_non_finite_loss_stops_with_clear_message(data, tmp_path, monkeypatch):
@@ -94,7 +168,7 @@ def test_non_finite_loss_stops_with_clear_message(data, tmp_path, monkeypatch):
     monkeypatch.setattr(engine.RetinaNet, "compute_detection_losses", poisoned)
     with pytest.raises(engine.TrainingError, match=r"loss became nan.*after epoch 1"):
         engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "r", verbose=0)
-    good = load_model(tmp_path / "r" / "checkpoint.keras")
+    good = load_model(tmp_path / "r" / "checkpoints" / "epoch-0001" / "checkpoint.keras")
     assert all(np.isfinite(w).all() for w in good.get_weights())
     assert not (tmp_path / "r" / "model.keras").exists()
 
@@ -128,8 +202,34 @@ def test_cli_train_and_resume(data, tmp_path):
     assert (run / "model.keras").is_file() and (run / "run.yaml").is_file()
     # resuming a finished run is harmless: nothing left to train, model rewritten
     assert main(["train", "--resume", str(run)]) == 0
-    assert main(["train", "--train-ann", str(ann), "--out", str(run)]) == 2  # missing --train-images
+    assert main(["train", "--train-ann", str(ann), "--out", str(tmp_path / "new")]) == 2  # no --train-images
     assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
+
+
+def test_train_out_folder_policy(data, tmp_path, capsys):
+    from detect.cli import main
+
+    ann, images = data
+    args = ["train", "--train-ann", str(ann), "--train-images", str(images),
+            *[x for s in TINY + ["train.epochs=1"] for x in ("--set", s)]]
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep me")
+    assert main([*args, "--out", str(other)]) == 2
+    assert "exists and is not empty: pass --resume" in capsys.readouterr().err
+    assert main([*args, "--out", str(other), "--overwrite"]) == 2  # not a run: never deleted
+    assert "is not a detect run folder" in capsys.readouterr().err
+    assert (other / "mine.txt").read_text() == "keep me"
+    run = tmp_path / "run"
+    assert main([*args, "--out", str(run)]) == 0
+    first = (run / "model.keras").stat().st_mtime_ns
+    assert main([*args, "--out", str(run), "--overwrite"]) == 0
+    assert (run / "model.keras").stat().st_mtime_ns != first
+    # a run that fails before its first epoch leaves nothing that looks like a run
+    assert main([*args, "--out", str(tmp_path / "bad"), "--time-budget", "1s"]) == 2  # no step fits
+    err = capsys.readouterr().err
+    assert "removed" in err and "failed before its first epoch" in err
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow

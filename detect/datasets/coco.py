@@ -5,11 +5,15 @@ kind, a message naming the file and annotation id, and a consequence:
 
 - refused (always an error): duplicate image ids; a ``file_name`` that
   escapes the image folder (absolute, or with ``..``); a malformed file.
-- warnings (``strict=True`` turns them into errors): missing or unreadable
-  image files (image skipped); annotations on unknown images or with unknown
-  category ids, NaN / non-finite coordinates, or non-positive width or
-  height (annotation dropped); boxes partly outside the image (clipped and
-  counted; dropped if nothing is left).
+- warnings (``strict=True`` turns them into errors), one kind each in
+  :data:`PROBLEM_KINDS`: missing, unreadable, truncated or corrupt image
+  files (image skipped; every image is decode-checked here, so nothing fails
+  later inside tf.data); a file whose size differs from the listed
+  width/height (the real size is used, boxes are checked against it);
+  annotations on unknown images or with unknown category ids, values that
+  are not numbers, NaN / inf, or non-positive width or height (annotation
+  dropped); boxes partly outside the image (clipped and counted; dropped if
+  nothing is left).
 
 Categories map to contiguous class indices in sorted-id order; the names
 travel into the model. Images without annotations stay, as negatives.
@@ -20,14 +24,32 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+from tqdm import tqdm
 
-from detect.datasets.images import is_readable
+from detect.datasets.images import inspect_image
 from detect.ops.matcher import IGNORE_REGION_LABEL
+
+#: Every kind of data problem and what ``load_coco`` does about it (``strict=True``:
+#: any of them is an error instead). The summary and the README table use these.
+PROBLEM_KINDS = {
+    "missing_image": "image file does not exist: image skipped",
+    "unreadable_image": "not an image OpenCV reads, truncated or corrupt: image skipped",
+    "size_mismatch": "file size differs from the listed width/height: the file's size is used",
+    "unknown_image": "annotation on an image id not listed: annotation dropped",
+    "unknown_category": "annotation with a category id not listed: annotation dropped",
+    "malformed_box": "bbox not 4 numbers: annotation dropped",
+    "nan_box": "bbox with NaN or inf: annotation dropped",
+    "empty_box": "bbox with width or height <= 0: annotation dropped",
+    "outside_box": "bbox entirely outside its image: annotation dropped",
+    "clipped_box": "bbox partly outside its image: clipped to it and kept",
+}
 
 #: Side-length buckets (px) of the summary's object size histogram.
 SIZE_BUCKETS = (0, 8, 16, 32, 64, 128, math.inf)
@@ -46,13 +68,17 @@ class Sample:
 @dataclass
 class DataReport:
     problems: list[tuple[str, str]] = field(default_factory=list)  # (kind, message)
-    clipped: int = 0
 
     def add(self, kind: str, message: str) -> None:
         self.problems.append((kind, message))
 
     def counts(self) -> Counter:
         return Counter(kind for kind, _ in self.problems)
+
+    @property
+    def clipped(self) -> int:
+        """Boxes partly outside their image, clipped to it and kept."""
+        return self.counts()["clipped_box"]
 
 
 @dataclass
@@ -76,6 +102,33 @@ def _safe_path(root: Path, file_name: str) -> Path | None:
     if p.is_absolute() or ".." in p.parts or not p.parts:
         return None
     return root / Path(*p.parts)
+
+
+def _check_images(images: dict[int, dict], report: DataReport) -> None:
+    """Decode-check every image (in parallel); drop the unreadable, take each file's real size."""
+    def inspect(item):
+        try:
+            return item, inspect_image(item[1]["path"]), None
+        except (OSError, ValueError) as err:
+            return item, None, err
+
+    items = list(images.items())
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        checked = tqdm(pool.map(inspect, items), total=len(items), desc="checking images", unit="image",
+                       disable=len(items) < 500, leave=False)
+        for (iid, im), size, err in checked:
+            if err is not None:
+                if isinstance(err, FileNotFoundError):
+                    report.add("missing_image", f"image {iid}: {im['path']} does not exist (skipped)")
+                else:
+                    report.add("unreadable_image", f"image {iid}: {err} (skipped)")
+                del images[iid]
+                continue
+            listed = (im.get("width"), im.get("height"))
+            if listed != size:
+                report.add("size_mismatch", f"image {iid}: {im['path']} is {size[0]}x{size[1]} but the "
+                                            f"annotations say {listed[0]}x{listed[1]} (the real size is used)")
+            im["width"], im["height"] = size
 
 
 def load_coco(ann_file: str | Path, images_dir: str | Path, *, strict: bool = False,
@@ -111,10 +164,9 @@ def load_coco(ann_file: str | Path, images_dir: str | Path, *, strict: bool = Fa
             errors.append(f"image {im['id']}: file_name {im.get('file_name')!r} escapes {root} "
                           f"(absolute or '..' paths are refused)")
             continue
-        if check_files and not is_readable(path):
-            report.add("missing_image", f"image {im['id']}: {path} is missing or not a readable image (skipped)")
-            continue
         images[im["id"]] = {**im, "path": path}
+    if check_files:
+        _check_images(images, report)
 
     listed = {im["id"] for im in data["images"]}
     per_image: dict[int, tuple[list, list]] = {i: ([], []) for i in images}
@@ -134,7 +186,10 @@ def load_coco(ann_file: str | Path, images_dir: str | Path, *, strict: bool = Fa
         if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
             report.add("malformed_box", f"{where}: bbox {bbox!r} is not [x, y, w, h] (dropped)")
             continue
-        x, y, w, h = (float(v) if isinstance(v, (int, float)) else math.nan for v in bbox)
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
+            report.add("malformed_box", f"{where}: bbox {bbox!r} has a value that is not a number (dropped)")
+            continue
+        x, y, w, h = (float(v) for v in bbox)
         if not all(math.isfinite(v) for v in (x, y, w, h)):
             report.add("nan_box", f"{where}: bbox {bbox} has NaN/inf (dropped)")
             continue
@@ -144,10 +199,11 @@ def load_coco(ann_file: str | Path, images_dir: str | Path, *, strict: bool = Fa
         W, H = float(im["width"]), float(im["height"])
         x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, W), min(y + h, H)
         if (x0, y0, x1, y1) != (x, y, x + w, y + h):
-            report.clipped += 1
             if x1 <= x0 or y1 <= y0:
                 report.add("outside_box", f"{where}: bbox {bbox} lies outside the {W:g}x{H:g} image (dropped)")
                 continue
+            report.add("clipped_box", f"{where}: bbox {bbox} extends past the {W:g}x{H:g} image "
+                                      f"(clipped to it)")
         label = IGNORE_REGION_LABEL if a.get("iscrowd", 0) else cat_index[a["category_id"]]
         per_image[iid][0].append((x0, y0, x1, y1))
         per_image[iid][1].append(label)
@@ -184,8 +240,20 @@ def summary(ds: CocoDataset) -> str:
     labels = [f"{int(a)}-{int(b)}" if math.isfinite(b) else f">={int(a)}"
               for a, b in zip(SIZE_BUCKETS[:-1], SIZE_BUCKETS[1:])]
     lines.append("object size (sqrt(area), px): " + "  ".join(f"{lab}: {n}" for lab, n in zip(labels, hist)))
-    problems = ds.report.counts()
-    if problems or ds.report.clipped:
-        lines.append("problems: " + ", ".join(f"{k} {v}" for k, v in sorted(problems.items()))
-                     + (f", clipped_boxes {ds.report.clipped}" if ds.report.clipped else ""))
+    lines.append(problem_block(ds.report))
+    return "\n".join(line for line in lines if line)
+
+
+def problem_block(report: DataReport, examples: int = 3) -> str:
+    """Every problem kind with its count and consequence, and a few of its messages ('' if none)."""
+    counts = report.counts()
+    if not counts:
+        return ""
+    lines = [f"data problems: {sum(counts.values())} (--strict makes any of them an error)"]
+    for kind in sorted(counts, key=list(PROBLEM_KINDS).index):
+        lines.append(f"  {kind:<18}{counts[kind]:>6}  {PROBLEM_KINDS[kind]}")
+        shown = [m for k, m in report.problems if k == kind][:examples]
+        lines += [f"      {m}" for m in shown]
+        if counts[kind] > len(shown):
+            lines.append(f"      ... and {counts[kind] - len(shown)} more")
     return "\n".join(lines)

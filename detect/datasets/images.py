@@ -63,3 +63,41 @@ def read_image(path: str | Path) -> np.ndarray:
 def is_readable(path: Path) -> bool:
     """Cheap check (file exists and its header names a format OpenCV decodes)."""
     return path.is_file() and cv2.haveImageReader(str(path))
+
+
+def inspect_image(path: str | Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file, after checking that all of it decodes.
+
+    Pillow reads the size from the header and decodes the whole file (JPEGs at
+    1/8 scale through their DCT, which still reads every byte), so a
+    truncated file is caught here rather than in the middle of training
+    (OpenCV would decode it, grey-filling the missing part, with only a
+    message on stderr). Formats Pillow does not know are decoded by OpenCV.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: not an image OpenCV reads, truncated, or corrupt (the reason is in the message).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image file {str(path)!r} does not exist")
+    if not cv2.haveImageReader(str(path)):
+        raise ValueError(f"image file {str(path)!r} is not an image format OpenCV reads")
+    fmt = None
+    try:
+        with Image.open(path) as im:
+            fmt, size = im.format, im.size
+            if fmt == "JPEG":
+                im.draft(im.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
+            im.load()
+            return int(size[0]), int(size[1])
+    except UnidentifiedImageError:
+        pass  # a layout Pillow does not read (e.g. some TIFFs): OpenCV decides below
+    except (OSError, SyntaxError, ValueError) as err:
+        # Pillow's word is final for the formats OpenCV decodes silently when cut short
+        if fmt in ("JPEG", "PNG"):
+            raise ValueError(f"image file {str(path)!r} is truncated or corrupt ({err})") from None
+    img = read_image(path)
+    return img.shape[1], img.shape[0]

@@ -10,6 +10,8 @@ stream (and a resumed run sees the same stream again).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import tensorflow as tf
 
@@ -56,22 +58,35 @@ def make_dataset(ds: CocoDataset, config: DataConfig, *, batch_size: int, traini
     if not samples:
         raise ValueError("the dataset has no usable images")
 
+    failed: set[str] = set()
+
     def load(i):
+        # load_coco decode-checked every file; one that changed since is
+        # skipped here with a warning, because an exception raised inside
+        # tf.data's parallel map can hang or abort the process.
         s = samples[int(i)]
-        img = read_image(s.path)
-        if img.shape[:2] != (s.height, s.width):
-            raise ValueError(f"{s.path}: image is {img.shape[1]}x{img.shape[0]} but the "
-                             f"annotations say {s.width}x{s.height}")
-        return img.astype(np.float32), s.boxes, s.labels
+        try:
+            img = read_image(s.path)
+            if img.shape[:2] != (s.height, s.width):
+                raise ValueError(f"image is {img.shape[1]}x{img.shape[0]}, was {s.width}x{s.height} "
+                                 f"when the dataset was loaded")
+        except (OSError, ValueError) as err:
+            if str(s.path) not in failed:
+                failed.add(str(s.path))
+                print(f"\nwarning: {s.path}: {err}; skipped from now on ({len(failed)} image(s) so far)",
+                      file=sys.stderr, flush=True)
+            return np.zeros((1, 1, 3), np.float32), np.zeros((0, 4), np.float32), np.zeros(0, np.int32), False
+        return img.astype(np.float32), s.boxes, s.labels, True
 
     def decode(counter, index):
-        img, boxes, labels = tf.numpy_function(load, [index], [tf.float32, tf.float32, tf.int32])
+        img, boxes, labels, ok = tf.numpy_function(
+            load, [index], [tf.float32, tf.float32, tf.int32, tf.bool])
         img.set_shape([None, None, 3])
         boxes.set_shape([None, 4])
         labels.set_shape([None])
-        return counter, img, boxes, labels
+        return counter, img, boxes, labels, ok
 
-    def augment(counter, img, boxes, labels):
+    def augment(counter, img, boxes, labels, _ok):
         img, boxes = _resize(img, boxes, config)
         if training:
             seed_pair = tf.stack([tf.constant(seed, tf.int64), counter])
@@ -105,6 +120,7 @@ def make_dataset(ds: CocoDataset, config: DataConfig, *, batch_size: int, traini
         if repeat:
             d = d.repeat()
     d = d.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    d = d.filter(lambda counter, img, boxes, labels, ok: ok)
     d = d.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     d = d.padded_batch(batch_size, padded_shapes=([None, None, 3], {"boxes": [config.max_boxes, 4],
                                                                     "labels": [config.max_boxes]}),

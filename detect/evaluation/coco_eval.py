@@ -63,6 +63,10 @@ class AreaRange:
         return [self.min_side**2, self.max_side**2 if math.isfinite(self.max_side) else 1e10]
 
 
+#: pycocotools' own area ranges, reported with every evaluation.
+BUILTIN_AREAS = ("all", "small", "medium", "large")
+
+
 def parse_area_ranges(text: str) -> list[AreaRange]:
     """``"tiny:0:16,small:16:32,big:32:inf"`` -> AreaRanges (side lengths in pixels)."""
     out = []
@@ -70,11 +74,18 @@ def parse_area_ranges(text: str) -> list[AreaRange]:
         bits = part.split(":")
         if len(bits) != 3:
             raise ValueError(f"area range {part!r} must look like name:min:max (side length in px)")
-        name, lo, hi = bits[0], float(bits[1]), float(bits[2])
+        name = bits[0]
+        try:
+            lo, hi = float(bits[1]), float(bits[2])
+        except ValueError:
+            raise ValueError(f"area range {part!r}: min and max must be numbers (px, 'inf' allowed)") from None
         if not name or not 0 <= lo < hi:
             raise ValueError(f"area range {part!r} needs a name and 0 <= min < max")
-        if name in ("all", "small", "medium", "large") or name in {r.name for r in out}:
-            raise ValueError(f"area range name {name!r} is taken")
+        if name in BUILTIN_AREAS:
+            raise ValueError(f"area range name {name!r} is built in ({', '.join(BUILTIN_AREAS)} are "
+                             f"pycocotools' own, always reported); choose another, e.g. '{name}2'")
+        if name in {r.name for r in out}:
+            raise ValueError(f"area range name {name!r} is given twice")
         out.append(AreaRange(name, lo, hi))
     return out
 

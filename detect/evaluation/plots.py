@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from detect import atomic
+
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "class"
@@ -26,12 +28,8 @@ def write_pr_curves(result, out_dir: str | Path) -> list[Path]:
     written = []
 
     def save(fig, name):
-        path = out_dir / name
-        tmp = path.with_name(path.stem + ".tmp.png")
-        fig.savefig(tmp, dpi=100)
+        written.append(atomic.write_with(out_dir / name, lambda p: fig.savefig(p, dpi=100)))
         plt.close(fig)
-        tmp.replace(path)
-        written.append(path)
 
     fig, ax = plt.subplots(figsize=(6, 5))
     for k, (name, row) in enumerate(zip(result.category_names, result.per_class)):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
+from detect import atomic
 from detect.evaluation.coco_eval import STAT_NAMES, EvalResult, summary_lines
 
 
@@ -61,9 +61,4 @@ def report_dict(result: EvalResult, points: dict, **meta) -> dict:
 
 def write_json(data, path: str | Path) -> Path:
     """Atomic JSON write (temp file, then rename); refuses NaN/inf, which JSON lacks."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str, allow_nan=False))
-    tmp.replace(path)
-    return path
+    return atomic.write_json(path, data)

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from detect import atomic
 from detect.inference.predictor import (
     DEFAULT_TILES,
     CapCount,
@@ -69,12 +70,6 @@ def expand_sources(sources: list[str]) -> list[Path]:
     if not unique:
         raise FileNotFoundError(f"no images found in {sources}")
     return unique
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _stem(path: Path, all_paths: list[Path]) -> str:
@@ -205,7 +200,7 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions 
                 print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
                 continue
             caps.add(video_caps)
-            _atomic_write(target, json.dumps(record).encode())
+            atomic.write_bytes(target, json.dumps(record).encode())
             continue
         try:
             source = open_source(f, bands)
@@ -219,7 +214,7 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions 
             caps.add(det)
             if source.transform is not None:
                 (out_dir / "geojson").mkdir(exist_ok=True)
-                _atomic_write(out_dir / "geojson" / f"{stem}.geojson",
+                atomic.write_bytes(out_dir / "geojson" / f"{stem}.geojson",
                               json.dumps(geojson(det, names, source.transform, source.crs, str(f))).encode())
             if save_images:
                 if source.height * source.width > MAX_DRAW_PIXELS:
@@ -228,7 +223,7 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions 
                 else:
                     full = source.read(0, 0, source.width, source.height)
                     ok, buf = cv2.imencode(".jpg", draw(full, det, names))
-                    _atomic_write(out_dir / "images" / f"{stem}.jpg", buf.tobytes())
+                    atomic.write_bytes(out_dir / "images" / f"{stem}.jpg", buf.tobytes())
         except (OSError, ValueError) as err:
             failed.append(str(f))
             print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
@@ -237,7 +232,7 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions 
             source.close()
         record = {"file": str(f), "width": int(source.width), "height": int(source.height),
                   "detections": _records(det, names)}
-        _atomic_write(target, json.dumps(record).encode())  # written last: marks the input done
+        atomic.write_bytes(target, json.dumps(record).encode())  # written last: marks the input done
     seconds = time.perf_counter() - t0
     if caps.warning(model):
         print("\n" + caps.warning(model), file=sys.stderr)
@@ -315,8 +310,8 @@ def _write_gathered(out_dir, rows, results, images, names, counts) -> Counter:
     w = csv.writer(buf)
     w.writerow(["file", "xmin", "ymin", "xmax", "ymax", "label", "score"])
     w.writerows(rows)
-    _atomic_write(out_dir / "detections.csv", buf.getvalue().encode())
-    _atomic_write(out_dir / "coco_results.json", json.dumps(results).encode())
+    atomic.write_bytes(out_dir / "detections.csv", buf.getvalue().encode())
+    atomic.write_bytes(out_dir / "coco_results.json", json.dumps(results).encode())
     categories = [{"id": int(i), "name": n} for i, n in names.items()]
-    _atomic_write(out_dir / "images.json", json.dumps({"images": images, "categories": categories}, indent=1).encode())
+    atomic.write_bytes(out_dir / "images.json", json.dumps({"images": images, "categories": categories}, indent=1).encode())
     return counts

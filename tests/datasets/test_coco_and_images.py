@@ -45,7 +45,7 @@ def test_problems_are_counted_and_named(tmp_path):
     ds = load_coco(a, d)
     c = ds.report.counts()
     assert (c["empty_box"], c["nan_box"], c["unknown_category"], c["outside_box"], c["unknown_image"]) == (1, 1, 1, 1, 1)
-    assert ds.report.clipped == 2
+    assert ds.report.clipped == 1 and c["clipped_box"] == 1
     s1 = next(s for s in ds.samples if s.image_id == 1)
     np.testing.assert_allclose(s1.boxes, [[70, 40, 80, 50]])  # clipped, kept
     assert any("annotation 3" in m and "99" in m for _, m in ds.report.problems)
@@ -138,3 +138,62 @@ def test_stream_depends_only_on_seed_and_skip_is_exact(tmp_path):
     tail = first(3, 99, 3)  # different global seed, resumed after 3 elements
     for x, y in zip(full[3:], tail):
         np.testing.assert_array_equal(x, y)
+
+
+def _truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_truncated_and_corrupt_images_are_skipped_at_load(tmp_path):
+    a, d = write_dataset(tmp_path, [ann(1, [1, 1, 5, 5]), ann(2, [1, 1, 5, 5], image=2)])
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(d / "a.jpg"), rng.integers(0, 255, (50, 80, 3), dtype=np.uint8))
+    coco = json.loads(a.read_text())
+    coco["images"][0]["file_name"] = "a.jpg"
+    a.write_text(json.dumps(coco))
+    # OpenCV decodes a JPEG cut in half (grey-filling the rest); the check must not
+    _truncate(d / "a.jpg")
+    assert cv2.imread(str(d / "a.jpg")) is not None
+    (d / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))  # header, then garbage
+    ds = load_coco(a, d)
+    assert ds.samples == [] and ds.report.counts() == {"unreadable_image": 2}
+    text = summary(ds)
+    assert "unreadable_image       2  not an image OpenCV reads, truncated or corrupt: image skipped" in text
+    assert "a.jpg' is truncated or corrupt" in text
+    with pytest.raises(DataError, match="2 problem"):
+        load_coco(a, d, strict=True)
+
+
+def test_size_mismatch_uses_the_real_size(tmp_path):
+    imgs = [{"id": 1, "file_name": "a.png", "width": 100, "height": 100},
+            {"id": 2, "file_name": "b.png", "width": 80, "height": 50}]
+    # the box fits the listed 100 x 100, and is clipped to the real 80 x 50
+    a, d = write_dataset(tmp_path, [ann(1, [60, 30, 30, 30])], images=imgs)
+    ds = load_coco(a, d)
+    s1 = next(s for s in ds.samples if s.image_id == 1)
+    assert (s1.width, s1.height) == (80, 50)
+    np.testing.assert_allclose(s1.boxes, [[60, 30, 80, 50]])
+    assert ds.report.counts() == {"size_mismatch": 1, "clipped_box": 1}
+    assert "is 80x50 but the annotations say 100x100" in summary(ds)
+    batch = next(iter(make_dataset(ds, DataConfig(max_boxes=2), batch_size=2, training=False)))
+    assert batch[0].shape[0] == 2  # both images decode: no hang, no crash
+
+
+def test_box_values_that_are_not_numbers(tmp_path):
+    a, d = write_dataset(tmp_path, [ann(1, ["a", 20, 40, 30]), ann(2, [1, 2, 3]), ann(3, [1, 1, 5, 5])])
+    ds = load_coco(a, d)
+    messages = [m for _, m in ds.report.problems]
+    assert ds.report.counts() == {"malformed_box": 2}
+    assert any("['a', 20, 40, 30] has a value that is not a number" in m for m in messages)
+    block = summary(ds)
+    assert "problems: ," not in block and "malformed_box          2" in block
+
+
+def test_image_broken_after_load_is_skipped_by_the_pipeline(tmp_path, capsys):
+    a, d = write_dataset(tmp_path, [ann(1, [1, 1, 5, 5]), ann(2, [1, 1, 5, 5], image=2)])
+    ds = load_coco(a, d)
+    (d / "b.png").write_bytes(b"not an image any more")
+    batches = list(make_dataset(ds, DataConfig(max_boxes=2), batch_size=2, training=False))
+    assert len(batches) == 1 and batches[0][0].shape[0] == 1  # the good image only
+    assert "b.png" in capsys.readouterr().err

@@ -118,8 +118,10 @@ def test_bad_files(tmp_path):
 def test_parse_area_ranges():
     assert parse_area_ranges("a:0:8, b:8:inf") == [AreaRange("a", 0, 8), AreaRange("b", 8, float("inf"))]
     assert AreaRange("a", 4, 8).area == [16, 64]
-    for bad in ("a:0", "a:8:4", "small:0:4", "a:0:4,a:4:8"):
-        with pytest.raises(ValueError):
+    for bad, why in (("a:0", "name:min:max"), ("a:8:4", "0 <= min < max"), ("a:x:4", "must be numbers"),
+                     ("small:0:4", "'small' is built in \\(all, small, medium, large"),
+                     ("a:0:4,a:4:8", "given twice")):
+        with pytest.raises(ValueError, match=why):
             parse_area_ranges(bad)
 
 
