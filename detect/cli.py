@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'detect <command> --help' for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"detect {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="also show TensorFlow's native start-up log lines (hidden by default)")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for add in _COMMANDS:
         add(sub)
@@ -264,8 +266,9 @@ def _add_predict(sub) -> None:
         "  detect predict --model model.keras --out OUT scene.tif folder/ 'tiles/*.png'\n\n"
         "Images larger than --tile are cut into overlapping tiles, batched, and the tiles' "
         "detections merged so an object cut by a seam is reported once. Outputs in OUT: "
-        "detections/NAME.json per image (written atomically; a rerun skips finished images "
-        "unless --overwrite), detections.csv (file, xmin, ymin, xmax, ymax, label, score), "
+        "detections/NAME.json per image (written atomically; a rerun with the same model and "
+        "settings skips finished images, with others it refuses unless --overwrite: predict.json "
+        "records which), detections.csv (file, xmin, ymin, xmax, ymax, label, score), "
         "coco_results.json + images.json (image ids and category ids -> names), and with "
         "--save-images annotated images/NAME.jpg. Unreadable inputs are reported and skipped; "
         "the exit code is 1 if any failed.\n\n"
@@ -289,7 +292,9 @@ def _add_predict(sub) -> None:
                    "2nd-98th percentile of a decimated read")
     p.add_argument("--stride", type=int, default=1, help="videos: every Nth frame (default: %(default)s)")
     p.add_argument("--save-images", action="store_true", help="write annotated images (or video)")
-    p.add_argument("--overwrite", action="store_true", help="redo inputs that already have outputs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo every input, also those with outputs (needed when OUT holds results of "
+                   "another model or other settings)")
     p.set_defaults(handler=_run_predict)
 
 
@@ -328,13 +333,51 @@ def _run_predict(args) -> int:
 _COMMANDS: list = [_add_train, _add_predict, _add_evaluate, _add_export]
 
 
+#: Arguments naming inputs, checked before TensorFlow loads: attribute -> kind.
+_INPUTS = {"model": "model", "ann": "file", "train_ann": "file", "val_ann": "file", "config": "file",
+           "predictions": "file", "images": "folder", "train_images": "folder", "val_images": "folder"}
+
+
+def _check_inputs(args) -> None:
+    """Missing files and folders, and broken model files, fail here in milliseconds."""
+    from detect.files import check_model_file
+
+    for name, kind in _INPUTS.items():
+        value = getattr(args, name, None)
+        if not value:
+            continue
+        flag = "--" + name.replace("_", "-")
+        path = Path(value)
+        if kind == "model" and path.suffix == ".keras":
+            check_model_file(path)
+        elif kind == "folder" and not path.is_dir():
+            raise FileNotFoundError(f"{flag} {value}: no such folder")
+        elif kind != "folder" and not path.exists():
+            raise FileNotFoundError(f"{flag} {value}: no such file")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The ``detect`` command; returns the exit code (0 ok, 2 bad input, 3 training failed).
+
+    Run from the command line (``argv`` None), TensorFlow's native start-up
+    lines are filtered from stderr unless ``--verbose`` (:mod:`detect.quiet`).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0
+    if argv is None and not args.verbose:
+        from detect.quiet import NativeLogFilter
+
+        with NativeLogFilter():
+            return _handle(args)
+    return _handle(args)
+
+
+def _handle(args) -> int:
     try:
+        _check_inputs(args)
         return int(args.handler(args) or 0)
     except (FileNotFoundError, FileExistsError, ValueError) as err:
         # Expected user errors: one clear line, no TensorFlow traceback.

@@ -25,11 +25,11 @@ import io
 import json
 import shutil
 import sys
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from detect import atomic
+from detect.files import check_model_file
 
 #: Committed epochs kept in ``checkpoints/`` (the newest, and one to fall back to).
 KEEP = 2
@@ -121,7 +121,7 @@ class RunFolder:
         for folder in committed:
             try:
                 return _read_checkpoint(folder)
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+            except (OSError, ValueError, KeyError) as err:
                 problems.append(f"{folder}: {err}")
                 print(f"warning: {folder} is damaged ({err}); trying the epoch before", file=sys.stderr)
         if committed:
@@ -131,11 +131,7 @@ class RunFolder:
 
 def _read_checkpoint(folder: Path) -> Checkpoint:
     state = json.loads((folder / "state.json").read_text())
-    model_file = folder / "checkpoint.keras"
-    with zipfile.ZipFile(model_file) as z:  # a truncated or altered file fails here, before TF
-        bad = z.testzip()
-        if bad is not None:
-            raise ValueError(f"{model_file}: {bad} fails its CRC check")
+    check_model_file(folder / "checkpoint.keras")  # a truncated or altered file fails here, before TF
     with open(folder / "metrics.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     return Checkpoint(folder, int(state["epoch"]), int(state["steps_per_epoch"]), rows)

@@ -7,6 +7,7 @@ from pathlib import Path
 import keras
 
 from detect.config import ModelConfig
+from detect.files import check_model_file
 from detect.models.retinanet import RetinaNet
 
 
@@ -27,9 +28,7 @@ def build_retinanet(config: ModelConfig | dict | None = None, **overrides) -> Re
 
 def load_model(path: str | Path) -> RetinaNet:
     """Load a detector saved with ``model.save("x.keras")``; clear error if it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
+    path = check_model_file(path)
     model = keras.models.load_model(path, compile=False)
     if not isinstance(model, RetinaNet):
         raise ValueError(f"{path} holds a {type(model).__name__}, not a detect RetinaNet")

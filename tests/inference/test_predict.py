@@ -75,3 +75,28 @@ def test_bad_arguments(model_file, tmp_path):
     assert main(["predict", "--model", str(model_file), "--out", str(tmp_path), str(tmp_path / "nope")]) == 2
     assert main(["predict", "--model", str(model_file), "--out", str(tmp_path), "--overlap", "1.5",
                  str(tmp_path)]) == 2
+
+
+def test_rerun_with_another_model_or_settings_is_refused(model_file, tmp_path, capsys):
+    from detect.inference.outputs import model_digest
+    from detect.models import load_model
+
+    src = tmp_path / "src"
+    src.mkdir()
+    images, _ = square_scenes(1, size=96, seed=3)
+    cv2.imwrite(str(src / "a.png"), images[0].astype(np.uint8))
+    out = tmp_path / "out"
+    base = ["predict", "--model", str(model_file), "--out", str(out), str(src)]
+    assert main(base) == 0
+    assert main(base) == 0 and "0 image(s) processed, 1 already done" in capsys.readouterr().out
+    assert main([*base, "--score-threshold", "0.2"]) == 2  # post-processing is part of the model digest
+    assert "holds results of another model" in capsys.readouterr().err
+    assert main([*base, "--tile", "64"]) == 2
+    assert "another tile" in capsys.readouterr().err
+    assert main([*base, "--tile", "64", "--overwrite"]) == 0
+    assert json.loads((out / "predict.json").read_text())["tile"] == 64
+    # the digest follows the weights, not the file
+    model = load_model(model_file)
+    before = model_digest(model)
+    model.network.get_layer("cls_predict").bias.assign(model.network.get_layer("cls_predict").bias + 1)
+    assert model_digest(model) != before and model_digest(load_model(model_file)) == before

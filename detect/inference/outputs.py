@@ -1,0 +1,164 @@
+"""What ``detect predict`` writes: per-image records, GeoJSON, drawings, the
+gathered CSV / COCO files, and the fingerprint that ties an output folder to
+the model and settings that produced it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from detect import atomic
+
+COLOURS = [(255, 64, 64), (64, 200, 255), (80, 255, 80), (255, 220, 0), (220, 80, 255), (255, 140, 0)]
+#: The fingerprint file of a prediction output folder.
+FINGERPRINT = "predict.json"
+
+
+def output_stem(path: Path, all_paths: list[Path]) -> str:
+    """Output name; disambiguated with the parent folder when stems collide."""
+    same = sum(1 for p in all_paths if p.stem == path.stem)
+    return path.stem if same == 1 else f"{path.parent.name}__{path.stem}"
+
+
+def draw(image: np.ndarray, det: dict, names) -> np.ndarray:
+    """Annotated BGR copy (class colours, names and scores)."""
+    out = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    for (x0, y0, x1, y1), label, score in zip(det["boxes"], det["labels"], det["scores"]):
+        c = COLOURS[int(label) % len(COLOURS)][::-1]
+        cv2.rectangle(out, (int(x0), int(y0)), (int(x1), int(y1)), c, 1)
+        cv2.putText(out, f"{names[int(label)]} {score:.2f}", (int(x0), max(10, int(y0) - 3)),
+                    cv2.FONT_HERSHEY_PLAIN, 0.8, c, 1)
+    return out
+
+
+def geojson(det: dict, names, transform, crs, file: str) -> dict:
+    """FeatureCollection of box polygons in the raster's CRS (pixel corners -> map)."""
+    features = []
+    for (x0, y0, x1, y1), lab, score in zip(det["boxes"], det["labels"], det["scores"]):
+        ring = [transform @ (float(x), float(y)) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0))]
+        features.append({"type": "Feature",
+                         "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in ring]]},
+                         "properties": {"label": names[int(lab)], "score": round(float(score), 5),
+                                        "file": file}})
+    return {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": crs.to_string()}},
+            "features": features}
+
+
+def records(det: dict, names) -> list[dict]:
+    return [{"box": [round(float(v), 2) for v in b], "label": names[int(lab)], "label_id": int(lab),
+             "score": round(float(s), 5)} for b, lab, s in zip(det["boxes"], det["labels"], det["scores"])]
+
+
+def model_digest(model) -> str:
+    """SHA-256 of a model's config (post-processing included) and every weight, hex."""
+    h = hashlib.sha256(json.dumps(model.model_config.to_dict(), sort_keys=True, default=str).encode())
+    for w in model.weights:
+        h.update(w.path.encode())
+        h.update(np.ascontiguousarray(w.numpy()).tobytes())
+    return h.hexdigest()
+
+
+def claim_output(out_dir: Path, fingerprint: dict, *, overwrite: bool) -> None:
+    """Tie ``out_dir`` to the model and settings in ``fingerprint`` (written to :data:`FINGERPRINT`).
+
+    Results already in ``out_dir`` are reused by a rerun only when they came
+    from the same model and settings; otherwise this refuses, naming what
+    differs, unless ``overwrite`` (then everything is redone).
+    """
+    path = out_dir / FINGERPRINT
+    done = out_dir / "detections"
+    if path.is_file() and not overwrite:
+        old = json.loads(path.read_text())
+        differs = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+        if differs:
+            raise FileExistsError(
+                f"{out_dir} holds results of another {' / '.join(differs)} ({path}); pass --overwrite "
+                f"to redo them, or choose another --out")
+    elif not path.is_file() and done.is_dir() and any(done.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir} holds results without a {FINGERPRINT} (from an older detect?): "
+                              f"pass --overwrite to redo them, or choose another --out")
+    atomic.write_json(path, fingerprint)
+
+
+def id_map_for(model, gt: dict | None) -> dict:
+    """How gathered results name images and categories (see :func:`predict_files`)."""
+    names = model.class_names
+    if gt is not None:
+        from detect.inference.coco_dataset import label_to_category
+
+        by_file: dict[str, list[int]] = {}
+        for im in gt["images"]:
+            by_file.setdefault(Path(im["file_name"]).name, []).append(im["id"])
+        return {"categories": label_to_category(model, gt), "images": by_file,
+                "category_names": {c["id"]: c["name"] for c in gt["categories"]}}
+    ids = list(model.model_config.input.category_ids) or list(range(len(names)))
+    return {"categories": ids, "images": None, "category_names": dict(zip(ids, names))}
+
+
+def gather(out_dir: Path, files: list[Path], names, id_map: dict | None = None) -> Counter:
+    """Rebuild detections.csv, coco_results.json and images.json from per-image files.
+
+    ``id_map`` (from :func:`id_map_for`): category ids per class index, and
+    optionally the ground truth's image ids by file name; without it image
+    ids count from 1 and category ids are class indices.
+    """
+    id_map = id_map or {"categories": list(range(len(names))), "images": None,
+                        "category_names": dict(enumerate(names))}
+    rows, results, images, counts = [], [], [], Counter()
+    image_id, unmatched = 0, []
+    for f in files:
+        path = out_dir / "detections" / f"{output_stem(f, files)}.json"
+        if not path.exists():
+            continue
+        rec = json.loads(path.read_text())
+        # a video contributes one "image" per processed frame, named FILE#frame=N
+        units = ([(f"{rec['file']}#frame={fr['frame']}", fr["detections"]) for fr in rec["frames"]]
+                 if "frames" in rec else [(rec["file"], rec["detections"])])
+        for name, dets in units:
+            image_id += 1
+            iid = image_id
+            if id_map["images"] is not None:
+                found = id_map["images"].get(Path(name).name, [])
+                if len(found) != 1:
+                    unmatched.append(f"{name} ({'no' if not found else len(found)} ground-truth images "
+                                     f"named {Path(name).name})")
+                    continue
+                iid = found[0]
+            images.append({"id": iid, "file_name": name, "width": rec["width"], "height": rec["height"]})
+            counts.update(_append_rows(rows, results, iid, name, dets, id_map["categories"]))
+    if unmatched:
+        print(f"warning: {len(unmatched)} input(s) left out of coco_results.json, no unique match in "
+              f"the ground truth by file name: {', '.join(unmatched[:5])}", file=sys.stderr)
+    return _write_gathered(out_dir, rows, results, images, id_map["category_names"], counts)
+
+
+def _append_rows(rows, results, image_id, name, dets, category_ids) -> Counter:
+    counts = Counter()
+    for d in dets:
+        x0, y0, x1, y1 = d["box"]
+        rows.append([name, x0, y0, x1, y1, d["label"], d["score"]])
+        results.append({"image_id": image_id, "category_id": int(category_ids[d["label_id"]]),
+                        "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)], "score": d["score"]})
+        counts[d["label"]] += 1
+    return counts
+
+
+def _write_gathered(out_dir, rows, results, images, names, counts) -> Counter:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["file", "xmin", "ymin", "xmax", "ymax", "label", "score"])
+    w.writerows(rows)
+    atomic.write_bytes(out_dir / "detections.csv", buf.getvalue().encode())
+    atomic.write_bytes(out_dir / "coco_results.json", json.dumps(results).encode())
+    categories = [{"id": int(i), "name": n} for i, n in names.items()]
+    atomic.write_bytes(out_dir / "images.json", json.dumps({"images": images, "categories": categories}, indent=1).encode())
+    return counts

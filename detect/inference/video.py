@@ -1,0 +1,57 @@
+"""``detect predict`` on video files: every ``stride``-th frame through the one inference path."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import cv2
+
+from detect.inference.outputs import draw, records
+from detect.inference.predictor import CapCount, TileOptions, detect_image
+
+
+def predict_video(model, path: Path, out_dir: Path, stem: str, options: TileOptions, *,
+                  stride: int, save_images: bool) -> tuple[dict, CapCount]:
+    """Every ``stride``-th frame; returns (record, cap counts). Annotated video if ``save_images``."""
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError("could not open the video (unsupported codec or not a video)")
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    writer, tmp, frames, caps, index, size = None, None, [], CapCount(), 0, None
+    names = model.class_names
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                if total and index < total:
+                    print(f"\nwarning: {path}: frame {index} of {total} could not be decoded; "
+                          f"stopping this video there", file=sys.stderr)
+                break
+            if index % stride == 0:
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                size = (rgb.shape[1], rgb.shape[0])
+                det = detect_image(model, rgb, options)
+                caps.add(det)
+                frames.append({"frame": index, "detections": records(det, names)})
+                if save_images:
+                    if writer is None:
+                        tmp = out_dir / "images" / f"{stem}.tmp.mp4"
+                        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"),
+                                                 max(fps / stride, 1.0), size)
+                    writer.write(draw(rgb, det, names))
+            index += 1
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+    if not frames:
+        raise ValueError("no frame could be decoded")
+    if tmp is not None:
+        os.replace(tmp, out_dir / "images" / f"{stem}.mp4")
+    return {"file": str(path), "width": size[0], "height": size[1], "stride": stride,
+            "frames": frames}, caps
+
+
