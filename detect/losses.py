@@ -17,13 +17,9 @@ from detect.ops import box_coder
 from detect.ops.boxes import giou
 from detect.ops.matcher import AnchorTargets
 
-FOCAL_ALPHA = 0.25
-FOCAL_GAMMA = 2.0
-SMOOTH_L1_BETA = 0.1
-
 
 def sigmoid_focal_loss(
-    targets: tf.Tensor, logits: tf.Tensor, *, alpha: float = FOCAL_ALPHA, gamma: float = FOCAL_GAMMA
+    targets: tf.Tensor, logits: tf.Tensor, *, alpha: float, gamma: float
 ) -> tf.Tensor:
     """Element-wise focal loss ``FL(p_t) = -alpha_t (1 - p_t)^gamma log(p_t)``.
 
@@ -43,7 +39,7 @@ def sigmoid_focal_loss(
     return alpha_t * tf.pow(1.0 - p_t, gamma) * ce
 
 
-def smooth_l1(targets: tf.Tensor, preds: tf.Tensor, *, beta: float = SMOOTH_L1_BETA) -> tf.Tensor:
+def smooth_l1(targets: tf.Tensor, preds: tf.Tensor, *, beta: float) -> tf.Tensor:
     """Smooth L1 summed over the last axis: ``[..., 4]`` -> ``[...]``.
 
     Quadratic ``0.5 x^2 / beta`` for ``|x| < beta``, linear ``|x| - 0.5 beta`` beyond.
@@ -64,12 +60,12 @@ def detection_losses(
     box_deltas: tf.Tensor,
     anchors: tf.Tensor,
     *,
-    alpha: float = FOCAL_ALPHA,
-    gamma: float = FOCAL_GAMMA,
-    box_loss: str = "smooth_l1",
-    smooth_l1_beta: float = SMOOTH_L1_BETA,
-    box_loss_weight: float = 1.0,
-    variances: Sequence[float] = box_coder.DEFAULT_VARIANCES,
+    alpha: float,
+    gamma: float,
+    box_loss: str,
+    smooth_l1_beta: float,
+    box_loss_weight: float,
+    variances: Sequence[float],
     normalizer: tf.Tensor | None = None,
 ) -> dict[str, tf.Tensor]:
     """Focal + box loss for a batch.

@@ -20,7 +20,7 @@ def postprocess(
     image_size,
     config: PostprocessConfig,
     *,
-    variances=box_coder.DEFAULT_VARIANCES,
+    variances,
     static_shapes: bool = False,
 ) -> dict[str, tf.Tensor]:
     """Detections for a batch.

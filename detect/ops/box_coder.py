@@ -21,7 +21,6 @@ import tensorflow as tf
 from detect.ops.boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 
 #: Default delta variances ``(x, y, w, h)``.
-DEFAULT_VARIANCES = (0.1, 0.1, 0.2, 0.2)
 
 #: Upper bound on the decoded log size ratio (``dw * var``, ``dh * var``): a box
 #: at most 1000/16 = 62.5 times its anchor, so huge deltas cannot overflow exp().
@@ -34,7 +33,7 @@ _MIN_SIZE = 1e-3
 def encode(
     anchors: tf.Tensor,
     boxes: tf.Tensor,
-    variances: Sequence[float] = DEFAULT_VARIANCES,
+    variances: Sequence[float],
 ) -> tf.Tensor:
     """Deltas that move ``anchors`` onto ``boxes``.
 
@@ -60,7 +59,7 @@ def encode(
 def decode(
     anchors: tf.Tensor,
     deltas: tf.Tensor,
-    variances: Sequence[float] = DEFAULT_VARIANCES,
+    variances: Sequence[float],
 ) -> tf.Tensor:
     """Boxes from ``deltas`` applied to ``anchors`` (the inverse of :func:`encode`).
 

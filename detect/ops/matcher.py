@@ -9,9 +9,9 @@ Ground truth comes padded: ``boxes [B, M, 4]`` xyxy pixels and
   that fall mostly inside one are neither positive nor negative.
 
 Each anchor gets one state from its best IoU with a real object:
-positive if ``>= POSITIVE_IOU``, negative if ``< NEGATIVE_IOU``, ignored in
+positive if ``>= positive_iou``, negative if ``< negative_iou``, ignored in
 between. With ``allow_low_quality_matches`` every object also claims the
-anchor(s) it overlaps most (ties included), even below ``POSITIVE_IOU``; small
+anchor(s) it overlaps most (ties included), even below ``positive_iou``; small
 objects would otherwise get no positive anchor at all.
 """
 
@@ -24,8 +24,6 @@ import tensorflow as tf
 from detect.ops import box_coder
 from detect.ops.boxes import pairwise_ioa, pairwise_iou
 
-POSITIVE_IOU = 0.5
-NEGATIVE_IOU = 0.4
 #: Fraction of an anchor's area inside a crowd region that makes it "ignore".
 CROWD_IOA = 0.5
 
@@ -65,11 +63,11 @@ def assign_targets(
     gt_boxes: tf.Tensor,
     gt_labels: tf.Tensor,
     *,
-    positive_iou: float = POSITIVE_IOU,
-    negative_iou: float = NEGATIVE_IOU,
-    allow_low_quality_matches: bool = False,
+    positive_iou: float,
+    negative_iou: float,
+    allow_low_quality_matches: bool,
+    variances: Sequence[float],
     crowd_ioa: float = CROWD_IOA,
-    variances: Sequence[float] = box_coder.DEFAULT_VARIANCES,
 ) -> AnchorTargets:
     """Match ``anchors [N, 4]`` to ``gt_boxes [B, M, 4]`` / ``gt_labels [B, M]``.
 

@@ -151,10 +151,10 @@ def batched_nms(
     boxes: tf.Tensor,
     scores: tf.Tensor,
     *,
-    iou_threshold: float = 0.5,
-    score_threshold: float = 0.05,
-    max_detections: int = 100,
-    pre_nms_top_k: int = 1000,
+    iou_threshold: float,
+    score_threshold: float,
+    max_detections: int,
+    pre_nms_top_k: int,
     static_shapes: bool = False,
 ) -> NMSResult:
     """Class-aware exact greedy NMS over a batch.

@@ -36,14 +36,17 @@ def test_object_split_by_seam_is_reported_once_with_full_extent():
     np.testing.assert_allclose(scores, [0.9, 0.7])
 
 
-def test_whole_box_from_overlapping_tile_absorbs_truncated_copy():
-    # tiles [0,0,120,100] and [80,0,200,100]; object [90,40,110,60] seen whole in
-    # both tiles would be plain IoU; here tile 1 sees it truncated at its left edge x=80?
+def test_truncated_copy_at_a_seam_merges_into_the_higher_scoring_box():
+    # tiles [0,0,120,100] and [100,0,200,100]: tile 0 sees the object [90,40,110,60]
+    # whole, tile 1 sees it cut at its left edge x=100 (a seam) and scores it higher.
+    # Plain IoU is 0.5 (no merge at 0.5); intersection over the smaller box is 1.0,
+    # so they are one object, and the higher-scoring detection is what is kept,
+    # neither widened nor averaged.
     windows = np.array([[0, 0, 120, 100], [100, 0, 200, 100]])
-    boxes = [[90, 40, 110, 60], [100, 40, 110, 60]]  # second truncated at x=100 (a seam)
+    boxes = [[90, 40, 110, 60], [100, 40, 110, 60]]
     out, scores, _ = merge_detections(boxes, [0.6, 0.9], [2, 2], windows, height=100, width=200)
-    assert len(out) == 1  # IoU is only 0.5, IoS is 1.0
-    np.testing.assert_allclose(out[0], [100, 40, 110, 60])  # higher score kept, not widened
+    assert len(out) == 1
+    np.testing.assert_allclose(out[0], [100, 40, 110, 60])
     np.testing.assert_allclose(scores, [0.9])
 
 

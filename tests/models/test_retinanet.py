@@ -132,9 +132,13 @@ def test_parameter_count_resnet50_fpn_matches_reference():
 
 
 def test_mobilenet_backbone_and_group_norm():
-    model = build_retinanet(tiny_config(backbone="mobilenetv2", mobilenet_alpha=0.35, head_norm="group"))
+    model = build_retinanet(tiny_config(backbone="mobilenetv2", mobilenet_alpha=0.35, head_norm="group",
+                                        backbone_norm="batch"))
     x = np.zeros((1, 67, 45, 3), np.float32)
     assert model(x)["cls_logits"].shape[1] == model.anchors(x).shape[0]
+    norms = [layer for layer in model.network.layers if isinstance(layer, keras.layers.GroupNormalization)]
+    assert norms and all(layer.name.startswith(("cls_", "box_")) for layer in norms)  # heads only
+    assert not any(isinstance(layer, keras.layers.GroupNormalization) for layer in model.backbone.layers)
 
 
 def test_mixed_precision_outputs_and_loss_are_float32():

@@ -7,6 +7,12 @@ from detect.ops.matcher import BACKGROUND, IGNORE, IGNORE_REGION_LABEL, assign_t
 from tests.conftest import random_boxes
 from tests.ops.test_boxes import np_iou
 
+#: RetinaNet's variances (the ModelConfig default)
+V = (0.1, 0.1, 0.2, 0.2)
+#: The paper's thresholds, without / with low-quality matches
+STRICT = dict(positive_iou=0.5, negative_iou=0.4, allow_low_quality_matches=False, variances=V)
+LOW = {**STRICT, "allow_low_quality_matches": True}
+
 
 def reference_cls_targets(anchors, gt, labels, low_quality=False):
     """Slow reference for one image (no crowd): loops over anchors."""
@@ -34,11 +40,11 @@ def test_golden_states():
     # gt [0,0,10,10] label 3: IoUs 1.0, 0.8, 0.45, 0 -> pos, pos, ignore, background
     gt = tf.constant([[[0.0, 0, 10, 10], [0, 0, 0, 0]]])
     labels = tf.constant([[3, -1]])
-    t = assign_targets(anchors, gt, labels)
+    t = assign_targets(anchors, gt, labels, **STRICT)
     np.testing.assert_array_equal(t.cls_targets, [[3, 3, IGNORE, BACKGROUND]])
     np.testing.assert_allclose(t.box_targets[0, 0], [0, 0, 0, 0], atol=1e-6)
     np.testing.assert_allclose(
-        t.box_targets[0, 1], box_coder.encode(anchors[1:2], gt[0, :1])[0], atol=1e-6
+        t.box_targets[0, 1], box_coder.encode(anchors[1:2], gt[0, :1], V)[0], atol=1e-6
     )
     np.testing.assert_array_equal(t.box_targets[0, 2:], 0.0)
     np.testing.assert_allclose(t.matched_boxes[0, 1], [0, 0, 10, 10])
@@ -52,7 +58,7 @@ def test_matches_reference(rng, low_quality):
     gt = gt.astype(np.float32)
     labels = rng.integers(0, 5, size=(2, 12)).astype(np.int32)
     labels[1, 8:] = -1  # padding rows
-    t = assign_targets(anchors, gt, labels, allow_low_quality_matches=low_quality)
+    t = assign_targets(anchors, gt, labels, **{**STRICT, "allow_low_quality_matches": low_quality})
     for b in range(2):
         ref = reference_cls_targets(anchors, gt[b], labels[b], low_quality)
         np.testing.assert_array_equal(t.cls_targets[b].numpy(), ref)
@@ -63,8 +69,8 @@ def test_matches_reference(rng, low_quality):
 def test_low_quality_gives_small_objects_an_anchor():
     anchors = tf.constant([[0.0, 0, 32, 32], [100.0, 100, 132, 132]])
     gt = tf.constant([[[0.0, 0, 8, 8]]])  # IoU 64/1024 with the first anchor
-    assert (assign_targets(anchors, gt, [[1]]).cls_targets.numpy() < 0).all()
-    t = assign_targets(anchors, gt, [[1]], allow_low_quality_matches=True)
+    assert (assign_targets(anchors, gt, [[1]], **STRICT).cls_targets.numpy() < 0).all()
+    t = assign_targets(anchors, gt, [[1]], **LOW)
     np.testing.assert_array_equal(t.cls_targets, [[1, BACKGROUND]])
 
 
@@ -73,7 +79,7 @@ def test_no_ground_truth_gives_all_background(m):
     anchors = tf.constant([[0.0, 0, 10, 10], [5.0, 5, 20, 20]])
     gt = tf.zeros([2, m, 4])
     labels = -tf.ones([2, m], tf.int32)
-    t = assign_targets(anchors, gt, labels, allow_low_quality_matches=True)
+    t = assign_targets(anchors, gt, labels, **LOW)
     np.testing.assert_array_equal(t.cls_targets, BACKGROUND)
     assert np.isfinite(t.box_targets.numpy()).all()
 
@@ -82,7 +88,7 @@ def test_crowd_regions_make_anchors_ignore():
     anchors = tf.constant([[0.0, 0, 10, 10], [60.0, 60, 70, 70], [200.0, 200, 210, 210]])
     gt = tf.constant([[[0.0, 0, 10, 10], [50.0, 50, 100, 100]]])
     labels = tf.constant([[0, IGNORE_REGION_LABEL]])
-    t = assign_targets(anchors, gt, labels)
+    t = assign_targets(anchors, gt, labels, **STRICT)
     # positive stays positive; anchor inside the crowd box is ignored; far one is background
     np.testing.assert_array_equal(t.cls_targets, [[0, IGNORE, BACKGROUND]])
 
@@ -90,7 +96,7 @@ def test_crowd_regions_make_anchors_ignore():
 def test_nan_and_degenerate_ground_truth_never_match():
     anchors = tf.constant([[0.0, 0, 10, 10], [20.0, 20, 30, 30]])
     gt = tf.constant([[[np.nan, 0, 10, 10], [20.0, 20, 20, 20]]])
-    t = assign_targets(anchors, gt, [[0, 1]], allow_low_quality_matches=True)
+    t = assign_targets(anchors, gt, [[0, 1]], **LOW)
     np.testing.assert_array_equal(t.cls_targets, BACKGROUND)
     assert np.isfinite(t.box_targets.numpy()).all() and np.isfinite(t.matched_boxes.numpy()).all()
 
@@ -99,5 +105,5 @@ def test_xla_compilable(rng):
     anchors = random_boxes(rng, (50,))
     gt = random_boxes(rng, (2, 4))
     labels = np.array([[0, 1, -1, -1], [2, -1, -1, -1]], np.int32)
-    f = tf.function(lambda a, g, lab: assign_targets(a, g, lab).cls_targets, jit_compile=True)
-    np.testing.assert_array_equal(f(anchors, gt, labels), assign_targets(anchors, gt, labels).cls_targets)
+    f = tf.function(lambda a, g, lab: assign_targets(a, g, lab, **STRICT).cls_targets, jit_compile=True)
+    np.testing.assert_array_equal(f(anchors, gt, labels), assign_targets(anchors, gt, labels, **STRICT).cls_targets)

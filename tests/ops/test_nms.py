@@ -6,6 +6,13 @@ from detect.ops.nms import batched_nms
 from tests.conftest import random_boxes
 from tests.ops.test_boxes import np_iou
 
+#: The ModelConfig's post-processing defaults; a test passes what it varies.
+NMS = dict(iou_threshold=0.5, score_threshold=0.05, max_detections=100, pre_nms_top_k=1000)
+
+
+def nms(boxes, scores, **kw):
+    return batched_nms(boxes, scores, **{**NMS, **kw})
+
 
 def reference_nms(boxes, scores, iou_thr, score_thr, max_det, top_k):
     """Pure-Python greedy, class-aware NMS for one image. Returns [(box_idx, cls, score)]."""
@@ -34,7 +41,7 @@ def clustered_case(rng, b, n, k):
 @pytest.mark.parametrize("iou_thr", [0.3, 0.5, 0.7])
 def test_matches_python_reference(rng, iou_thr):
     boxes, scores = clustered_case(rng, 3, 80, 4)
-    r = batched_nms(boxes, scores, iou_threshold=iou_thr, score_threshold=0.2,
+    r = nms(boxes, scores, iou_threshold=iou_thr, score_threshold=0.2,
                     max_detections=50, pre_nms_top_k=150)
     for b in range(3):
         ref = reference_nms(boxes[b], scores[b], iou_thr, 0.2, 50, 150)
@@ -50,7 +57,7 @@ def test_matches_python_reference(rng, iou_thr):
 
 def test_matches_tf_image_nms_per_image_and_class(rng):
     boxes, scores = clustered_case(rng, 2, 200, 3)
-    r = batched_nms(boxes, scores, iou_threshold=0.5, score_threshold=0.0,
+    r = nms(boxes, scores, iou_threshold=0.5, score_threshold=0.0,
                     max_detections=600, pre_nms_top_k=600)
     for b in range(2):
         ours = set()
@@ -69,12 +76,12 @@ def test_matches_tf_image_nms_per_image_and_class(rng):
 def test_class_aware_overlapping_boxes_of_different_classes_survive():
     boxes = np.array([[[0, 0, 10, 10], [0, 0, 10, 10.5]]], np.float32)
     scores = np.array([[[0.9, 0.0], [0.0, 0.8]]], np.float32)
-    r = batched_nms(boxes, scores, iou_threshold=0.5, score_threshold=0.05, max_detections=5)
+    r = nms(boxes, scores, iou_threshold=0.5, score_threshold=0.05, max_detections=5)
     assert int(r.num_detections[0]) == 2
     np.testing.assert_array_equal(r.labels[0, :2], [0, 1])
     # same class: the lower one goes
     scores = np.array([[[0.9], [0.8]]], np.float32)
-    r = batched_nms(boxes, scores, iou_threshold=0.5, score_threshold=0.05, max_detections=5)
+    r = nms(boxes, scores, iou_threshold=0.5, score_threshold=0.05, max_detections=5)
     assert int(r.num_detections[0]) == 1
 
 
@@ -82,16 +89,16 @@ def test_chain_suppression_is_greedy_not_one_pass():
     # A suppresses B, B would suppress C, but B is gone so C survives.
     boxes = np.array([[[0, 0, 10, 10], [3, 0, 13, 10], [6, 0, 16, 10]]], np.float32)
     scores = np.array([[[0.9], [0.8], [0.7]]], np.float32)
-    r = batched_nms(boxes, scores, iou_threshold=0.4, score_threshold=0.0, max_detections=3)
+    r = nms(boxes, scores, iou_threshold=0.4, score_threshold=0.0, max_detections=3)
     np.testing.assert_allclose(r.scores[0], [0.9, 0.7, 0.0])
 
 
 def test_empty_and_all_below_threshold():
-    r = batched_nms(np.zeros([2, 0, 4], np.float32), np.zeros([2, 0, 3], np.float32),
+    r = nms(np.zeros([2, 0, 4], np.float32), np.zeros([2, 0, 3], np.float32),
                     max_detections=7)
     assert r.boxes.shape == (2, 7, 4)
     np.testing.assert_array_equal(r.num_detections, [0, 0])
-    r = batched_nms(np.ones([1, 4, 4], np.float32), np.full([1, 4, 2], 0.01, np.float32),
+    r = nms(np.ones([1, 4, 4], np.float32), np.full([1, 4, 2], 0.01, np.float32),
                     score_threshold=0.05, max_detections=3)
     np.testing.assert_array_equal(r.num_detections, [0])
     np.testing.assert_array_equal(r.labels, -1)
@@ -100,7 +107,7 @@ def test_empty_and_all_below_threshold():
 def test_nan_scores_and_boxes_are_dropped():
     boxes = np.array([[[0, 0, 10, 10], [np.nan, 0, 10, 10], [20, 20, 30, 30]]], np.float32)
     scores = np.array([[[np.nan], [0.9], [0.5]]], np.float32)
-    r = batched_nms(boxes, scores, score_threshold=0.05, max_detections=3)
+    r = nms(boxes, scores, score_threshold=0.05, max_detections=3)
     assert int(r.num_detections[0]) == 1
     np.testing.assert_allclose(r.boxes[0, 0], [20, 20, 30, 30])
 
@@ -108,17 +115,17 @@ def test_nan_scores_and_boxes_are_dropped():
 def test_max_detections_and_top_k_truncate(rng):
     boxes = random_boxes(rng, (1, 50), extent=5000, max_size=10)  # disjoint-ish
     scores = rng.uniform(0.5, 1, (1, 50, 1)).astype(np.float32)
-    r = batched_nms(boxes, scores, max_detections=10, pre_nms_top_k=1000)
+    r = nms(boxes, scores, max_detections=10, pre_nms_top_k=1000)
     assert int(r.num_detections[0]) == 10
     np.testing.assert_allclose(r.scores[0], np.sort(scores[0, :, 0])[::-1][:10])
-    r = batched_nms(boxes, scores, max_detections=10, pre_nms_top_k=4)
+    r = nms(boxes, scores, max_detections=10, pre_nms_top_k=4)
     assert int(r.num_detections[0]) == 4
 
 
 def test_xla_compilable(rng):
     boxes, scores = clustered_case(rng, 2, 40, 3)
     kw = dict(iou_threshold=0.5, score_threshold=0.1, max_detections=20, pre_nms_top_k=60)
-    f = tf.function(lambda b, s: batched_nms(b, s, static_shapes=True, **kw), jit_compile=True)
-    got, want = f(boxes, scores), batched_nms(boxes, scores, **kw)
+    f = tf.function(lambda b, s: nms(b, s, static_shapes=True, **kw), jit_compile=True)
+    got, want = f(boxes, scores), nms(boxes, scores, **kw)
     np.testing.assert_array_equal(got.num_detections, want.num_detections)
     np.testing.assert_allclose(got.boxes, want.boxes)
