@@ -144,42 +144,31 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from detect.evaluation import evaluate, operating_points, parse_area_ranges
-    from detect.evaluation.coco_eval import load_ground_truth, load_results, parse_max_dets
-    from detect.evaluation.report import format_report, report_dict, write_json
+    from detect.evaluation.report import format_report
+    from detect.evaluation_run import run_evaluation
 
-    ranges = parse_area_ranges(args.area_ranges)
-    max_dets = parse_max_dets(args.max_dets)
-    gt = load_ground_truth(args.ann)
+    model = None
     if args.model:
         if not args.images:
             raise ValueError("--model needs --images (the folder the ground truth's file_name values are in)")
-        from detect.inference.coco_dataset import predict_coco
-
         options = _tile_options(args)
-        results = predict_coco(_load_for_inference(args), gt, args.images, options=options)
-        print(f"wrote {len(results)} detections to {write_json(results, args.save_predictions)}")
-    else:
-        if args.iou_threshold is not None or args.max_detections is not None:
-            raise ValueError("--iou-threshold and --max-detections apply with --model only")
-        results = load_results(args.predictions, gt)
-        if args.score_threshold is not None:
-            results = [r for r in results if r["score"] > args.score_threshold]
-    if not results:
-        print("warning: no detections to evaluate; all statistics are 0", file=sys.stderr)
-    result = evaluate(gt, results, backend=args.backend, area_ranges=ranges, max_dets=max_dets)
-    points = operating_points(gt, results, result.category_ids, score_threshold=args.operating_point_at,
-                              max_dets=max_dets[-1])
-    print(format_report(result, points))
-    if args.report:
-        meta = {"ground_truth": args.ann, "predictions": args.predictions or args.save_predictions,
-                "backend": args.backend, "max_dets": list(max_dets)}
-        print(f"\nreport: {write_json(report_dict(result, points, **meta), args.report)}")
-    if args.plots:
-        from detect.evaluation.plots import write_pr_curves
-
-        files = write_pr_curves(result, args.plots)
-        print(f"plots: {len(files)} PNG files in {args.plots}")
+        model = _load_for_inference(args)
+    elif args.iou_threshold is not None or args.max_detections is not None:
+        raise ValueError("--iou-threshold and --max-detections apply with --model only")
+    e = run_evaluation(args.ann, predictions=args.predictions, model=model, images=args.images,
+                       options=options if model else None,
+                       score_threshold=None if model else args.score_threshold, backend=args.backend,
+                       area_ranges=args.area_ranges, max_dets=args.max_dets,
+                       operating_point_at=args.operating_point_at, save_predictions=args.save_predictions,
+                       report=args.report, plots=args.plots)
+    if "predictions" in e.written:
+        print(f"wrote {len(e.detections)} detections to {e.written['predictions']}")
+    print(format_report(e.result, e.points))
+    if "report" in e.written:
+        print(f"\nreport: {e.written['report']}")
+    if "plots" in e.written:
+        folder, files = e.written["plots"]
+        print(f"plots: {len(files)} PNG files in {folder}")
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+#: Backbone names (built by detect.models.backbones, whose BUILT_HERE a test keeps equal).
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenetv2")
 
 

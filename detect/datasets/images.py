@@ -23,19 +23,31 @@ import numpy as np
 STRETCH_PERCENTILES = (2.0, 98.0)
 
 
+def stretch_levels(values: np.ndarray) -> tuple[float, float]:
+    """The stretch's ``(lo, hi)``: :data:`STRETCH_PERCENTILES` of the finite ``values``
+    (all bands together); ``(0, 0)`` when none is finite."""
+    values = np.asarray(values, np.float32).ravel()
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 0.0
+    lo, hi = np.percentile(values, STRETCH_PERCENTILES)
+    return float(lo), float(hi)
+
+
+def stretch(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``data`` mapped linearly from ``[lo, hi]`` to 0..255 uint8 (clipped; NaN -> 0;
+    constant data, ``hi <= lo``, -> 0)."""
+    if hi <= lo:
+        return np.zeros(data.shape, np.uint8)
+    scaled = (np.nan_to_num(data.astype(np.float32), nan=lo) - lo) * (255.0 / (hi - lo))
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """16-bit / float -> uint8 by the percentile stretch; uint8 passes through."""
     if image.dtype == np.uint8:
         return image
-    data = image.astype(np.float32)
-    finite = data[np.isfinite(data)]
-    if finite.size == 0:
-        return np.zeros(image.shape, np.uint8)
-    lo, hi = np.percentile(finite, STRETCH_PERCENTILES)
-    if hi <= lo:
-        return np.zeros(image.shape, np.uint8)
-    scaled = (np.nan_to_num(data, nan=lo) - lo) * (255.0 / (hi - lo))
-    return np.clip(scaled, 0, 255).astype(np.uint8)
+    return stretch(image, *stretch_levels(image))
 
 
 def read_image(path: str | Path) -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detect.datasets.images import STRETCH_PERCENTILES, read_image
+from detect.datasets.images import read_image, stretch, stretch_levels
 
 RASTER_SUFFIXES = {".tif", ".tiff"}
 #: GDAL's block cache (bytes). Its default is 5% of RAM, which made peak memory
@@ -42,13 +42,6 @@ class ArraySource:
 
     def close(self) -> None:
         pass
-
-
-def _stretch(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    if hi <= lo:
-        return np.zeros(data.shape, np.uint8)
-    scaled = (np.nan_to_num(data.astype(np.float32), nan=lo) - lo) * (255.0 / (hi - lo))
-    return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
 class RasterSource:
@@ -91,19 +84,14 @@ class RasterSource:
         sample = self._ds.read(self.bands, out_shape=(len(self.bands), max(1, self.height // f),
                                                       max(1, self.width // f)),
                                resampling=Resampling.nearest, masked=True)
-        values = sample.compressed() if np.ma.isMaskedArray(sample) else sample.ravel()
-        values = values[np.isfinite(values)]
-        if values.size == 0:
-            return 0.0, 0.0
-        lo, hi = np.percentile(values, STRETCH_PERCENTILES)
-        return float(lo), float(hi)
+        return stretch_levels(sample.compressed() if np.ma.isMaskedArray(sample) else sample)
 
     def read(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         from rasterio.windows import Window
 
         data = self._ds.read(self.bands, window=Window(x0, y0, x1 - x0, y1 - y0))  # [C, h, w]
         data = np.moveaxis(data, 0, -1)
-        data = data.astype(np.uint8) if self.levels is None else _stretch(data, *self.levels)
+        data = data.astype(np.uint8) if self.levels is None else stretch(data, *self.levels)
         return np.repeat(data, 3, axis=2) if data.shape[2] == 1 else np.ascontiguousarray(data)
 
     def close(self) -> None:

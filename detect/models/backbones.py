@@ -27,6 +27,9 @@ _RESNET_APPS = {
     "resnet152": keras.applications.ResNet152,
 }
 _BASIC_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
+#: Every backbone built here, by name. ``config.BACKBONES`` lists the same names
+#: so a config validates without TensorFlow; a test keeps the two equal.
+BUILT_HERE = (*_BASIC_BLOCKS, *_RESNET_APPS, "mobilenetv2")
 # MobileNetV2 feature taps at strides 4, 8, 16, 32 (inputs of the stride-2 blocks).
 _MOBILENET_TAPS = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "out_relu")
 

@@ -49,6 +49,13 @@ def test_evaluate_reports_bad_input_without_traceback(tmp_path):
     code, _, err = run(["evaluate", "--ann", str(tmp_path / "gt.json"), "--predictions", str(tmp_path / "dt.json")])
     assert code == 2 and "12345" in err and "Traceback" not in err
     code, _, err = run(["evaluate", "--ann", str(tmp_path / "gt.json"), "--model", "m.keras"])
+    assert code == 2 and "model file 'm.keras' does not exist" in err  # before TensorFlow loads
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "m.keras", "w") as z:
+        z.writestr("config.json", "{}")
+        z.writestr("metadata.json", "{}")
+    code, _, err = run(["evaluate", "--ann", str(tmp_path / "gt.json"), "--model", str(tmp_path / "m.keras")])
     assert code == 2 and "--images" in err
 
 

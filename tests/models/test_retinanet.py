@@ -256,3 +256,10 @@ def test_p2_pyramid_matches_anchors_and_shares_p3_weights():
     w3 = {v.path: tuple(v.shape) for v in p3.weights}
     assert {k: w2[k] for k in w3} == w3
     assert {k.split("/")[-2] for k in set(w2) - set(w3)} == {"fpn_lateral2", "fpn_output2"}
+
+
+def test_config_names_exactly_the_backbones_that_can_be_built():
+    from detect.config import BACKBONES
+    from detect.models.backbones import BUILT_HERE
+
+    assert sorted(BACKBONES) == sorted(BUILT_HERE)
