@@ -221,8 +221,11 @@ class DataConfig(_Section):
     rot90: bool = True
     scale_jitter: tuple[float, ...] = (0.75, 1.25)  # [] or [1, 1] turns it off
     color_jitter: bool = True
+    crop_size: int = 0  # > 0: train on random crop_size x crop_size windows (more, cheaper steps)
 
     def validate(self) -> None:
+        _check(self.crop_size == 0 or self.crop_size >= 32, "data.crop_size",
+               f"must be 0 (off) or >= 32 px, got {self.crop_size}")
         _check(self.resize in ("none", "fixed", "shorter_side"), "data.resize",
                f"must be 'none', 'fixed' or 'shorter_side', got {self.resize!r}")
         _check(self.image_size >= 32 and 32 <= self.min_side <= self.max_side, "data.image_size/min_side/max_side",

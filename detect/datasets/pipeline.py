@@ -91,11 +91,14 @@ def make_dataset(ds: CocoDataset, config: DataConfig, *, batch_size: int, traini
         if training:
             seed_pair = tf.stack([tf.constant(seed, tf.int64), counter])
             s_geo, s_scale, s_col = T._split(tf.cast(seed_pair, tf.int32), 3)
+            s_crop = T._split(s_col, 2)[1]  # derived: the other streams stay as they were
             img, boxes = T.random_flips_and_rotation(
                 img, boxes, s_geo, horizontal=config.hflip, vertical=config.vflip, rotate=config.rot90)
             if config.scale_jitter and tuple(config.scale_jitter) != (1.0, 1.0):
                 img, boxes, labels = T.random_scale_crop(img, boxes, labels, s_scale,
                                                          scale_range=tuple(config.scale_jitter))
+            if config.crop_size:
+                img, boxes, labels = T.random_crop(img, boxes, labels, s_crop, size=config.crop_size)
             if config.color_jitter:
                 img = T.random_color(img, s_col)
         boxes, labels = _pad_targets(boxes, labels, config.max_boxes)

@@ -76,6 +76,27 @@ def random_scale_crop(image, boxes, labels, seed, *, scale_range=(0.75, 1.25), m
     oy = tf.random.stateless_uniform([], s_y, 0, tf.maximum(nh - h, 0) + 1, dtype=tf.int32)
     ox = tf.random.stateless_uniform([], s_x, 0, tf.maximum(nw - w, 0) + 1, dtype=tf.int32)
     image = tf.image.pad_to_bounding_box(image, 0, 0, tf.maximum(nh, h), tf.maximum(nw, w))
+    return _crop(image, boxes, labels, oy, ox, h, w, min_visible)
+
+
+def random_crop(image, boxes, labels, seed, *, size: int, min_visible=0.4):
+    """A random ``size`` x ``size`` window (the whole extent along a side shorter than
+    ``size``); boxes cut as in :func:`random_scale_crop`.
+
+    Training on crops of large scenes makes each step cheaper at the same
+    object scale, so a time budget buys more (smaller) steps.
+    """
+    s_y, s_x = _split(seed, 2)
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    ch, cw = tf.minimum(h, size), tf.minimum(w, size)
+    oy = tf.random.stateless_uniform([], s_y, 0, h - ch + 1, dtype=tf.int32)
+    ox = tf.random.stateless_uniform([], s_x, 0, w - cw + 1, dtype=tf.int32)
+    return _crop(image, boxes, labels, oy, ox, ch, cw, min_visible)
+
+
+def _crop(image, boxes, labels, oy, ox, h, w, min_visible):
+    """``image[oy:oy+h, ox:ox+w]`` with boxes shifted and clipped; a box keeping less
+    than ``min_visible`` of its area is dropped (ignore regions: while any part shows)."""
     image = image[oy:oy + h, ox:ox + w]
     shifted = boxes - tf.cast(tf.stack([ox, oy, ox, oy]), tf.float32)
     clipped = clip_boxes(shifted, (h, w))

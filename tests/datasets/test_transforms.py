@@ -82,3 +82,19 @@ def test_color_jitter_leaves_geometry_and_range():
     for o in [out.numpy(), *others]:
         assert o[5:25, 10:30].mean() > o.mean()
         np.testing.assert_allclose(np.ptp(o[5:25, 10:30], axis=(0, 1)), 0, atol=1e-3)  # uniform inside
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_crop_window_and_boxes(seed):
+    img, boxes = marked_image(h=120, w=100, box=(40, 50, 70, 80))
+    out, b, labels = T.random_crop(img, boxes, tf.constant([1]), tf.constant([seed, 9]), size=64)
+    assert out.shape == (64, 64, 3)
+    bright = (out.numpy()[..., 0] > (MARK + 20) / 2).sum()
+    if labels.shape[0]:  # kept: the box is the visible part of the mark, at least 40% of it
+        np.testing.assert_allclose(b[0], marked_extent(out), atol=1e-4)
+        assert bright >= 0.4 * 30 * 30
+    else:
+        assert bright < 0.4 * 30 * 30
+    small, _ = marked_image(h=40, w=100)
+    out, _, _ = T.random_crop(small, tf.zeros([0, 4]), tf.zeros([0], tf.int32), tf.constant([seed, 9]), size=64)
+    assert out.shape == (40, 64, 3)  # a side shorter than the crop is kept whole
