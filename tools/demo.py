@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import cv2  # noqa: E402
 
 from detect.cli import main as detect  # noqa: E402
+from detect.runs import RunFolder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 COLOURS = [(0, 200, 255), (255, 80, 80), (80, 255, 80), (255, 255, 0)]
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     if args.retrain and run.exists():
         shutil.rmtree(run)
     if not (run / "model.keras").is_file():
-        resume = (run / "state.json").is_file()
+        resume = bool(RunFolder(run).committed())  # an interrupted demo continues
         cmd = ["train", "--resume", str(run)] if resume else [
             "train", "--train-ann", str(train_dir / "annotations.json"),
             "--train-images", str(train_dir / "images"),
