@@ -25,7 +25,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from detect.config import DataConfig, DetectConfig
+from detect.config import PRE_NMS_PER_DETECTION, DataConfig, DetectConfig
 from detect.datasets.anchor_fit import (
     COVERAGE_WARNING,
     check_reachable,
@@ -124,7 +124,7 @@ def fit_to_data(cfg: DetectConfig, ds: CocoDataset) -> tuple[DetectConfig, list[
         lines.append(f"postprocess.max_detections = {want} ({DETECTIONS_PER_OBJECT}x the densest image's "
                      f"{most} boxes, per {inp.tile} px tile)")
     if not cfg.is_explicit("model.postprocess.pre_nms_top_k"):
-        pp = replace(pp, pre_nms_top_k=max(pp.pre_nms_top_k, 4 * pp.max_detections))
+        pp = replace(pp, pre_nms_top_k=max(pp.pre_nms_top_k, PRE_NMS_PER_DETECTION * pp.max_detections))
     if pp.max_detections < most:
         lines.append(f"warning: postprocess.max_detections={pp.max_detections} is below the densest "
                      f"image's {most} objects: predictions there will be capped")
