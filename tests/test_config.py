@@ -24,7 +24,7 @@ def test_prior_bias():
     ("num_classes=2.5", "num_classes must be an integer"),
     ("freeze_batchnorm=3", "freeze_batchnorm must be true/false"),
     ("backbone=vgg16", "backbone"),
-    ("anchors.min_level=2", "need 3 <= min_level"),
+    ("anchors.min_level=1", "need 2 <= min_level"),
     ("matcher.negative_iou=0.7", "negative_iou <= positive_iou"),
     ("loss.box_loss=l2", "box_loss"),
     ("anchors.aspect_ratios=0.5", "must be a list"),
