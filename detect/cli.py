@@ -58,6 +58,8 @@ def _tile_options(args):
     from detect.inference.predictor import TileOptions
     from detect.inference.tiling import tile_windows
 
+    if args.tile is not None and args.tile < 32:
+        raise ValueError(f"--tile must be at least 32 pixels, got {args.tile}")
     if args.tile is not None or args.overlap is not None:  # validate early, before the model loads
         tile_windows(args.tile or 512, args.tile or 512, args.tile or 512, 0.2 if args.overlap is None
                      else args.overlap)

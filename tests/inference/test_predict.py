@@ -75,6 +75,8 @@ def test_bad_arguments(model_file, tmp_path):
     assert main(["predict", "--model", str(model_file), "--out", str(tmp_path), str(tmp_path / "nope")]) == 2
     assert main(["predict", "--model", str(model_file), "--out", str(tmp_path), "--overlap", "1.5",
                  str(tmp_path)]) == 2
+    assert main(["predict", "--model", str(model_file), "--out", str(tmp_path), "--tile", "0",
+                 str(tmp_path)]) == 2
 
 
 def test_rerun_with_another_model_or_settings_is_refused(model_file, tmp_path, capsys):
