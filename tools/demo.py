@@ -90,4 +90,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from detect.quiet import NativeLogFilter
+
+    if "--verbose" in sys.argv:
+        sys.exit(main([a for a in sys.argv[1:] if a != "--verbose"]))
+    with NativeLogFilter():  # TensorFlow's native start-up lines, as the detect command hides them
+        code = main()
+    sys.exit(code)
