@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from detect import atomic
 
 CATEGORIES = [{"id": 1, "name": "tree", "supercategory": "object"},
               {"id": 2, "name": "car", "supercategory": "object"}]
@@ -202,9 +203,7 @@ def make_dataset(out: Path, *, images: int, size: int = 512, seed: int = 0, min_
                 "bbox": [round(x, 2), round(y, 2), round(w, 2), round(h, 2)],
                 "area": round(w * h, 2), "iscrowd": 0})
     path = out / "annotations.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(coco))
-    os.replace(tmp, path)
+    atomic.write_json(path, coco, indent=None)
     return path
 
 

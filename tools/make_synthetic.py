@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from detect import atomic
 
 CATEGORIES = [
     {"id": 1, "name": "pool", "supercategory": "object"},
@@ -121,9 +122,7 @@ def make_dataset(out: Path, *, images: int, size: int, seed: int, empty_fraction
                 "area": round(w * h, 2), "iscrowd": 0})
             ann_id += 1
     path = out / "annotations.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(coco, indent=1))
-    os.replace(tmp, path)
+    atomic.write_json(path, coco, indent=1)
     return path
 
 

@@ -67,7 +67,7 @@ def predict_images(model, items, category_ids, *, options: TileOptions = DEFAULT
         results += to_coco_results(det, image_id, category_ids)
         caps.add(det)
     if stats is not None:
-        stats.add(caps)
+        stats += caps
     elif caps.warning(model):
         print(caps.warning(model), file=sys.stderr)
     return results

@@ -58,12 +58,16 @@ class CapCount:
     at_top_k: int = 0
 
     def add(self, det: dict) -> None:
-        """Add one :func:`detect_many` result (or another :class:`CapCount`)."""
-        if isinstance(det, CapCount):
-            det = {"tiles": det.tiles, "capped_tiles": det.at_max, "top_k_capped_tiles": det.at_top_k}
+        """Add one :func:`detect_many` result."""
         self.tiles += det["tiles"]
         self.at_max += det["capped_tiles"]
         self.at_top_k += det["top_k_capped_tiles"]
+
+    def __iadd__(self, other: "CapCount") -> "CapCount":
+        self.tiles += other.tiles
+        self.at_max += other.at_max
+        self.at_top_k += other.at_top_k
+        return self
 
     def warning(self, model) -> str | None:
         """One line naming the counts and the flag that lifts each cap; None when nothing was cut."""

@@ -127,7 +127,7 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions 
                 failed.append(str(f))
                 print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
                 continue
-            caps.add(video_caps)
+            caps += video_caps
             atomic.write_bytes(target, json.dumps(record).encode())
             continue
         try:

@@ -61,7 +61,14 @@ def _jit(fn):
     )
 
 
-_box_max = _jit(lambda scores: tf.reduce_max(scores, axis=2))
+def _scan(scores, score_threshold):
+    """One pass over ``scores [B, N, K]``: per-box maximum ``[B, N]`` and the
+    number of (box, class) pairs above the threshold ``[B]``."""
+    above = tf.reduce_sum(tf.cast(scores > score_threshold, tf.int32), axis=[1, 2])
+    return tf.reduce_max(scores, axis=2), above
+
+
+_scan_jit = _jit(_scan)
 
 
 def _bucket(count: tf.Tensor, cap) -> tf.Tensor:
@@ -72,7 +79,8 @@ def _bucket(count: tf.Tensor, cap) -> tf.Tensor:
 
 
 def _top_candidates(scores: tf.Tensor, k, score_threshold, static_shapes: bool):
-    """Top ``k`` (box, class) pairs of ``scores [B, N, K]`` -> scores, box idx, class.
+    """Top ``k`` (box, class) pairs of ``scores [B, N, K]`` -> scores, box idx, class,
+    and the count of pairs above the threshold before the cut (``[B]``).
 
     Two cheap stages instead of one top_k over all N * K pairs, with the same
     result: let ``U`` be the k-th largest per-box maximum score. At least k
@@ -88,7 +96,7 @@ def _top_candidates(scores: tf.Tensor, k, score_threshold, static_shapes: bool):
     b = tf.shape(scores)[0]
     n = tf.shape(scores)[1]
     num_classes = tf.shape(scores)[2]
-    box_max = tf.reduce_max(scores, axis=2) if static_shapes else _box_max(scores)
+    box_max, pairs_total = (_scan if static_shapes else _scan_jit)(scores, score_threshold)
     k_boxes = tf.minimum(k, n)
     if not static_shapes:
         boxes_above = tf.reduce_sum(tf.cast(box_max > score_threshold, tf.int32), axis=1)
@@ -101,7 +109,7 @@ def _top_candidates(scores: tf.Tensor, k, score_threshold, static_shapes: bool):
         k_pairs = tf.minimum(k_pairs, _bucket(pairs_above, k))
     top_scores, pair_idx = tf.math.top_k(pool_scores, k=k_pairs, sorted=True)
     box_idx = tf.gather(box_pool, pair_idx // num_classes, batch_dims=1)
-    return top_scores, box_idx, pair_idx % num_classes
+    return top_scores, box_idx, pair_idx % num_classes, pairs_total
 
 
 def greedy_keep(suppresses: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
@@ -181,8 +189,7 @@ def batched_nms(
     """
     boxes = tf.cast(boxes, tf.float32)
     scores = tf.cast(scores, tf.float32)
-    candidates = tf.reduce_sum(tf.cast(scores > score_threshold, tf.int32), axis=[1, 2])
-    top_scores, box_idx, cls = _top_candidates(
+    top_scores, box_idx, cls, candidates = _top_candidates(
         scores, pre_nms_top_k, tf.constant(score_threshold, tf.float32), static_shapes
     )
     cand = tf.gather(boxes, box_idx, batch_dims=1)  # [B, k, 4]
