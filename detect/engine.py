@@ -258,7 +258,8 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
 
     deadline = None
     if budget and not resume:
-        step_s, first = measure_step_seconds(model, data)
+        with dist.scope():
+            step_s, first = measure_step_seconds(model, data, make_optimizer(cfg, steps, 0.0))
         per_epoch = 0.5 + (_estimate_validation_seconds(model, val[0]) if val else 0.0)
         plan = plan_budget(budget, spent=time.monotonic() - started, step_seconds=step_s,
                            first_call=first, per_epoch=per_epoch, data_steps=steps)

@@ -357,7 +357,7 @@ def test_boxes_no_anchor_can_match_stop_before_training(tmp_path):
 
 def test_time_budget_fits_the_schedule(data, tmp_path, monkeypatch, capsys):
     # a deterministic machine: 0.1 s per step, 1 s to build the graph
-    monkeypatch.setattr(engine, "measure_step_seconds", lambda model, batches: (0.1, 1.0))
+    monkeypatch.setattr(engine, "measure_step_seconds", lambda model, batches, optimizer: (0.1, 1.0))
     ann, images = data
     engine.train(cfg("train.epochs=500"), train_ann=ann, train_images=images, run_dir=tmp_path / "r",
                  verbose=0, time_budget="20s")
@@ -369,3 +369,28 @@ def test_time_budget_fits_the_schedule(data, tmp_path, monkeypatch, capsys):
     with pytest.raises(ValueError, match="too short for one training step"):
         engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "r2", verbose=0,
                      time_budget="1s")
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_measuring_a_step_leaves_the_weights_alone(data, optimizer):
+    # the budget planner times full steps (data, gradients, optimizer update)
+    # with a zero-learning-rate optimizer: the model must come out unchanged
+    from dataclasses import replace
+
+    from detect.datasets.coco import load_coco
+    from detect.datasets.pipeline import make_dataset
+    from detect.models import build_retinanet
+    from detect.time_budget import measure_step_seconds
+
+    ann, images = data
+    c = cfg(f"train.optimizer={optimizer}", "train.weight_decay=0.01")
+    ds = load_coco(ann, images)
+    c = replace(c, model=replace(c.model, num_classes=ds.num_classes, class_names=tuple(ds.class_names)))
+    model = build_retinanet(c.model)
+    batches = make_dataset(ds, c.data, batch_size=2, training=True, seed=0, repeat=True)
+    before = [v.numpy().copy() for v in model.weights]
+    step_s, first = measure_step_seconds(model, batches, engine.make_optimizer(c, 2, 0.0), steps=2)
+    assert 0 < step_s < first  # the first call also builds the graph
+    changed = [v.path for v, b in zip(model.weights, before) if not np.array_equal(v.numpy(), b)]
+    # trainable weights are untouched; only BN moving statistics may move
+    assert all("moving" in p for p in changed), changed
