@@ -86,8 +86,9 @@ def _curve(run: Path) -> list[float]:
 
 
 def _plan(log: Path) -> str:
+    """The budget plan line, and the early-stop line when the run stopped short of it."""
     lines = [line for line in log.read_text().splitlines() if line.startswith("time budget")]
-    return lines[0] if lines else ""
+    return "\n    ".join(lines)
 
 
 def main(argv=None) -> int:
