@@ -124,18 +124,20 @@ def main(argv=None) -> int:
                 import shutil
 
                 shutil.rmtree(run)
-            run.mkdir(parents=True)
+            run.parent.mkdir(parents=True, exist_ok=True)
+            # logs sit beside the run: detect train refuses a non-empty --out
+            logs = run.parent / f"{run.name}.train.log", run.parent / f"{run.name}.evaluate.log"
             train_s = _detect("train", "--train-ann", str(sets["train"][0]), "--train-images", str(sets["train"][1]),
                               "--config", str(configs[recipe]), "--time-budget", budget, "--out", str(run),
-                              log=run / "train.log")
+                              log=logs[0])
             _detect("evaluate", "--ann", str(sets["test"][0]), "--images", str(sets["test"][1]),
                     "--model", str(run / "model.keras"), "--max-dets", "1,100,1000",
                     "--report", str(run / "report.json"), "--save-predictions", str(run / "detections.json"),
-                    log=run / "evaluate.log")
+                    log=logs[1])
             report = json.loads((run / "report.json").read_text())
             curve = _curve(run)
             rows.append((recipe, budget, report["stats"][1], report["AP_at_max_dets"], train_s, curve,
-                         _plan(run / "train.log")))
+                         _plan(logs[0])))
             r = rows[-1]
             print(f"{recipe:<7} {budget:>4}: AP50 {r[2]:.3f}  AP(maxDets 1000) {r[3]:.3f}  "
                   f"train {r[4]:.0f} s, {len(curve)} epochs", flush=True)
