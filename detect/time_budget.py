@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -42,18 +41,25 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def measure_step_seconds(model, batches, optimizer, *, steps: int = 3) -> tuple[float, float]:
+def measure_step_seconds(model, batches, optimizer, *, steps: int = 6, drain: int = 2,
+                         max_seconds: float = 30.0) -> tuple[float, float]:
     """(seconds per training step, seconds of the first call), timed as training runs a step.
 
     A step here is what ``fit`` does: take the next batch from the input
     pipeline, compute the loss and its gradients, and apply them with
     ``optimizer``, an optimizer of the configured kind whose learning rate
-    is 0 (``make_optimizer(cfg, steps, 0.0)``). Timing the gradients alone
-    left out the optimizer's update and the input pipeline, and budgeted
-    runs stopped at ~93% of their planned steps. With a zero learning rate
+    is 0 (``make_optimizer(cfg, steps, 0.0)``). With a zero learning rate
     (and weight decay, which scales with it) the weights do not change, and
     the throwaway optimizer's slots are discarded with it, so the
     measurement costs time but does not disturb training.
+
+    Why not less: timing the gradients alone left out the optimizer update
+    and the input pipeline, and budgeted runs stopped at ~90% of their
+    planned steps. The pipeline prepares batches in parallel while the graph
+    is built, so the first steps after it read ready batches and do not
+    compete with augmentation for the CPU: ``drain`` steps are run untimed,
+    then a block of ``steps`` is timed as a whole (ended early once it has
+    taken ``max_seconds``, after at least two steps).
     """
     variables = model.trainable_variables
     optimizer.build(variables)
@@ -71,12 +77,13 @@ def measure_step_seconds(model, batches, optimizer, *, steps: int = 3) -> tuple[
     t0 = time.perf_counter()
     step(*next(it)).numpy()
     first = time.perf_counter() - t0
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
+    for _ in range(drain):
         step(*next(it)).numpy()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), first
+    done, t0 = 0, time.perf_counter()
+    while done < steps and not (done >= 2 and time.perf_counter() - t0 > max_seconds):
+        step(*next(it)).numpy()
+        done += 1
+    return (time.perf_counter() - t0) / done, first
 
 
 @dataclass(frozen=True)
