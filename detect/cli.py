@@ -54,35 +54,11 @@ def _add_tile_args(p) -> None:
     g.add_argument("--batch-size", type=int, default=4, help="tiles per batch (default: %(default)s)")
 
 
-def _tile_options(args):
-    from detect.inference.predictor import TileOptions
-    from detect.inference.tiling import tile_windows
-
-    if args.tile is not None and args.tile < 32:
-        raise ValueError(f"--tile must be at least 32 pixels, got {args.tile}")
-    if args.tile is not None or args.overlap is not None:  # validate early, before the model loads
-        tile_windows(args.tile or 512, args.tile or 512, args.tile or 512, 0.2 if args.overlap is None
-                     else args.overlap)
-    if args.scale is not None and args.scale <= 0:
-        raise ValueError(f"--scale must be > 0, got {args.scale}")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    return TileOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, scale=args.scale)
-
-
-def _load_for_inference(args):
-    """The model with the command line's post-processing applied, and what was changed."""
-    from detect.models import load_model
-
-    model = load_model(args.model)
-    before = model.model_config.postprocess
-    model.set_postprocess(score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
-                          max_detections=args.max_detections)
-    after = model.model_config.postprocess
-    if after != before:
-        print(f"post-processing: score > {after.score_threshold:g}, NMS IoU {after.iou_threshold:g}, "
-              f"at most {after.max_detections} detections per tile")
-    return model
+def _tile_kwargs(args) -> dict:
+    """The tiling and post-processing options as keywords of :func:`detect.predict` / ``evaluate``."""
+    return dict(tile=args.tile, overlap=args.overlap, scale=args.scale, batch_size=args.batch_size,
+                score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
+                max_detections=args.max_detections)
 
 
 def _add_export(sub) -> None:
@@ -98,11 +74,9 @@ def _add_export(sub) -> None:
 
 
 def _run_export(args) -> int:
-    from detect.export import export_saved_model
-    from detect.models import load_model
+    from detect.api import export
 
-    model = load_model(args.model)
-    out = export_saved_model(model, args.out)
+    out = export(args.model, args.out)
     print(f"wrote SavedModel to {out} (signature 'serving_default': uint8 images -> detections)")
     return 0
 
@@ -146,26 +120,24 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from detect.evaluation.report import format_report
-    from detect.evaluation_run import run_evaluation
+    from detect.api import evaluate
 
-    model = None
     if args.model:
         if not args.images:
             raise ValueError("--model needs --images (the folder the ground truth's file_name values are in)")
-        options = _tile_options(args)
-        model = _load_for_inference(args)
-    elif args.iou_threshold is not None or args.max_detections is not None:
-        raise ValueError("--iou-threshold and --max-detections apply with --model only")
-    e = run_evaluation(args.ann, predictions=args.predictions, model=model, images=args.images,
-                       options=options if model else None,
-                       score_threshold=None if model else args.score_threshold, backend=args.backend,
-                       area_ranges=args.area_ranges, max_dets=args.max_dets,
-                       operating_point_at=args.operating_point_at, save_predictions=args.save_predictions,
-                       report=args.report, plots=args.plots)
+        e = evaluate(args.model, args.ann, args.images, **_tile_kwargs(args), backend=args.backend,
+                     area_ranges=args.area_ranges, max_dets=args.max_dets,
+                     operating_point_at=args.operating_point_at, save_predictions=args.save_predictions,
+                     report=args.report, plots=args.plots)
+    else:
+        if args.iou_threshold is not None or args.max_detections is not None:
+            raise ValueError("--iou-threshold and --max-detections apply with --model only")
+        e = evaluate(args.predictions, args.ann, score_threshold=args.score_threshold, backend=args.backend,
+                     area_ranges=args.area_ranges, max_dets=args.max_dets,
+                     operating_point_at=args.operating_point_at, report=args.report, plots=args.plots)
     if "predictions" in e.written:
         print(f"wrote {len(e.detections)} detections to {e.written['predictions']}")
-    print(format_report(e.result, e.points))
+    print(e)
     if "report" in e.written:
         print(f"\nreport: {e.written['report']}")
     if "plots" in e.written:
@@ -222,26 +194,17 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> int:
-    from detect.engine import TrainingError, train_run
+    from detect.api import train
+    from detect.engine import TrainingError
 
-    if args.time_budget:
-        from detect.time_budget import parse_duration
-
-        parse_duration(args.time_budget)  # a bad value fails before anything loads
-    if args.gsd is not None and args.gsd <= 0:
-        raise ValueError(f"--gsd must be > 0 metres per pixel, got {args.gsd}")
     if not args.resume and not args.out:
         raise ValueError("--out is required (or --resume RUN)")
-    overrides = list(args.set)
-    if args.backbone_weights:
-        overrides.insert(0, f"model.backbone_weights={args.backbone_weights}")
     run = args.resume or args.out
     try:
-        train_run(run, train_ann=args.train_ann, train_images=args.train_images, val_ann=args.val_ann,
-                  val_images=args.val_images, config=args.config, overrides=overrides,
-                  resume=bool(args.resume), overwrite=args.overwrite, strict=args.strict,
-                  strategy=args.strategy, mixed_precision=args.mixed_precision,
-                  time_budget=args.time_budget, gsd=args.gsd)
+        train(args.train_ann, args.train_images, run, args.config, val_ann=args.val_ann,
+              val_images=args.val_images, resume=bool(args.resume), overwrite=args.overwrite,
+              time_budget=args.time_budget, gsd=args.gsd, backbone_weights=args.backbone_weights,
+              set=args.set, strict=args.strict, strategy=args.strategy, mixed_precision=args.mixed_precision)
     except TrainingError as err:
         print(f"detect train: {err}", file=sys.stderr)
         return 3
@@ -290,27 +253,12 @@ def _add_predict(sub) -> None:
 
 
 def _run_predict(args) -> int:
-    from detect.inference.run import expand_sources, predict_files
+    from detect.api import predict
 
-    if args.stride < 1:
-        raise ValueError(f"--stride must be >= 1, got {args.stride}")
-    files = expand_sources(args.sources)
-    options = _tile_options(args)
-    gt = None
-    if args.ann:
-        from detect.evaluation.coco_eval import load_ground_truth
-
-        gt = load_ground_truth(args.ann)
-    bands = None
-    if args.bands:
-        try:
-            bands = tuple(int(b) for b in args.bands.split(","))
-        except ValueError:
-            raise ValueError(f"--bands must be comma-separated band numbers, got {args.bands!r}") from None
-    model = _load_for_inference(args)
-    r = predict_files(model, files, Path(args.out), options, save_images=args.save_images,
-                      overwrite=args.overwrite, bands=bands, stride=args.stride,
-                      gsd_match=not args.no_gsd_match, ground_truth=gt)
+    results = predict(args.model, args.sources, out=args.out, **_tile_kwargs(args), bands=args.bands,
+                      stride=args.stride, gsd_match=not args.no_gsd_match, ann=args.ann,
+                      save_images=args.save_images, overwrite=args.overwrite)
+    r = results.summary
     done = r["images"] - len(r["failed"]) - r["skipped_done"]
     rate = r["tiles"] / r["seconds"] if r["seconds"] > 0 and r["tiles"] else 0.0
     print(f"\n{done} image(s) processed, {r['skipped_done']} already done, {len(r['failed'])} failed; "

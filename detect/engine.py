@@ -10,7 +10,6 @@ training with a message naming the last good checkpoint.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import sys
@@ -28,9 +27,10 @@ from detect.datasets.coco import CocoDataset, load_coco, problem_block, summary
 from detect.datasets.fit import fit_to_data
 from detect.datasets.pipeline import make_dataset
 from detect.models.backbones import apply_freezing
-from detect.models.factory import build_retinanet
+from detect.models.factory import build_retinanet, inference_copy
 from detect.models.retinanet import RetinaNet
 from detect.runs import RunFolder
+from detect.schedules import WarmupSchedule
 from detect.time_budget import (
     Deadline,
     format_seconds,
@@ -45,35 +45,6 @@ MAX_WARMUP_FRACTION = 0.2
 
 class TrainingError(RuntimeError):
     """Training stopped for a reason the user must act on (message says which)."""
-
-
-@keras.saving.register_keras_serializable(package="detect")
-class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warmup from 0 to ``base``, then cosine to 0, x0.1 steps, or constant."""
-
-    def __init__(self, base, warmup_steps, total_steps, kind="cosine", boundaries=()):
-        self.base = float(base)
-        self.warmup_steps = int(warmup_steps)
-        self.total_steps = max(int(total_steps), 1)
-        self.kind = kind
-        self.boundaries = [int(b) for b in boundaries]
-
-    def __call__(self, step):
-        step = tf.cast(step, tf.float32)
-        warm = tf.minimum(1.0, (step + 1.0) / max(self.warmup_steps, 1))
-        if self.kind == "cosine":
-            progress = tf.clip_by_value(step / self.total_steps, 0.0, 1.0)
-            lr = 0.5 * self.base * (1.0 + tf.cos(math.pi * progress))
-        elif self.kind == "step":
-            drops = tf.add_n([tf.cast(step >= b, tf.float32) for b in self.boundaries] or [0.0 * step])
-            lr = self.base * tf.pow(0.1, drops)
-        else:
-            lr = self.base + 0.0 * step
-        return lr * warm if self.warmup_steps > 0 else lr
-
-    def get_config(self):
-        return {"base": self.base, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps,
-                "kind": self.kind, "boundaries": self.boundaries}
 
 
 def make_optimizer(cfg: DetectConfig, steps_per_epoch: int, lr_factor: float = 1.0, *,
@@ -340,7 +311,7 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     if stopper and stopper.stopped_at:
         print(f"time budget reached: stopped after {int(model.optimizer.iterations.numpy())} of "
               f"{t.epochs * steps} planned steps (the machine ran slower than measured)", flush=True)
-    atomic.save_model(model, run.model)
+    atomic.save_model(inference_copy(model), run.model)  # no optimizer: the inference artefact
     if budget:
         took = time.monotonic() - started
         ap = f"; validation AP {validation.last[0]:.3f}, AP50 {validation.last[1]:.3f}" if (

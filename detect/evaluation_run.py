@@ -17,27 +17,89 @@ from detect.evaluation.report import report_dict, write_json
 
 
 @dataclass
-class Evaluation:
-    """What one evaluation produced."""
+class Report:
+    """What one evaluation produced (``detect.evaluate`` returns it; the CLI prints it).
+
+    - ``stats``: pycocotools' 12 numbers in its order (``stat_names`` says
+      which is which; the maxDets used are in ``max_dets``).
+    - ``per_class``: per category ``{"category_id", "name", "AP", "AP50",
+      "AP75", "num_gt", ...}``; ``area_ranges``: the size buckets' AP/AP50.
+    - ``operating_point``: at IoU 0.5, overall and per category: score
+      threshold, precision, recall, F1, predicted and true counts.
+    - ``detections``: the COCO results evaluated; ``written``: what was
+      written where (``predictions``, ``report``, ``plots``).
+    ``str(report)`` is the CLI's printout; ``plot(folder)`` writes its PNG curves.
+    """
 
     result: EvalResult  # the COCO statistics, per class and per size bucket
     points: dict  # operating point per class and overall (see operating_points)
     detections: list[dict]  # the COCO results evaluated
     written: dict  # what was written where: {"predictions", "report", "plots"}
 
+    @property
+    def stats(self) -> list[float]:
+        return list(self.result.stats)
+
+    @property
+    def stat_names(self) -> list[str]:
+        from detect.evaluation.report import STAT_NAMES
+
+        return list(STAT_NAMES)
+
+    @property
+    def max_dets(self) -> tuple:
+        return tuple(self.result.max_dets)
+
+    @property
+    def ap_at_max_dets(self) -> float:
+        """AP (IoU 0.50:0.95, all sizes) at the largest maxDets."""
+        return float(self.result.ap_at_max_dets)
+
+    @property
+    def per_class(self) -> list[dict]:
+        return self.to_dict()["per_class"]
+
+    @property
+    def area_ranges(self) -> list[dict]:
+        return self.to_dict()["area_ranges"]
+
+    @property
+    def operating_point(self) -> dict:
+        return self.to_dict()["operating_point"]
+
+    def to_dict(self) -> dict:
+        """Everything as plain data: the same JSON as ``detect evaluate --report``."""
+        return report_dict(self.result, self.points)
+
+    def plot(self, folder) -> list[Path]:
+        """Write the precision-recall curves the CLI's ``--plots`` writes; returns the PNG paths."""
+        from detect.evaluation.plots import write_pr_curves
+
+        return write_pr_curves(self.result, folder)
+
+    def __str__(self) -> str:
+        from detect.evaluation.report import format_report
+
+        return format_report(self.result, self.points)
+
+    def __repr__(self) -> str:
+        return (f"Report(AP {self.stats[0]:.3f}, AP50 {self.stats[1]:.3f}, "
+                f"{len(self.result.category_ids)} classes, maxDets {list(self.max_dets)})")
+
 
 def run_evaluation(ann, *, predictions=None, model=None, images=None, options=None,
                    score_threshold: float | None = None, backend: str = "faster-coco-eval",
                    area_ranges: str | None = None, max_dets: str | tuple | None = None,
-                   operating_point_at: float | None = None, save_predictions="detections.json",
-                   report=None, plots=None) -> Evaluation:
+                   operating_point_at: float | None = None, save_predictions=None,
+                   report=None, plots=None) -> Report:
     """Evaluate ``predictions`` (a COCO results file) or ``model`` run over ``images``
     against the ground truth ``ann``.
 
     ``model``: a loaded detector whose post-processing is already set
     (``set_postprocess``); it runs through the one inference path with
     ``options`` (:class:`~detect.inference.predictor.TileOptions`, default: the
-    model's input rule), and its detections are written to ``save_predictions``.
+    model's input rule), and its detections are written to ``save_predictions``
+    when given. ``predictions`` may also be a list of COCO result dicts.
     ``score_threshold`` filters a results file (a model applies its own).
     ``area_ranges`` ``"name:min:max,..."`` and ``max_dets`` ``"1,10,100"`` as
     on the command line. ``report`` / ``plots``: a JSON file / a folder to write.
@@ -55,7 +117,8 @@ def run_evaluation(ann, *, predictions=None, model=None, images=None, options=No
         from detect.inference.predictor import DEFAULT_TILES
 
         detections = predict_coco(model, gt, images, options=options or DEFAULT_TILES)
-        written["predictions"] = write_json(detections, save_predictions)
+        if save_predictions:
+            written["predictions"] = write_json(detections, save_predictions)
     else:
         detections = load_results(predictions, gt)
         if score_threshold is not None:
@@ -66,11 +129,13 @@ def run_evaluation(ann, *, predictions=None, model=None, images=None, options=No
     points = operating_points(gt, detections, result.category_ids, score_threshold=operating_point_at,
                               max_dets=max_dets[-1])
     if report:
-        meta = {"ground_truth": str(ann), "predictions": str(predictions or written["predictions"]),
+        source = predictions if isinstance(predictions, (str, Path)) else written.get("predictions")
+        meta = {"ground_truth": str(ann) if not isinstance(ann, dict) else "(in memory)",
+                "predictions": str(source) if source else "(in memory)",
                 "backend": backend, "max_dets": list(max_dets)}
         written["report"] = write_json(report_dict(result, points, **meta), report)
     if plots:
         from detect.evaluation.plots import write_pr_curves
 
         written["plots"] = (Path(plots), write_pr_curves(result, plots))
-    return Evaluation(result, points, detections, written)
+    return Report(result, points, detections, written)

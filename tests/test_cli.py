@@ -28,7 +28,10 @@ def test_console_entry_point_runs():
 
 
 def _fresh(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    """``code`` in a new interpreter that looks like the ``detect`` console script to ``import detect``
+    (which defers TensorFlow there, and registers the model classes everywhere else)."""
+    return subprocess.run([sys.executable, "-c", "import sys; sys.argv = ['detect']\n" + code],
+                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.parametrize("content,message", [
@@ -82,7 +85,8 @@ def test_native_log_lines_are_filtered_and_the_rest_kept():
     native = ("WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\\n"
               "I0000 00:00:1795526886.949314   30956 port.cc:153] oneDNN custom operations are on.\\n"
               "E0000 00:00:1795526889.508298   30956 cuda_platform.cc:52] failed call to cuInit\\n")
-    code = ("import os, sys\nfrom detect.quiet import NativeLogFilter\n"
+    # as in the console script, where `import detect` defers TensorFlow (its own lines would come first)
+    code = ("import os, sys\nsys.argv = ['detect']\nfrom detect.quiet import NativeLogFilter\n"
             "with NativeLogFilter() as f:\n"
             f"    os.write(2, b'{native}')\n"
             "    print('a python warning', file=sys.stderr, flush=True)\n"

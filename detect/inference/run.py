@@ -92,43 +92,59 @@ def _gsd_scale(model, source, options: TileOptions, gsd_match: bool, name) -> fl
     return scale
 
 
-def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions = DEFAULT_TILES, *,
+def predict_files(model, files: list[Path], out_dir: Path | None, options: TileOptions = DEFAULT_TILES, *,
                   save_images: bool = False, overwrite: bool = False,
                   bands: tuple[int, ...] | None = None, stride: int = 1, gsd_match: bool = True,
-                  ground_truth: dict | None = None) -> dict:
+                  ground_truth: dict | None = None, on_result=None) -> dict:
     """Run over ``files``; returns a summary dict (see module doc for outputs).
 
     Post-processing (thresholds, cap) is the model's: change it with
     ``model.set_postprocess``. ``ground_truth`` (a COCO dict) makes
     ``coco_results.json`` use its image ids (matched by file name) and
     category ids (by class name); otherwise the model's category ids are used.
+
+    ``out_dir`` None writes nothing (the Python API's in-memory run; then
+    ``save_images`` is refused). ``on_result(file, frame, det, meta)`` is
+    called per image (``frame`` None) or video frame with the inference
+    path's dict and ``meta`` = {"width", "height", "transform", "crs"}; for
+    inputs a rerun skips as done, with the detections read back from their
+    record.
     """
-    out_dir = Path(out_dir)
+    if out_dir is None and save_images:
+        raise ValueError("save_images needs an output folder (out=...)")
     rule = options.resolved(model)
-    claim_output(out_dir, {"model": model_digest(model), "tile": rule.tile, "overlap": rule.overlap,
-                           "scale": rule.scale, "bands": list(bands) if bands else None, "stride": stride,
-                           "gsd_match": gsd_match}, overwrite=overwrite)
-    (out_dir / "detections").mkdir(parents=True, exist_ok=True)
-    if save_images:
-        (out_dir / "images").mkdir(exist_ok=True)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        claim_output(out_dir, {"model": model_digest(model), "tile": rule.tile, "overlap": rule.overlap,
+                               "scale": rule.scale, "bands": list(bands) if bands else None,
+                               "stride": stride, "gsd_match": gsd_match}, overwrite=overwrite)
+        (out_dir / "detections").mkdir(parents=True, exist_ok=True)
+        if save_images:
+            (out_dir / "images").mkdir(exist_ok=True)
     names = model.class_names
     failed, skipped, caps, t0 = [], 0, CapCount(), time.perf_counter()
     for f in tqdm(files, desc="predict", unit="image"):
         stem = output_stem(f, files)
-        target = out_dir / "detections" / f"{stem}.json"
-        if target.exists() and not overwrite:
+        target = out_dir / "detections" / f"{stem}.json" if out_dir is not None else None
+        if target is not None and target.exists() and not overwrite:
             skipped += 1
+            if on_result is not None:
+                _replay(f, json.loads(target.read_text()), bands, on_result)
             continue
         if f.suffix.lower() in VIDEO_SUFFIXES:
+            def frame_done(index, det, size, f=f):
+                if on_result is not None:
+                    on_result(f, index, det, {"width": size[0], "height": size[1], "transform": None, "crs": None})
             try:
-                record, video_caps = predict_video(model, f, out_dir, stem, options,
-                                                          stride=stride, save_images=save_images)
+                record, video_caps = predict_video(model, f, out_dir, stem, options, stride=stride,
+                                                   save_images=save_images, on_frame=frame_done)
             except (OSError, ValueError) as err:
                 failed.append(str(f))
                 print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
                 continue
             caps += video_caps
-            atomic.write_bytes(target, json.dumps(record).encode())
+            if target is not None:
+                atomic.write_bytes(target, json.dumps(record).encode())
             continue
         try:
             source = open_source(f, bands)
@@ -140,33 +156,63 @@ def predict_files(model, files: list[Path], out_dir: Path, options: TileOptions 
             det = detect_source(model, source, options, progress=True,
                                 scale=_gsd_scale(model, source, options, gsd_match, f))
             caps.add(det)
-            if source.transform is not None:
-                (out_dir / "geojson").mkdir(exist_ok=True)
-                atomic.write_bytes(out_dir / "geojson" / f"{stem}.geojson",
-                              json.dumps(geojson(det, names, source.transform, source.crs, str(f))).encode())
-            if save_images:
-                if source.height * source.width > MAX_DRAW_PIXELS:
-                    print(f"\nnote: {f} is too large to draw ({source.width}x{source.height}); "
-                          f"no annotated image", file=sys.stderr)
-                else:
-                    full = source.read(0, 0, source.width, source.height)
-                    ok, buf = cv2.imencode(".jpg", draw(full, det, names))
-                    atomic.write_bytes(out_dir / "images" / f"{stem}.jpg", buf.tobytes())
+            if out_dir is not None:
+                _write_extras(out_dir, stem, f, source, det, names, save_images)
         except (OSError, ValueError) as err:
             failed.append(str(f))
             print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
             continue
         finally:
             source.close()
-        record = {"file": str(f), "width": int(source.width), "height": int(source.height),
-                  "detections": records(det, names)}
-        atomic.write_bytes(target, json.dumps(record).encode())  # written last: marks the input done
+        if on_result is not None:
+            on_result(f, None, det, {"width": int(source.width), "height": int(source.height),
+                                     "transform": source.transform, "crs": source.crs})
+        if target is not None:
+            record = {"file": str(f), "width": int(source.width), "height": int(source.height),
+                      "detections": records(det, names)}
+            atomic.write_bytes(target, json.dumps(record).encode())  # written last: marks the input done
     seconds = time.perf_counter() - t0
     if caps.warning(model):
         print("\n" + caps.warning(model), file=sys.stderr)
-    counts = gather(out_dir, files, names, id_map=id_map_for(model, ground_truth))
+    counts = (gather(out_dir, files, names, id_map=id_map_for(model, ground_truth)) if out_dir is not None
+              else None)
     return {"images": len(files), "skipped_done": skipped, "failed": failed, "tiles": caps.tiles,
             "seconds": seconds, "objects_per_class": counts, "capped_tiles": caps.at_max,
             "top_k_capped_tiles": caps.at_top_k}
 
 
+def _write_extras(out_dir: Path, stem: str, f: Path, source, det: dict, names, save_images: bool) -> None:
+    """GeoJSON for a georeferenced raster; the annotated image with ``save_images``."""
+    if source.transform is not None:
+        (out_dir / "geojson").mkdir(exist_ok=True)
+        atomic.write_bytes(out_dir / "geojson" / f"{stem}.geojson",
+                           json.dumps(geojson(det, names, source.transform, source.crs, str(f))).encode())
+    if save_images:
+        if source.height * source.width > MAX_DRAW_PIXELS:
+            print(f"\nnote: {f} is too large to draw ({source.width}x{source.height}); "
+                  f"no annotated image", file=sys.stderr)
+        else:
+            full = source.read(0, 0, source.width, source.height)
+            ok, buf = cv2.imencode(".jpg", draw(full, det, names))
+            atomic.write_bytes(out_dir / "images" / f"{stem}.jpg", buf.tobytes())
+
+
+def _replay(f: Path, record: dict, bands, on_result) -> None:
+    """Hand an input done by an earlier run to ``on_result`` from its detections record."""
+    def as_det(rows):
+        return {"boxes": [r["box"] for r in rows], "scores": [r["score"] for r in rows],
+                "labels": [r["label_id"] for r in rows]}
+
+    size = {"width": record["width"], "height": record["height"], "transform": None, "crs": None}
+    if "frames" in record:
+        for fr in record["frames"]:
+            on_result(f, fr["frame"], as_det(fr["detections"]), size)
+        return
+    if f.suffix.lower() in {".tif", ".tiff"}:  # georeferencing is in the file's header, cheap to read
+        try:
+            source = open_source(f, bands)
+            size.update(transform=source.transform, crs=source.crs)
+            source.close()
+        except (OSError, ValueError):
+            pass
+    on_result(f, None, as_det(record["detections"]), size)

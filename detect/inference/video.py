@@ -12,9 +12,13 @@ from detect.inference.outputs import draw, records
 from detect.inference.predictor import CapCount, TileOptions, detect_image
 
 
-def predict_video(model, path: Path, out_dir: Path, stem: str, options: TileOptions, *,
-                  stride: int, save_images: bool) -> tuple[dict, CapCount]:
-    """Every ``stride``-th frame; returns (record, cap counts). Annotated video if ``save_images``."""
+def predict_video(model, path: Path, out_dir: Path | None, stem: str, options: TileOptions, *,
+                  stride: int, save_images: bool, on_frame=None) -> tuple[dict, CapCount]:
+    """Every ``stride``-th frame; returns (record, cap counts). Annotated video if ``save_images``.
+
+    ``on_frame(index, det, (width, height))`` is called with each frame's
+    detections (the inference path's dict) as it is done.
+    """
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise ValueError("could not open the video (unsupported codec or not a video)")
@@ -35,6 +39,8 @@ def predict_video(model, path: Path, out_dir: Path, stem: str, options: TileOpti
                 size = (rgb.shape[1], rgb.shape[0])
                 det = detect_image(model, rgb, options)
                 caps.add(det)
+                if on_frame is not None:
+                    on_frame(index, det, size)
                 frames.append({"frame": index, "detections": records(det, names)})
                 if save_images:
                     if writer is None:

@@ -33,3 +33,20 @@ def load_model(path: str | Path) -> RetinaNet:
     if not isinstance(model, RetinaNet):
         raise ValueError(f"{path} holds a {type(model).__name__}, not a detect RetinaNet")
     return model
+
+
+def inference_copy(model: RetinaNet) -> RetinaNet:
+    """The same detector without training state: no optimizer, no compile settings.
+
+    ``detect train`` saves this as the run's final ``model.keras`` (the
+    inference artefact: smaller, and it loads without the training
+    schedule's class); the checkpoints keep the optimizer for ``--resume``.
+    Weights are copied by path, so a mismatch fails here, not at prediction.
+    """
+    fresh = RetinaNet.from_config(model.get_config())
+    theirs = {w.path: w for w in model.weights}
+    if sorted(theirs) != sorted(w.path for w in fresh.weights):
+        raise ValueError("inference_copy: the rebuilt model's weights differ from the trained model's")
+    for w in fresh.weights:
+        w.assign(theirs[w.path])
+    return fresh
