@@ -132,12 +132,14 @@ def _sources(source):
     bad = [s for s in items if not isinstance(s, (str, Path))]
     if bad:
         raise ValueError(f"source {bad[0]!r} ({type(bad[0]).__name__}) is neither an image array nor a path")
+    named = [Path(s) for s in items if Path(s).is_file()]
+    kinds = {f.suffix.lower() in VIDEO_SUFFIXES for f in named}
+    if len(kinds) == 2:  # a folder or glob may hold both; files named one by one are one kind
+        video = next(f for f in named if f.suffix.lower() in VIDEO_SUFFIXES)
+        image = next(f for f in named if f.suffix.lower() not in VIDEO_SUFFIXES)
+        raise ValueError(f"source names images and videos ({image} and {video}): predict them in "
+                         f"separate calls (Results holds one item per image, one per video frame)")
     files = expand_sources([str(s) for s in items])
-    videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
-    if videos and len(videos) < len(files):
-        raise ValueError(f"source mixes images and videos ({videos[0]} and "
-                         f"{next(f for f in files if f not in videos)}): Results has one item per image "
-                         f"but one per frame for a video; predict them in separate calls")
     return "files", files
 
 
@@ -165,7 +167,8 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
     ``source``: an RGB image array (``[H, W, 3]``, or a batch ``[B, H, W, 3]``,
     uint8 or float 0..255), an image path, a folder, a glob, a list of these,
     a GeoTIFF of any size (read window by window and tiled) or a video
-    (every ``stride``-th frame). Images and videos go in separate calls.
+    (every ``stride``-th frame; one item per frame). Image files and video
+    files named one by one go in separate calls (a folder may hold both).
 
     Options are the CLI's (``detect predict --help``): ``tile`` (px),
     ``overlap`` (fraction), ``scale`` (model px per image px) default to the

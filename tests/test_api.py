@@ -189,7 +189,7 @@ def test_bad_sources_and_options_name_the_value(model_file, folder, tmp_path):  
     with pytest.raises(ValueError, match="mixes arrays and paths"):
         detect.predict(model, [np.zeros((8, 8, 3), np.uint8), str(folder)])
     (tmp_path / "clip.mp4").write_bytes(b"\0")
-    with pytest.raises(ValueError, match="mixes images and videos"):
+    with pytest.raises(ValueError, match="names images and videos"):
         detect.predict(model, [folder / "s0.png", tmp_path / "clip.mp4"])
     with pytest.raises(TypeError, match="score_treshold"):
         detect.predict(model, folder, score_treshold=0.5)
@@ -244,3 +244,22 @@ def test_export(run, tmp_path):
     r, _, _ = run
     out = detect.export(r.path / "model.keras", tmp_path / "sm")
     assert (out / "saved_model.pb").is_file()
+
+
+def test_predict_a_video_gives_one_item_per_frame(model_file, tmp_path):  # noqa: F811
+    from tests.inference.test_video import write_video
+
+    images, _ = square_scenes(5, size=96, seed=8)
+    frames = [im.astype(np.uint8) for im in images]
+    write_video(tmp_path / "clip.mp4", frames)
+    model = detect.load_model(model_file)
+    results = detect.predict(model, tmp_path / "clip.mp4", stride=2, score_threshold=0.001)
+    assert [d.frame for d in results] == [0, 2, 4]
+    assert [d.source for d in results] == [f"{tmp_path / 'clip.mp4'}#frame={i}" for i in (0, 2, 4)]
+    # each frame ran through the same path as an image array of the decoded frame
+    cap = cv2.VideoCapture(str(tmp_path / "clip.mp4"))
+    decoded = [cap.read()[1][..., ::-1].copy() for _ in range(5)]
+    model.set_postprocess(score_threshold=0.001)
+    want = detect_image(model, decoded[2], TileOptions())
+    np.testing.assert_allclose(results[1].boxes, np.asarray(want["boxes"]), atol=1e-4)
+    assert results[1].plot().shape == (96, 96, 3)  # the frame is read back from the video

@@ -188,9 +188,9 @@ def build_cases(work: Path) -> list[tuple[str, list[str], int, str]]:
                                                 str(folder)], 2, "holds results of another model"),
         ("predict: overlap out of range", [*pred, "--out", str(work / "p3"), "--overlap", "1.5", one], 2, "overlap"),
         ("predict: tile of 0", [*pred, "--out", str(work / "p3"), "--tile", "0", one], 2, "tile"),
-        ("predict: scale of 0", [*pred, "--out", str(work / "p3"), "--scale", "0", one], 2, "--scale must be > 0"),
+        ("predict: scale of 0", [*pred, "--out", str(work / "p3"), "--scale", "0", one], 2, "scale must be > 0"),
         ("predict: bands not numbers", [*pred, "--out", str(work / "p3"), "--bands", "r,g,b", one], 2,
-         "--bands must be comma-separated"),
+         "bands must be comma-separated"),
         ("predict: score threshold 1.5", [*pred, "--out", str(work / "p3"), "--score-threshold", "1.5", one], 2,
          "score_threshold"),
     ]

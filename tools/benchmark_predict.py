@@ -8,6 +8,9 @@ megapixel and that process's peak RSS. Time per megapixel should stay flat
 (within 10%) and peak memory should not grow with the scene.
 
     python tools/benchmark_predict.py [--sizes 2000 8000 20000] [--model M.keras]
+    python tools/benchmark_predict.py --sizes 2000 --compare-cli 3   # API vs CLI, same raster
+
+Every run goes through ``detect.predict`` (the API the CLI calls).
 
 Without ``--model`` a small random ResNet-18 detector is built (speed and
 memory do not depend on the weights). Needs the [geo] extra (rasterio).
@@ -29,16 +32,24 @@ CHILD = r"""
 import json, resource, sys, time, os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from pathlib import Path
-from detect.inference.predictor import TileOptions
-from detect.inference.run import predict_files
-from detect.models import load_model
-model_path, raster, out, tile = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
-model = load_model(model_path)
 import numpy as np
-for b in (4, 1):  # warm up: trace full and last-partial batch shapes before timing
-    model.predict_on_batch(np.zeros((b, tile, tile, 3), np.float32))
-t0 = time.perf_counter()
-r = predict_files(model, [raster], out, TileOptions(tile=tile, overlap=0.2, batch_size=4), overwrite=True)
+import detect
+model_path, raster, out, tile, via = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+if via == "api":  # the sweep: a loaded, warmed-up model through detect.predict
+    model = detect.load_model(model_path)
+    for b in (4, 1):  # trace full and last-partial batch shapes before timing
+        model.predict_on_batch(np.zeros((b, tile, tile, 3), np.float32))
+    t0 = time.perf_counter()
+    r = detect.predict(model, raster, out=out, tile=tile, overlap=0.2, batch_size=4, overwrite=True).summary
+elif via == "api-path":  # API vs CLI: both load the model from its file inside the timing
+    t0 = time.perf_counter()
+    r = detect.predict(model_path, raster, out=out, tile=tile, overlap=0.2, batch_size=4, overwrite=True).summary
+else:
+    from detect.cli import main
+    t0 = time.perf_counter()
+    assert main(["predict", "--model", model_path, "--out", str(out), "--tile", str(tile), "--overlap", "0.2",
+                 "--batch-size", "4", "--overwrite", str(raster)]) == 0
+    r = {"tiles": None}  # the command prints its count; the sweep's API run on this raster has it
 seconds = time.perf_counter() - t0
 print(json.dumps({"tiles": r["tiles"], "seconds": seconds,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -70,6 +81,9 @@ def main() -> None:
     p.add_argument("--model", help="detector to use (default: a random ResNet-18 detector)")
     p.add_argument("--tile", type=int, default=512)
     p.add_argument("--workdir", type=Path, help="where rasters go (default: a temp folder)")
+    p.add_argument("--compare-cli", type=int, default=0, metavar="N",
+                   help="also time N alternating runs of detect.predict and of the detect predict "
+                   "command on the first size (model loaded from its file in both) and compare")
     args = p.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="detect-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -86,11 +100,7 @@ def main() -> None:
         raster = work / f"scene_{size}.tif"
         if not raster.exists():
             write_raster(raster, size)
-        out = subprocess.run([sys.executable, "-c", CHILD, model, str(raster), str(work / f"out_{size}"),
-                              str(args.tile)], capture_output=True, text=True, env=env)
-        if out.returncode:
-            raise SystemExit(out.stderr[-3000:])
-        r = json.loads(out.stdout.strip().splitlines()[-1])
+        r = _child(model, raster, work / f"out_{size}", args.tile, "api", env)
         mp = size * size / 1e6
         rows.append((size, r["tiles"], r["tiles"] / r["seconds"], r["seconds"] / mp, r["peak_rss_mb"]))
         print(f"{size:>6} px  {r['tiles']:>6} tiles  {rows[-1][2]:7.2f} tiles/s  "
@@ -98,6 +108,26 @@ def main() -> None:
     base = rows[0]
     for size, _, _, s_per_mp, rss in rows[1:]:
         print(f"{size} vs {base[0]}: time per MP x{s_per_mp / base[3]:.2f}, peak RSS x{rss / base[4]:.2f}")
+    if args.compare_cli:
+        size, tiles = args.sizes[0], rows[0][1]
+        raster, times = work / f"scene_{size}.tif", {"api-path": [], "cli": []}
+        for _ in range(args.compare_cli):
+            for via in ("api-path", "cli"):
+                times[via].append(_child(model, raster, work / f"out_{via}", args.tile, via, env)["seconds"])
+        api, cli = (sorted(times[v])[len(times[v]) // 2] for v in ("api-path", "cli"))
+        print(f"{size} px, {tiles} tiles, model loaded from file, median of {args.compare_cli}: "
+              f"detect.predict {tiles / api:.2f} tiles/s, detect predict (CLI) {tiles / cli:.2f} tiles/s, "
+              f"API / CLI time x{api / cli:.3f}")
+        print("  runs (s): api " + " ".join(f"{t:.1f}" for t in times["api-path"]) +
+              "; cli " + " ".join(f"{t:.1f}" for t in times["cli"]))
+
+
+def _child(model: str, raster: Path, out: Path, tile: int, via: str, env: dict) -> dict:
+    run = subprocess.run([sys.executable, "-c", CHILD, model, str(raster), str(out), str(tile), via],
+                         capture_output=True, text=True, env=env)
+    if run.returncode:
+        raise SystemExit(run.stderr[-3000:])
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":
