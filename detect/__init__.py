@@ -38,14 +38,17 @@ def _register_keras_classes() -> None:
 
 
 def _started_as_cli() -> bool:
-    """True while the ``detect`` command (console script or ``python -m detect``) imports us.
+    """True while the ``detect`` command (console script or ``python -m detect``) imports us,
+    or a script that drives it says so with ``DETECT_DEFER_IMPORT=1`` (``tools/demo.py``).
 
     The command answers ``--help`` and refuses missing files before
-    TensorFlow loads (seconds on a small machine); its handlers import the
-    model modules, which registers them, whenever a model is touched.
+    TensorFlow loads (seconds on a small machine), and hides TensorFlow's
+    native start-up lines, which must not print before that filter is set;
+    its handlers import the model modules, which registers them, whenever a
+    model is touched.
     """
     argv0 = os.path.basename(sys.argv[0]) if sys.argv else ""
-    return argv0 in {"detect", "detect.exe", "-m"} and "DETECT_EAGER_IMPORT" not in os.environ
+    return argv0 in {"detect", "detect.exe", "-m"} or os.environ.get("DETECT_DEFER_IMPORT") == "1"
 
 
 if not _started_as_cli():

@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# like the detect command: TensorFlow loads inside its log filter, not at `import detect`
+os.environ.setdefault("DETECT_DEFER_IMPORT", "1")
 
 import cv2  # noqa: E402
 
