@@ -365,6 +365,7 @@ def config_overrides(overrides: dict) -> dict:
 
 def train(train_ann=None, train_images=None, out=None, config=None, *, val_ann=None, val_images=None,
           resume: bool = False, overwrite: bool = False, time_budget: str | float | None = None,
+          init_from=None,
           gsd: float | None = None, backbone_weights: str | None = None, set=(), strict: bool = False,
           strategy: str = "default", mixed_precision: bool = False, verbose: int = 1, **overrides) -> Run:
     """Train a detector on a COCO dataset into the run folder ``out``; returns a :class:`Run`.
@@ -374,7 +375,10 @@ def train(train_ann=None, train_images=None, out=None, config=None, *, val_ann=N
     keywords (``epochs=3``, ``learning_rate=0.005``, or ``train__epochs=3``)
     or as the CLI's ``set=["train.epochs=3"]``. ``time_budget`` (``"20m"``,
     ``"90s"``, seconds) fits the schedule to what this machine can do in that
-    time. ``resume=True`` continues ``out`` from its newest intact epoch
+    time. ``init_from``: a detector (``.keras`` or run folder) to start from:
+    weights matched by layer path and shape, class logits remapped by class
+    name, its architecture unless the config pins it (:mod:`detect.transfer`).
+    ``resume=True`` continues ``out`` from its newest intact epoch
     (nothing else needed). ``out`` must not exist or be empty unless
     ``overwrite`` (which replaces a previous run only). Raises
     :class:`~detect.engine.TrainingError` when training stops on a bad loss.
@@ -402,7 +406,7 @@ def train(train_ann=None, train_images=None, out=None, config=None, *, val_ann=N
     train_run(out, train_ann=train_ann, train_images=train_images, val_ann=val_ann, val_images=val_images,
               config=config, overrides=assignments, resume=resume, overwrite=overwrite, strict=strict,
               strategy=strategy, mixed_precision=mixed_precision, time_budget=time_budget, gsd=gsd,
-              verbose=verbose)
+              init_from=init_from, verbose=verbose)
     return _finished_run(Path(out))
 
 

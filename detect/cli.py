@@ -177,6 +177,10 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", metavar="RUN",
                    help="continue RUN from its newest intact epoch (its own config and data paths)")
     p.add_argument("--backbone-weights", help="imagenet, none or a weights file (= --set model.backbone_weights=...)")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="start from this detector (model.keras, checkpoint.keras or a run folder): "
+                   "weights matched by layer name and shape, class logits remapped by class name, "
+                   "its architecture unless --config/--set pin it; prints what was loaded")
     p.add_argument("--mixed-precision", action="store_true",
                    help="mixed_float16 on GPU, mixed_bfloat16 on CPU")
     p.add_argument("--strategy", choices=["default", "mirrored", "multiworker"], default="default",
@@ -204,6 +208,7 @@ def _run_train(args) -> int:
         train(args.train_ann, args.train_images, run, args.config, val_ann=args.val_ann,
               val_images=args.val_images, resume=bool(args.resume), overwrite=args.overwrite,
               time_budget=args.time_budget, gsd=args.gsd, backbone_weights=args.backbone_weights,
+              init_from=args.init_from,
               set=args.set, strict=args.strict, strategy=args.strategy, mixed_precision=args.mixed_precision)
     except TrainingError as err:
         print(f"detect train: {err}", file=sys.stderr)
@@ -274,7 +279,8 @@ _COMMANDS: list = [_add_train, _add_predict, _add_evaluate, _add_export]
 
 #: Arguments naming inputs, checked before TensorFlow loads: attribute -> kind.
 _INPUTS = {"model": "model", "ann": "file", "train_ann": "file", "val_ann": "file", "config": "file",
-           "predictions": "file", "images": "folder", "train_images": "folder", "val_images": "folder"}
+           "predictions": "file", "images": "folder", "train_images": "folder", "val_images": "folder",
+           "init_from": "path"}
 
 
 def _check_inputs(args) -> None:
@@ -292,7 +298,7 @@ def _check_inputs(args) -> None:
         elif kind == "folder" and not path.is_dir():
             raise FileNotFoundError(f"{flag} {value}: no such folder")
         elif kind != "folder" and not path.exists():
-            raise FileNotFoundError(f"{flag} {value}: no such file")
+            raise FileNotFoundError(f"{flag} {value}: no such {'file or folder' if kind == 'path' else 'file'}")
 
 
 def main(argv: list[str] | None = None) -> int:

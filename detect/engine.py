@@ -162,6 +162,7 @@ def _cap_warmup(cfg: DetectConfig) -> DetectConfig:
 def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, val_images=None,
           strict: bool = False, resume: bool = False, strategy: str = "default",
           mixed_precision: bool = False, verbose: int = 1, time_budget: float | str | None = None,
+          init_from=None,
           gsd: float | None = None, max_dets=None) -> RetinaNet:
     """Train a detector; returns the final model (also written to ``run_dir/model.keras``).
 
@@ -169,6 +170,9 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     training data (:func:`detect.datasets.fit.fit_to_data`), and with
     ``time_budget`` (seconds, or ``"20m"``) the schedule is fitted to the
     number of steps this machine can do in that time (:mod:`detect.time_budget`).
+    ``init_from``: a detector file or run folder to start from
+    (:mod:`detect.transfer`: weights by layer path and shape, class logits
+    remapped by name, the source's architecture unless the config pins it).
     ``gsd``: metres per pixel of the training images, when their files do
     not say (GeoTIFF transforms are read otherwise). ``max_dets``: the
     validation's COCO maxDets; default ``(1, 10, max(100, max_detections))``
@@ -196,6 +200,12 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     print(summary(train_ds), flush=True)
     cfg = replace(cfg, model=replace(cfg.model, num_classes=train_ds.num_classes,
                                      class_names=tuple(train_ds.class_names)))
+    source = None
+    if init_from is not None and not resume:
+        from detect.transfer import inherit_architecture, load_source
+
+        source = load_source(init_from)
+        cfg = inherit_architecture(cfg, source.model_config)
     if not resume:
         cfg, lines = fit_to_data(cfg, train_ds)
         print("\n".join(lines), flush=True)
@@ -226,6 +236,11 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     dist = _strategy(strategy)  # one strategy object: the model is built and compiled under it
     with dist.scope():
         model = build_retinanet(cfg.model)
+    if source is not None:
+        from detect.transfer import init_from as copy_weights
+
+        print("\n".join(copy_weights(model, source).lines(init_from)), flush=True)
+        del source
 
     deadline = None
     if budget and not resume:
@@ -359,7 +374,7 @@ def train_run(out, *, train_ann=None, train_images=None, val_ann=None, val_image
         return train(DetectConfig.from_dict(load_yaml(run.config)), run_dir=run.path, resume=True,
                      train_ann=meta["train_ann"], train_images=meta["train_images"],
                      val_ann=meta.get("val_ann"), val_images=meta.get("val_images"),
-                     **{**kwargs, "time_budget": None})
+                     **{**kwargs, "time_budget": None, "init_from": None})
     if not (train_ann and train_images):
         raise ValueError("training data is needed: --train-ann and --train-images (or --resume RUN)")
     if bool(val_ann) != bool(val_images):
@@ -378,7 +393,8 @@ def train_run(out, *, train_ann=None, train_images=None, val_ann=None, val_image
     run.path.mkdir(parents=True, exist_ok=True)
     dump_yaml({"train_ann": str(Path(train_ann).resolve()), "train_images": str(Path(train_images).resolve()),
                "val_ann": val_ann and str(Path(val_ann).resolve()),
-               "val_images": val_images and str(Path(val_images).resolve())}, run.meta)
+               "val_images": val_images and str(Path(val_images).resolve()),
+               "init_from": kwargs.get("init_from") and str(Path(kwargs["init_from"]).resolve())}, run.meta)
     try:
         return train(cfg, train_ann=train_ann, train_images=train_images, val_ann=val_ann,
                      val_images=val_images, run_dir=run.path, **kwargs)

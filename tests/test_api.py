@@ -263,3 +263,16 @@ def test_predict_a_video_gives_one_item_per_frame(model_file, tmp_path):  # noqa
     want = detect_image(model, decoded[2], TileOptions())
     np.testing.assert_allclose(results[1].boxes, np.asarray(want["boxes"]), atol=1e-4)
     assert results[1].plot().shape == (96, 96, 3)  # the frame is read back from the video
+
+
+def test_train_init_from_a_run_takes_its_architecture_and_weights(run, tmp_path, capsys):
+    r, ann, images = run
+    # no architecture given: the source's (resnet18, width 8) is used, not the default resnet50
+    again = detect.train(ann, images, tmp_path / "r2", init_from=r.path, epochs=1, image_size=64,
+                         max_boxes=10, batch_size=2, verbose=0)
+    c = again.model.model_config
+    assert (c.backbone, c.backbone_width, c.fpn_channels) == ("resnet18", 8, 16)
+    assert c.anchors == r.model.model_config.anchors
+    out = capsys.readouterr().out
+    assert f"init from {r.path}: {len(r.model.weights)} weights loaded" in out
+    assert "kept " + ", ".join(r.model.class_names) in out
