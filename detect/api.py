@@ -431,7 +431,7 @@ def export(model, out) -> Path:
     """A TensorFlow SavedModel in ``out`` (must not exist or be empty) whose ``serving_default``
     signature takes uint8 RGB ``[B, H, W, 3]`` and returns boxes, scores, labels and
     num_detections (NMS inside). ``model``: a detector or a path to one."""
-    from detect.export import export_saved_model
+    from detect.saved_model import export_saved_model
 
     return export_saved_model(_model(model), out)
 

@@ -276,3 +276,16 @@ def test_train_init_from_a_run_takes_its_architecture_and_weights(run, tmp_path,
     out = capsys.readouterr().out
     assert f"init from {r.path}: {len(r.model.weights)} weights loaded" in out
     assert "kept " + ", ".join(r.model.class_names) in out
+
+
+def test_no_submodule_shadows_an_api_name():
+    # importing detect/<name>.py sets detect.<name> to the module: an API function of that
+    # name would turn into a module after the first such import (detect.export once did)
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.walk_packages(detect.__path__, "detect."):
+        if info.name != "detect.__main__":
+            importlib.import_module(info.name)
+    for name in detect.__all__:
+        assert callable(getattr(detect, name)) and not isinstance(getattr(detect, name), type(detect)), name
