@@ -63,6 +63,34 @@ def make_optimizer(cfg: DetectConfig, steps_per_epoch: int, lr_factor: float = 1
     return keras.optimizers.AdamW(weight_decay=t.weight_decay, **common)
 
 
+def _continue_optimizer(old, model) -> None:
+    """Stage two continues stage one's optimizer instead of restarting it.
+
+    The new optimizer (stage two's learning rate) takes the old one's
+    iteration count, so warmup and the cosine continue one timeline, and the
+    slot variables (momentum, velocity, EMA) of every variable both optimise
+    (the heads and FPN), matched by name; the backbone's slots start at zero.
+    """
+    backbone = {id(v) for v in model.backbone.trainable_variables}
+    separate = model.backbone_optimizer is not None
+    head = [v for v in model.trainable_variables if not (separate and id(v) in backbone)]
+    model.optimizer.build(head)
+    if separate:
+        model.backbone_optimizer.build(model.backbone.trainable_variables)
+        model.backbone_optimizer.iterations.assign(old.iterations)
+    model.optimizer.iterations.assign(old.iterations)
+
+    def key(v):  # the optimizer's own name ("adamw", "adamw_1") prefixes its variables' paths
+        return v.path.split("/", 1)[-1]
+
+    theirs = {key(v): v for v in old.variables}
+    skip = {id(model.optimizer.iterations)}
+    for v in model.optimizer.variables:
+        o = theirs.get(key(v))
+        if id(v) not in skip and o is not None and "learning_rate" not in v.path and tuple(o.shape) == tuple(v.shape):
+            v.assign(o)
+
+
 class _Guard(keras.callbacks.Callback):
     """Stops on a non-finite loss; commits each good epoch (checkpoint, state, metrics) atomically."""
 
@@ -264,6 +292,7 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
         stage_two = 0 < t.freeze_backbone_epochs <= start_epoch
 
         def compile_for(stage_two: bool):
+            before = getattr(model, "optimizer", None) if stage_two else None
             if t.freeze_backbone_epochs and not stage_two:
                 model.backbone.trainable = False
             else:
@@ -280,6 +309,8 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
                                      "mixed_float16 loss scaling; use mixed_bfloat16 or multiplier 1")
                 model.backbone_optimizer = make_optimizer(
                     cfg, steps, factor * t.backbone_lr_multiplier, warmup=factor == 1.0)
+            if before is not None:
+                _continue_optimizer(before, model)
 
         compile_for(stage_two)
         if resume:

@@ -394,3 +394,36 @@ def test_measuring_a_step_leaves_the_weights_alone(data, optimizer):
     changed = [v.path for v, b in zip(model.weights, before) if not np.array_equal(v.numpy(), b)]
     # trainable weights are untouched; only BN moving statistics may move
     assert all("moving" in p for p in changed), changed
+
+
+def test_stage_two_continues_the_optimizer():
+    from detect.models import build_retinanet
+    from tests.models.conftest import tiny_config
+
+    model = build_retinanet(tiny_config())
+    model.backbone.trainable = False
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    model.backbone_optimizer = None
+    old = model.optimizer
+    old.build(model.trainable_variables)
+    old.iterations.assign(7)
+    rng = np.random.default_rng(0)
+    for v in old.variables[2:]:
+        v.assign(rng.normal(size=v.shape).astype(np.float32))
+    slots = {v.path.split("/", 1)[-1]: v.numpy().copy() for v in old.variables[2:]}
+    model.backbone.trainable = True
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    model.backbone_optimizer = None
+    engine._continue_optimizer(old, model)
+    new = model.optimizer
+    assert int(new.iterations.numpy()) == 7  # one schedule timeline, not a restart
+    carried = fresh = 0
+    for v in new.variables[2:]:
+        want = slots.get(v.path.split("/", 1)[-1])
+        if want is not None:
+            np.testing.assert_array_equal(v.numpy(), want)
+            carried += 1
+        else:
+            assert not v.numpy().any()  # the backbone's momentum starts at zero
+            fresh += 1
+    assert carried == len(slots) > 0 and fresh > 0
