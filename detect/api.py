@@ -289,9 +289,9 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
 
 def _results_to_coco(results: Results, gt: dict) -> list[dict]:
     """COCO results with the ground truth's image ids (by file name) and category ids (by name)."""
-    by_file: dict[str, list[int]] = {}
-    for im in gt["images"]:
-        by_file.setdefault(Path(im["file_name"]).name, []).append(im["id"])
+    from detect.inference.outputs import image_ids_by_file_name
+
+    by_file = image_ids_by_file_name(gt)
     by_name = {c["name"]: c["id"] for c in gt["categories"]}
     out = []
     for d in results:
@@ -394,18 +394,12 @@ def train(train_ann=None, train_images=None, out=None, config=None, *, val_ann=N
     assignments = list(set)
     if backbone_weights:
         assignments.insert(0, f"model.backbone_weights={backbone_weights}")
-    extra = config_overrides(overrides)
-    if extra:
-        from detect.config import DetectConfig, load_yaml
-
-        base = config if isinstance(config, DetectConfig) or config is None else DetectConfig.from_dict(
-            load_yaml(config))
-        config = (base or DetectConfig()).with_overrides(extra)
+    settings = config_overrides(overrides)  # an unknown keyword fails before TensorFlow loads
     from detect.engine import train_run
 
     train_run(out, train_ann=train_ann, train_images=train_images, val_ann=val_ann, val_images=val_images,
-              config=config, overrides=assignments, resume=resume, overwrite=overwrite, strict=strict,
-              strategy=strategy, mixed_precision=mixed_precision, time_budget=time_budget, gsd=gsd,
+              config=config, settings=settings, overrides=assignments, resume=resume, overwrite=overwrite,
+              strict=strict, strategy=strategy, mixed_precision=mixed_precision, time_budget=time_budget, gsd=gsd,
               init_from=init_from, verbose=verbose)
     return _finished_run(Path(out))
 

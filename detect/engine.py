@@ -379,8 +379,8 @@ def _estimate_validation_seconds(model, dataset: CocoDataset) -> float:
 
 
 def train_run(out, *, train_ann=None, train_images=None, val_ann=None, val_images=None,
-              config: DetectConfig | str | Path | None = None, overrides=(), resume: bool = False,
-              overwrite: bool = False, **kwargs) -> RetinaNet:
+              config: DetectConfig | str | Path | None = None, settings: dict | None = None, overrides=(),
+              resume: bool = False, overwrite: bool = False, **kwargs) -> RetinaNet:
     """``detect train``: train into the run folder ``out`` (see :mod:`detect.runs`).
 
     - ``resume=True`` continues ``out`` from its newest intact epoch with its
@@ -391,7 +391,9 @@ def train_run(out, *, train_ann=None, train_images=None, val_ann=None, val_image
       removed, so no folder looks like a run without being one.
 
     ``config``: a :class:`DetectConfig` or a YAML path (default: defaults);
-    ``overrides``: ``["section.key=value", ...]`` as ``--set``; ``kwargs`` go
+    ``settings``: ``{"section.key": value}`` applied to it first (the Python
+    API's keywords), then ``overrides``: ``["section.key=value", ...]`` as
+    ``--set``; ``kwargs`` go
     to :func:`train` (``strict``, ``strategy``, ``mixed_precision``,
     ``time_budget``, ``gsd``, ``verbose``, ``max_dets``).
     """
@@ -412,7 +414,10 @@ def train_run(out, *, train_ann=None, train_images=None, val_ann=None, val_image
         raise ValueError("--val-ann and --val-images go together")
     if isinstance(config, (str, Path)):
         config = DetectConfig.from_dict(load_yaml(config))
-    cfg = (config or DetectConfig()).with_overrides(list(overrides))
+    cfg = config or DetectConfig()
+    if settings:
+        cfg = cfg.with_overrides(dict(settings))
+    cfg = cfg.with_overrides(list(overrides))
     if run.path.exists() and (not run.path.is_dir() or any(run.path.iterdir())):
         if not overwrite:
             raise FileExistsError(f"--out {run.path} exists and is not empty: pass --resume {run.path} to "

@@ -128,11 +128,12 @@ class Detections:
             if not ok:
                 raise ValueError(f"{path}: frame {self.frame} could not be read")
             return bgr[..., ::-1]
+        from detect.inference.run import MAX_DRAW_PIXELS
         from detect.inference.sources import open_source
 
         source = open_source(path)
         try:
-            if source.width * source.height > 64_000_000:
+            if source.width * source.height > MAX_DRAW_PIXELS:
                 raise ValueError(f"{path} is too large to draw whole ({source.width}x{source.height}); "
                                  f"pass a window as image=")
             return source.read(0, 0, source.width, source.height)

@@ -125,7 +125,7 @@ def init_from(model, source) -> InitReport:
             w.assign(src)
             report.loaded.append(w.path)
             report.loaded_params += size
-    if not report.loaded or report.loaded == [p for p in report.loaded if p.startswith(CLASS_LOGITS)]:
+    if all(p.startswith(f"{CLASS_LOGITS}/") for p in report.loaded):
         raise ValueError("--init-from: no weight of the source matches this model by layer name and shape")
     report.kept_classes = shared
     report.new_classes = [n for n in model.class_names if n not in source.class_names]

@@ -89,16 +89,21 @@ def claim_output(out_dir: Path, fingerprint: dict, *, overwrite: bool) -> None:
     atomic.write_json(path, fingerprint)
 
 
+def image_ids_by_file_name(gt: dict) -> dict[str, list[int]]:
+    """Ground-truth image ids per file name (base name; a name may occur in several folders)."""
+    by_file: dict[str, list[int]] = {}
+    for im in gt["images"]:
+        by_file.setdefault(Path(im["file_name"]).name, []).append(im["id"])
+    return by_file
+
+
 def id_map_for(model, gt: dict | None) -> dict:
     """How gathered results name images and categories (see :func:`predict_files`)."""
     names = model.class_names
     if gt is not None:
         from detect.inference.coco_dataset import label_to_category
 
-        by_file: dict[str, list[int]] = {}
-        for im in gt["images"]:
-            by_file.setdefault(Path(im["file_name"]).name, []).append(im["id"])
-        return {"categories": label_to_category(model, gt), "images": by_file,
+        return {"categories": label_to_category(model, gt), "images": image_ids_by_file_name(gt),
                 "category_names": {c["id"]: c["name"] for c in gt["categories"]}}
     ids = list(model.model_config.input.category_ids) or list(range(len(names)))
     return {"categories": ids, "images": None, "category_names": dict(zip(ids, names))}

@@ -213,6 +213,7 @@ def _replay(f: Path, record: dict, bands, on_result) -> None:
             source = open_source(f, bands)
             size.update(transform=source.transform, crs=source.crs)
             source.close()
-        except (OSError, ValueError):
-            pass
+        except (OSError, ValueError) as err:
+            print(f"\nwarning: {f}: its georeferencing could not be read again ({err}); its detections "
+                  f"from the earlier run come without CRS", file=sys.stderr)
     on_result(f, None, as_det(record["detections"]), size)
