@@ -17,7 +17,26 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 #: Backbone names (built by detect.models.backbones, whose BUILT_HERE a test keeps equal).
+#: ``"source"``: the network comes from ``backbone_weights`` (see :func:`is_model_source`).
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenetv2")
+NORMALIZATIONS = ("auto", "caffe", "tf", "torch", "unit", "raw", "custom", "bands")
+
+
+def is_model_source(weights: str | None) -> bool:
+    """True when ``backbone_weights`` names a model that brings its own network:
+    ``keras_hub:PRESET``, a keras-hub preset folder (``config.json`` + ``metadata.json``),
+    a ``.keras`` file or a SavedModel folder (``saved_model.pb``). Decided by the
+    name alone for folders and files that do not exist yet on this machine only
+    through the ``keras_hub:`` prefix and the ``.keras`` suffix.
+
+    A folder that is neither (no such folder here) is not a source: a saved
+    model's config is checked where it is loaded, where its folder may not exist."""
+    if not weights or weights in ("none", "imagenet"):
+        return False
+    if weights.startswith("keras_hub:") or weights.endswith(".keras"):
+        return True
+    p = Path(weights)
+    return p.is_dir() and ((p / "saved_model.pb").is_file() or (p / "config.json").is_file())
 
 
 class _Section:
@@ -138,9 +157,31 @@ class ModelConfig(_Section):
     num_classes: int = 80  # excludes background
     class_names: tuple[str, ...] = ()
     backbone: str = "resnet50"
-    backbone_weights: str = "none"  # "imagenet", "none" or a local weights file
+    # "imagenet", "none", a Keras weights file, or a model that brings its own
+    # network (backbone = "source"): "keras_hub:PRESET", a keras-hub preset
+    # folder, a .keras feature extractor or a SavedModel folder (see
+    # detect.models.sources and the README's table of backbone sources).
+    backbone_weights: str = "none"
+    # Layers (or, for a SavedModel, output names) of a source network giving
+    # C3, C4, C5, or C2..C5; () = the source's own pyramid outputs / outputs.
+    backbone_layers: tuple[str, ...] = ()
     backbone_width: int = 64  # base channels of resnet18/34 (narrow models for tests)
     mobilenet_alpha: float = 1.0
+    # Input bands: 3 = RGB; another count (RGB+NIR = 4, SAR/pan = 1, ...) makes
+    # the first convolution take that many channels (see detect.models.bands).
+    input_bands: int = 3
+    bands: tuple[int, ...] = ()  # 1-based bands read from the files, in order; () = the default rule
+    # How images are normalised inside the model: "auto" (the backbone's own
+    # rule; per-band statistics for an input_bands != 3 model), "caffe",
+    # "tf", "torch", "unit" (x / 255), "raw", "custom" (input_mean/std, 3
+    # values in 0..255 units) or "bands" (band_mean/band_std).
+    input_normalization: str = "auto"
+    input_mean: tuple[float, ...] = ()
+    input_std: tuple[float, ...] = ()
+    # Per-band mean / std (0..255 units) of the training data, computed by
+    # detect train for an input_bands != 3 model and stored in the model.
+    band_mean: tuple[float, ...] = ()
+    band_std: tuple[float, ...] = ()
     freeze_batchnorm: bool | None = None  # None: frozen iff pretrained weights are used
     freeze_stages: int = 0  # 0 = none, 1 = stem, 2..5 = stem and stages conv2..conv5
     # Normalisation layers. "auto": frozen batch norm with pretrained weights,
@@ -162,11 +203,26 @@ class ModelConfig(_Section):
     input: InputConfig = field(default_factory=InputConfig)
 
     def __post_init__(self):
+        if self.backbone != "source" and is_model_source(self.backbone_weights):
+            # the source brings its own network; training says so when it builds it
+            object.__setattr__(self, "backbone", "source")
         self.validate()
 
     @property
     def pretrained(self) -> bool:
         return self.backbone_weights not in ("none", "", None)
+
+    @property
+    def normalization(self) -> str:
+        """The resolved ``input_normalization`` (never "auto")."""
+        if self.input_normalization != "auto":
+            return self.input_normalization
+        if self.input_bands != 3:
+            return "bands"
+        if self.backbone == "source":
+            return "unit"  # TF-Hub's convention for image models: RGB in [0, 1]
+        return {"resnet50": "caffe", "resnet101": "caffe", "resnet152": "caffe",
+                "mobilenetv2": "tf"}.get(self.backbone, "torch")
 
     @property
     def resolved_backbone_norm(self) -> str:
@@ -189,7 +245,22 @@ class ModelConfig(_Section):
         _check(self.num_classes >= 1, "num_classes", f"must be >= 1, got {self.num_classes}")
         _check(not self.class_names or len(self.class_names) == self.num_classes, "class_names",
                f"has {len(self.class_names)} names for num_classes={self.num_classes}")
-        _check(self.backbone in BACKBONES, "backbone", f"must be one of {BACKBONES}, got {self.backbone!r}")
+        _check(self.backbone in (*BACKBONES, "source"), "backbone",
+               f"must be one of {BACKBONES} or 'source', got {self.backbone!r}")
+        _check(self.backbone != "source" or self.backbone_weights not in ("none", "imagenet", ""),
+               "backbone_weights", "backbone 'source' needs backbone_weights naming the source model")
+        _check(1 <= self.input_bands <= 64, "input_bands", f"must be in 1..64, got {self.input_bands}")
+        _check(not self.bands or (len(self.bands) == self.input_bands and min(self.bands) >= 1), "bands",
+               f"needs input_bands={self.input_bands} band numbers >= 1, got {list(self.bands)}")
+        _check(self.input_normalization in NORMALIZATIONS, "input_normalization",
+               f"must be one of {NORMALIZATIONS}, got {self.input_normalization!r}")
+        _check(self.normalization != "custom" or (len(self.input_mean) == len(self.input_std) == 3
+                                                   and min(self.input_std) > 0),
+               "input_mean/input_std", "'custom' normalisation needs 3 means and 3 positive stds")
+        _check(not self.band_mean or (len(self.band_mean) == len(self.band_std) == self.input_bands
+                                      and min(self.band_std) > 0),
+               "band_mean/band_std", f"need {self.input_bands} means and positive stds, got "
+               f"{list(self.band_mean)} / {list(self.band_std)}")
         _check(0 <= self.freeze_stages <= 5, "freeze_stages", f"must be in 0..5, got {self.freeze_stages}")
         _check(self.p6_from in ("p5", "c5"), "p6_from", f"must be 'p5' or 'c5', got {self.p6_from!r}")
         _check(self.head_norm in ("auto", "none", "group"), "head_norm",

@@ -23,8 +23,12 @@ import numpy as np
 
 #: Model config fields that shape the network (and its anchors): copied from the
 #: source model unless the user's config sets them.
-ARCHITECTURE = ("backbone", "backbone_width", "mobilenet_alpha", "backbone_norm", "zero_init_residual",
-                "fpn_channels", "p6_from", "head_convs", "head_norm", "box_variances", "anchors")
+ARCHITECTURE = ("backbone", "backbone_weights", "backbone_layers", "backbone_width", "mobilenet_alpha",
+                "backbone_norm", "zero_init_residual", "fpn_channels", "p6_from", "head_convs", "head_norm",
+                "box_variances", "anchors",
+                # the input the weights were trained on: bands and their normalisation
+                "input_bands", "bands", "input_normalization", "input_mean", "input_std", "band_mean",
+                "band_std")
 CLASS_LOGITS = "cls_predict"
 
 
@@ -92,11 +96,22 @@ class InitReport:
         return out
 
 
+def build_like(cfg_model, source):
+    """A RetinaNet for ``cfg_model`` whose backbone is built without fetching pretrained weights
+    (every weight comes from ``source``), from the source's own graph for a ``"source"`` backbone."""
+    from detect.models.retinanet import RetinaNet
+
+    graph = source.get_config().get("backbone_graph") if cfg_model.backbone == "source" else None
+    return RetinaNet(cfg_model, load_backbone_weights=False, backbone_graph=graph)
+
+
 def init_from(model, source) -> InitReport:
     """Copy ``source``'s weights into ``model`` by path and shape; remap class logits by name.
 
     Raises ValueError when the backbones differ or no weight matches.
     """
+    from detect.models.sources import share_saved_models
+
     a, b = model.model_config, source.model_config
     if (a.backbone, a.backbone_width) != (b.backbone, b.backbone_width):
         raise ValueError(f"--init-from: the source model's backbone is {b.backbone} (width {b.backbone_width}), "
@@ -125,6 +140,7 @@ def init_from(model, source) -> InitReport:
             w.assign(src)
             report.loaded.append(w.path)
             report.loaded_params += size
+    share_saved_models(source, model)
     if all(p.startswith(f"{CLASS_LOGITS}/") for p in report.loaded):
         raise ValueError("--init-from: no weight of the source matches this model by layer name and shape")
     report.kept_classes = shared

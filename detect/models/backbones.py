@@ -17,6 +17,7 @@ import os
 import re
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from detect.config import ModelConfig
@@ -34,41 +35,86 @@ BUILT_HERE = (*_BASIC_BLOCKS, *_RESNET_APPS, "mobilenetv2")
 _MOBILENET_TAPS = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "out_relu")
 
 
-def normalization_for(backbone: str) -> str:
-    """The input normalisation a backbone's weights were trained with."""
-    if backbone in _RESNET_APPS:
-        return "caffe"  # BGR, ImageNet mean subtracted, no scaling
-    if backbone == "mobilenetv2":
-        return "tf"  # [-1, 1]
-    return "torch"  # RGB, (x / 255 - mean) / std
+#: Pixel standard deviation of ImageNet in 0..255 units (mean of 0.229, 0.224, 0.225 x 255):
+#: the typical spread of a pretrained backbone's inputs, used to rescale its first
+#: kernels when its inputs become per-band standardised (see :func:`inflate_kernel`).
+IMAGENET_STD_255 = 57.6
+_MEAN_RGB = (0.485, 0.456, 0.406)
+_STD_RGB = (0.229, 0.224, 0.225)
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+def normalization_affine(config: ModelConfig) -> tuple[bool, tuple[float, ...], tuple[float, ...]]:
+    """``(reverse_rgb, mean, std)``: the model computes ``(x[..., order] - mean) / std`` per band,
+    ``x`` in 0..255 units, where ``order`` reverses the first three bands (RGB -> BGR) for
+    ``"caffe"``. ``config.normalization`` names the rule (see ``ModelConfig.input_normalization``)."""
+    mode, n = config.normalization, config.input_bands
+    if mode == "bands":
+        if not config.band_mean:
+            raise ValueError("model.input_normalization 'bands' needs model.band_mean and model.band_std "
+                             "(detect train computes them from the training data)")
+        return False, tuple(config.band_mean), tuple(config.band_std)
+    if mode == "unit":
+        return False, (0.0,) * n, (255.0,) * n
+    if mode == "raw":
+        return False, (0.0,) * n, (1.0,) * n
+    if n != 3:
+        raise ValueError(f"model.input_normalization {mode!r} is a rule for RGB; an input_bands={n} model "
+                         f"uses 'bands' (per-band statistics of the training data), 'unit' or 'raw'")
+    if mode == "caffe":
+        return True, _CAFFE_MEAN_BGR, (1.0, 1.0, 1.0)
+    if mode == "tf":
+        return False, (127.5,) * 3, (127.5,) * 3
+    if mode == "torch":
+        return False, tuple(m * 255 for m in _MEAN_RGB), tuple(s * 255 for s in _STD_RGB)
+    return False, tuple(config.input_mean), tuple(config.input_std)  # custom
 
 
 @keras.saving.register_keras_serializable(package="detect")
 class ImageNormalization(keras.layers.Layer):
-    """RGB [0, 255] -> what the backbone expects. ``mode``: caffe | tf | torch."""
+    """Images ``[B, H, W, N]`` in 0..255 -> what the backbone expects:
+    ``(x[..., order] - mean) / std`` (see :func:`normalization_affine`)."""
 
-    _MEAN_RGB = (0.485, 0.456, 0.406)
-    _STD_RGB = (0.229, 0.224, 0.225)
-    _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-    def __init__(self, mode: str, **kwargs):
+    def __init__(self, mean, std, reverse_rgb: bool = False, **kwargs):
         super().__init__(**kwargs)
-        if mode not in ("caffe", "tf", "torch"):
-            raise ValueError(f"unknown normalisation mode {mode!r}")
-        self.mode = mode
+        if len(mean) != len(std) or min(std) <= 0:
+            raise ValueError(f"normalisation needs one mean and one positive std per band, got {mean}, {std}")
+        self.mean, self.std, self.reverse_rgb = tuple(mean), tuple(std), bool(reverse_rgb)
 
     def call(self, images):
         x = tf.cast(images, self.compute_dtype)
-        if self.mode == "caffe":
-            return x[..., ::-1] - tf.constant(self._CAFFE_MEAN_BGR, x.dtype)
-        if self.mode == "tf":
-            return x / 127.5 - 1.0
-        mean = tf.constant([m * 255 for m in self._MEAN_RGB], x.dtype)
-        std = tf.constant([s * 255 for s in self._STD_RGB], x.dtype)
-        return (x - mean) / std
+        if self.reverse_rgb:
+            x = tf.concat([x[..., 2::-1], x[..., 3:]], axis=-1)
+        return (x - tf.constant(self.mean, x.dtype)) / tf.constant(self.std, x.dtype)
 
     def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
+        return {**super().get_config(), "mean": list(self.mean), "std": list(self.std),
+                "reverse_rgb": self.reverse_rgb}
+
+
+def inflate_kernel(kernel, bands: int, rgb_std: tuple[float, ...], reverse_rgb: bool) -> np.ndarray:
+    """A first-layer kernel ``[kh, kw, 3, C]`` trained on RGB, for ``bands`` per-band standardised inputs.
+
+    The pretrained kernel saw inputs normalised with per-channel ``rgb_std``
+    (0..255 units; channel order BGR when ``reverse_rgb``); standardised
+    inputs have unit spread, so each input channel's weights are scaled by
+    :data:`IMAGENET_STD_255` / its std to keep the response to a typical
+    image. The RGB kernels are kept (in RGB order) and every other band
+    starts from their mean; with ``bands != 3`` all are scaled by 3 / bands
+    so the sum over bands keeps the activations' magnitude (torchgeo / timm).
+    """
+    k = np.asarray(kernel, np.float32)
+    if k.shape[2] != 3:
+        raise ValueError(f"expected a 3-channel first kernel, got shape {k.shape}")
+    k = k * (IMAGENET_STD_255 / np.asarray(rgb_std, np.float32))[None, None, :, None]
+    if reverse_rgb:
+        k = k[:, :, ::-1]
+    mean = k.mean(axis=2, keepdims=True)
+    if bands >= 3:
+        out = np.concatenate([k, np.repeat(mean, bands - 3, axis=2)], axis=2)
+    else:
+        out = np.repeat(mean, bands, axis=2)
+    return out * (3.0 / bands) if bands != 3 else out
 
 
 def _weights_arg(weights: str, load: bool):
@@ -90,9 +136,9 @@ def _offline_hint(backbone: str, err: Exception) -> RuntimeError:
     )
 
 
-def _keras_app(builder, weights, backbone, **kwargs) -> keras.Model:
+def _keras_app(builder, weights, backbone, channels=3, **kwargs) -> keras.Model:
     try:
-        return builder(include_top=False, weights=weights, input_shape=(None, None, 3), **kwargs)
+        return builder(include_top=False, weights=weights, input_shape=(None, None, channels), **kwargs)
     except Exception as err:  # download failures surface as several exception types
         if weights == "imagenet":
             raise _offline_hint(backbone, err) from err
@@ -111,9 +157,9 @@ def _conv_bn(x, filters, kernel, stride, name, relu=True):
     return keras.layers.ReLU(name=name + "_relu")(x) if relu else x
 
 
-def _basic_resnet(depths, width: int, name: str) -> keras.Model:
+def _basic_resnet(depths, width: int, name: str, channels: int = 3) -> keras.Model:
     """ResNet-18/34 (v1, basic blocks); channel widths width * (1, 2, 4, 8)."""
-    inputs = keras.Input((None, None, 3))
+    inputs = keras.Input((None, None, channels))
     x = _conv_bn(inputs, width, 7, 2, "conv1")
     x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
@@ -137,41 +183,123 @@ def _last_layer(model: keras.Model, pattern: str) -> str:
     return names[-1]
 
 
-def build_backbone(config: ModelConfig, *, load_weights: bool = True) -> keras.Model:
-    """A model mapping normalised images ``[B, H, W, 3]`` to ``[C2, C3, C4, C5]``.
+def _pretrained_rule(config: ModelConfig, source_norm: dict | None = None):
+    """``(reverse_rgb, std)`` of the normalisation the backbone's weights were trained with."""
+    from dataclasses import replace
+
+    rgb = replace(config, input_bands=3, bands=(), band_mean=(), band_std=(), input_normalization="auto",
+                  **(source_norm or {}))
+    reverse, _, std = normalization_affine(rgb)
+    return reverse, std
+
+
+def needs_adapting(config: ModelConfig) -> bool:
+    """True when pretrained RGB first kernels must be adapted (other band count or per-band statistics)."""
+    return config.input_bands != 3 or config.normalization == "bands"
+
+
+def copy_adapting_input(src: keras.Model, dst: keras.Model, config: ModelConfig,
+                        source_norm: dict | None = None) -> list[str]:
+    """Copy ``src``'s weights into ``dst`` (the same network by layer name, ``dst`` taking
+    ``config.input_bands`` bands); the first convolution's kernel is adapted with
+    :func:`inflate_kernel`. Returns the adapted layers' names."""
+    reverse, std = _pretrained_rule(config, source_norm)
+    theirs = {layer.name: layer for layer in src.layers}
+    first = next(layer.name for layer in dst.layers if isinstance(layer, keras.layers.Conv2D))
+    for layer in dst.layers:
+        if not layer.weights:
+            continue
+        other = theirs.get(layer.name)
+        if other is None or len(other.weights) != len(layer.weights):
+            raise ValueError(f"adapting the backbone's input: layer {layer.name} has no counterpart")
+        values = [w.numpy() for w in other.weights]
+        if layer.name == first:  # the stem's first convolution takes the bands
+            values[0] = inflate_kernel(values[0], config.input_bands, std, reverse)
+        elif any(v.shape != tuple(w.shape) for v, w in zip(values, layer.weights)):
+            raise ValueError(f"adapting the backbone's input: layer {layer.name} changed shape")
+        layer.set_weights(values)
+    return [first]
+
+
+def _builtin(config: ModelConfig, weights, channels: int) -> tuple[keras.Model, list[str]]:
+    name = config.backbone
+    if name in _RESNET_APPS:
+        base = _keras_app(_RESNET_APPS[name], weights, name, channels)
+        return base, [_last_layer(base, rf"conv{s}_block\d+_out") for s in (2, 3, 4, 5)]
+    if name == "mobilenetv2":
+        if weights == "imagenet" and config.mobilenet_alpha not in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4):
+            raise ValueError(f"no ImageNet MobileNetV2 weights for alpha={config.mobilenet_alpha}")
+        return _keras_app(keras.applications.MobileNetV2, weights, name, channels,
+                          alpha=config.mobilenet_alpha), list(_MOBILENET_TAPS)
+    if weights == "imagenet":
+        raise ValueError(
+            f"keras.applications has no ImageNet weights for {name}; pass a local weights "
+            f"file as backbone_weights, use backbone_weights=none, or pick resnet50/101/152 "
+            f"or mobilenetv2 for ImageNet weights"
+        )
+    base = _basic_resnet(_BASIC_BLOCKS[name], config.backbone_width, name, channels)
+    if weights:
+        base.load_weights(weights)
+    return base, [_last_layer(base, rf"conv{s}_block\d+_out") for s in (2, 3, 4, 5)]
+
+
+def build_backbone(config: ModelConfig, *, load_weights: bool = True,
+                   graph: dict | None = None) -> tuple[keras.Model, ModelConfig]:
+    """``(backbone, config)``: a model mapping normalised images ``[B, H, W, input_bands]``
+    to ``[C2, C3, C4, C5]`` (C2 is None for a source that gives C3..C5 only), and
+    ``config`` with the source's input normalisation resolved.
 
     C2 (stride 4) feeds the FPN only when ``anchors.min_level`` is 2 (small
     objects); it is computed on the way to C3 anyway, so returning it is free.
 
     ``load_weights=False`` skips pretrained weights (used when restoring a
-    saved detector, whose file already holds every weight).
+    saved detector, whose file already holds every weight); a ``"source"``
+    backbone is then rebuilt from ``graph`` (see :mod:`detect.models.sources`).
+    Pretrained RGB weights meet an ``input_bands != 3`` model through
+    :func:`inflate_kernel`.
     """
-    name = config.backbone
+    if config.backbone == "source":
+        return _source_backbone(config, load_weights, graph)
     weights = _weights_arg(config.backbone_weights, load_weights)
-    if name in _RESNET_APPS:
-        base = _keras_app(_RESNET_APPS[name], weights, name)
-        taps = [_last_layer(base, rf"conv{s}_block\d+_out") for s in (2, 3, 4, 5)]
-    elif name == "mobilenetv2":
-        if weights == "imagenet" and config.mobilenet_alpha not in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4):
-            raise ValueError(f"no ImageNet MobileNetV2 weights for alpha={config.mobilenet_alpha}")
-        base = _keras_app(keras.applications.MobileNetV2, weights, name, alpha=config.mobilenet_alpha)
-        taps = list(_MOBILENET_TAPS)
+    if weights and needs_adapting(config):
+        rgb, _ = _builtin(config, weights, 3)
+        base, taps = _builtin(config, None, config.input_bands)
+        copy_adapting_input(rgb, base, config)
+        del rgb
     else:
-        if weights == "imagenet":
-            raise ValueError(
-                f"keras.applications has no ImageNet weights for {name}; pass a local weights "
-                f"file as backbone_weights, use backbone_weights=none, or pick resnet50/101/152 "
-                f"or mobilenetv2 for ImageNet weights"
-            )
-        base = _basic_resnet(_BASIC_BLOCKS[name], config.backbone_width, name)
-        if weights:
-            base.load_weights(weights)
-        taps = [_last_layer(base, rf"conv{s}_block\d+_out") for s in (2, 3, 4, 5)]
+        base, taps = _builtin(config, weights, config.input_bands)
     if config.resolved_backbone_norm == "group" or config.zero_init_residual:
         base = _renormalize(base, group=config.resolved_backbone_norm == "group",
                             zero_init=config.zero_init_residual and not weights)
     outputs = [base.get_layer(t).output for t in taps]
-    return keras.Model(base.inputs, outputs, name=f"{name}_backbone")
+    return keras.Model(base.inputs, outputs, name=f"{config.backbone}_backbone"), config
+
+
+def _source_backbone(config: ModelConfig, load_weights: bool, graph: dict | None):
+    from dataclasses import replace
+
+    from detect.models import sources
+
+    if not load_weights:
+        if graph is None:
+            raise ValueError("a detector with a 'source' backbone needs its backbone_graph to be rebuilt")
+        extractor = sources.rebuild(graph)
+    elif sources.is_saved_model(config.backbone_weights):
+        extractor = sources.load_saved_model_source(config)
+    else:
+        extractor, source_norm = sources.load_keras_source(config)
+        if config.input_normalization == "auto" and config.input_bands == 3:
+            config = replace(config, **source_norm)
+        if needs_adapting(config):
+            adapted = keras.models.clone_model(extractor, input_tensors=keras.Input((None, None, config.input_bands)))
+            copy_adapting_input(extractor, adapted, config, source_norm)
+            extractor = adapted
+        print(f"backbone: {len(extractor.outputs)} feature maps from {config.backbone_weights} "
+              f"({extractor.count_params():,} parameters)", flush=True)
+    outputs = list(extractor.outputs)
+    if len(outputs) == 3:
+        outputs = [None, *outputs]
+    return keras.Model(extractor.inputs, [o for o in outputs if o is not None], name="source_backbone"), config
 
 
 @keras.saving.register_keras_serializable(package="detect")
@@ -231,6 +359,9 @@ def stage_of(layer_name: str) -> int | None:
     m = re.match(r"conv(\d)_", layer_name)
     if m:
         return int(m.group(1))
+    m = re.match(r"stack(\d)_", layer_name)  # keras-hub ResNets: stack0..stack3 = conv2..conv5
+    if m:
+        return int(m.group(1)) + 2
     if layer_name.startswith("pool1") or layer_name.startswith(("Conv1", "bn_Conv1", "expanded_conv")):
         return 1
     m = re.match(r"block_(\d+)_", layer_name)

@@ -49,4 +49,7 @@ def inference_copy(model: RetinaNet) -> RetinaNet:
         raise ValueError("inference_copy: the rebuilt model's weights differ from the trained model's")
     for w in fresh.weights:
         w.assign(theirs[w.path])
+    from detect.models.sources import share_saved_models
+
+    share_saved_models(model, fresh)
     return fresh

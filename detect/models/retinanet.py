@@ -23,7 +23,7 @@ from detect.models.backbones import (
     ImageNormalization,
     apply_freezing,
     build_backbone,
-    normalization_for,
+    normalization_affine,
 )
 from detect.models.fpn import build_fpn
 from detect.models.heads import build_heads
@@ -34,33 +34,42 @@ from detect.postprocess import postprocess
 LOSS_NAMES = ("loss", "cls_loss", "box_loss")
 
 
-def _build_network(config: ModelConfig, load_weights: bool) -> tuple[keras.Model, keras.Model]:
-    """(network: normalised images -> (cls, box), backbone) as functional models."""
-    backbone = build_backbone(config, load_weights=load_weights)
+def _build_network(config: ModelConfig, load_weights: bool, graph: dict | None = None):
+    """``(network, backbone, config)``: network = normalised images -> (cls, box) and the
+    backbone as functional models; ``config`` with the backbone source's normalisation resolved."""
+    backbone, config = build_backbone(config, load_weights=load_weights, graph=graph)
     apply_freezing(backbone, freeze_stages=config.freeze_stages,
                    freeze_batchnorm=config.batchnorm_frozen)
-    inputs = keras.Input((None, None, 3), name="normalized_images")
+    inputs = keras.Input((None, None, config.input_bands), name="normalized_images")
     a = config.anchors
-    features = build_fpn(*backbone(inputs), channels=config.fpn_channels, p6_from=config.p6_from,
+    taps = backbone(inputs)
+    if len(taps) == 3:  # a source giving C3..C5
+        if a.min_level == 2:
+            raise ValueError("anchors.min_level 2 (P2) needs C2: the backbone source gives C3..C5 only "
+                             "(name four layers in model.backbone_layers, or use min_level 3)")
+        taps = [None, *taps]
+    features = build_fpn(*taps, channels=config.fpn_channels, p6_from=config.p6_from,
                          min_level=a.min_level, max_level=a.max_level)
     cls, box = build_heads(
         features, num_classes=config.num_classes,
         num_anchors=a.num_scales * len(a.aspect_ratios), channels=config.fpn_channels,
         convs=config.head_convs, norm=config.resolved_head_norm, prior_bias=config.prior_bias)
-    return keras.Model(inputs, [cls, box], name="retinanet_network"), backbone
+    return keras.Model(inputs, [cls, box], name="retinanet_network"), backbone, config
 
 
 @keras.saving.register_keras_serializable(package="detect")
 class RetinaNet(keras.Model):
     """RetinaNet detector. Build with :func:`detect.models.factory.build_retinanet`."""
 
-    def __init__(self, config: ModelConfig | dict, *, load_backbone_weights: bool = True, **kwargs):
+    def __init__(self, config: ModelConfig | dict, *, load_backbone_weights: bool = True,
+                 backbone_graph: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         if isinstance(config, dict):
             config = ModelConfig.from_dict(config)
+        self.network, self.backbone, config = _build_network(config, load_backbone_weights, backbone_graph)
         self.model_config = config
-        self.normalize = ImageNormalization(normalization_for(config.backbone), name="normalize")
-        self.network, self.backbone = _build_network(config, load_backbone_weights)
+        reverse, mean, std = normalization_affine(config)
+        self.normalize = ImageNormalization(mean, std, reverse, name="normalize")
         a = config.anchors
         self.anchor_generator = AnchorGenerator(
             min_level=a.min_level, max_level=a.max_level, anchor_size=a.anchor_size,
@@ -77,13 +86,19 @@ class RetinaNet(keras.Model):
     # ---- configuration ----------------------------------------------------
 
     def get_config(self):
-        return {"name": self.name, "config": self.model_config.to_dict()}
+        config = {"name": self.name, "config": self.model_config.to_dict()}
+        if self.model_config.backbone == "source":  # its architecture is not ours to rebuild
+            from detect.models.sources import graph_of
+
+            config["backbone_graph"] = graph_of(self.backbone)
+        return config
 
     @classmethod
     def from_config(cls, config):
         # Restoring a saved model: every weight comes from the file, so the
         # backbone's pretrained weights are not fetched again.
-        return cls(config["config"], load_backbone_weights=False, name=config.get("name"))
+        return cls(config["config"], load_backbone_weights=False, name=config.get("name"),
+                   backbone_graph=config.get("backbone_graph"))
 
     @property
     def class_names(self) -> tuple[str, ...]:

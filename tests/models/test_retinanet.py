@@ -175,7 +175,7 @@ def test_local_backbone_weights_file_is_loaded(tmp_path):
     from detect.models.backbones import build_backbone
 
     cfg = tiny_config(backbone_norm="batch")
-    src = build_backbone(cfg)
+    src, _ = build_backbone(cfg)
     path = tmp_path / "r18.weights.h5"
     # a full (headless) ResNet-18 weights file, as a user would bring
     src_full = keras.Model(src.inputs, src.outputs)
