@@ -143,9 +143,10 @@ def _sources(source):
     return "files", files
 
 
-def _checked_array(name: str, a: np.ndarray, warned: list) -> np.ndarray:
-    if a.ndim != 3 or a.shape[2] != 3:
-        raise ValueError(f"{name}: expected an RGB image [H, W, 3], got shape {a.shape}")
+def _checked_array(name: str, a: np.ndarray, warned: list, channels: int = 3) -> np.ndarray:
+    if a.ndim != 3 or a.shape[2] != channels:
+        what = "an RGB image [H, W, 3]" if channels == 3 else f"the model's {channels} bands [H, W, {channels}]"
+        raise ValueError(f"{name}: expected {what}, got shape {a.shape}")
     if np.issubdtype(a.dtype, np.floating):
         top = float(np.nanmax(a)) if a.size else 0.0
         if top <= 1.0 and not warned:
@@ -224,9 +225,9 @@ def _predict_arrays(model, items, options) -> Results:
     from detect.inference.sources import ArraySource
 
     warned: list = []
-    arrays = [(name, _checked_array(name, a, warned)) for name, a in items]
+    arrays = [(name, _checked_array(name, a, warned, model.model_config.input_bands)) for name, a in items]
     caps, found, t0 = CapCount(), [], time.perf_counter()
-    for (name, a), det in zip(arrays, detect_many(model, (ArraySource(a, name) for name, a in arrays), options)):
+    for (name, a), det in zip(arrays, detect_many(model, (ArraySource(a, name, model.model_config.input_bands) for name, a in arrays), options)):
         caps.add(det)
         found.append(Detections.from_dict(det, model.class_names, name, a.shape[1], a.shape[0], image=a))
     if caps.warning(model):
@@ -366,8 +367,9 @@ def config_overrides(overrides: dict) -> dict:
 def train(train_ann=None, train_images=None, out=None, config=None, *, val_ann=None, val_images=None,
           resume: bool = False, overwrite: bool = False, time_budget: str | float | None = None,
           init_from=None,
-          gsd: float | None = None, backbone_weights: str | None = None, set=(), strict: bool = False,
-          strategy: str = "default", mixed_precision: bool = False, verbose: int = 1, **overrides) -> Run:
+          gsd: float | None = None, backbone_weights: str | None = None, bands=None, set=(),
+          strict: bool = False, strategy: str = "default", mixed_precision: bool = False, verbose: int = 1,
+          **overrides) -> Run:
     """Train a detector on a COCO dataset into the run folder ``out``; returns a :class:`Run`.
 
     ``config``: a YAML path or a :class:`~detect.config.DetectConfig`
@@ -378,6 +380,9 @@ def train(train_ann=None, train_images=None, out=None, config=None, *, val_ann=N
     time. ``init_from``: a detector (``.keras`` or run folder) to start from:
     weights matched by layer path and shape, class logits remapped by class
     name, its architecture unless the config pins it (:mod:`detect.transfer`).
+    ``bands`` (``"1,2,3,4"``): the 1-based bands of the training files the
+    model takes, in order; sets ``model.input_bands`` to their count and is
+    stored in the model (prediction reads the same bands).
     ``resume=True`` continues ``out`` from its newest intact epoch
     (nothing else needed). ``out`` must not exist or be empty unless
     ``overwrite`` (which replaces a previous run only). Raises
@@ -394,6 +399,9 @@ def train(train_ann=None, train_images=None, out=None, config=None, *, val_ann=N
     assignments = list(set)
     if backbone_weights:
         assignments.insert(0, f"model.backbone_weights={backbone_weights}")
+    if bands:
+        chosen = _bands(bands)
+        assignments[:0] = [f"model.input_bands={len(chosen)}", f"model.bands={list(chosen)}"]
     settings = config_overrides(overrides)  # an unknown keyword fails before TensorFlow loads
     from detect.engine import train_run
 

@@ -176,7 +176,13 @@ def _add_train(sub) -> None:
                    help="override a config field, e.g. --set train.learning_rate=0.005")
     p.add_argument("--resume", metavar="RUN",
                    help="continue RUN from its newest intact epoch (its own config and data paths)")
-    p.add_argument("--backbone-weights", help="imagenet, none or a weights file (= --set model.backbone_weights=...)")
+    p.add_argument("--backbone-weights", metavar="SOURCE",
+                   help="imagenet, none, a Keras weights file, keras_hub:PRESET, a keras-hub preset folder, "
+                   "a .keras feature extractor or a SavedModel folder (= --set model.backbone_weights=...; "
+                   "see the README's backbone sources)")
+    p.add_argument("--bands", help="1-based bands of the training images the model takes, in order, e.g. "
+                   "1,2,3,4 for RGB+NIR: sets model.input_bands, stored in the model (predict reads the "
+                   "same bands); default: RGB (1-3 of 3-4 band files, grey repeated)")
     p.add_argument("--init-from", metavar="MODEL",
                    help="start from this detector (model.keras, checkpoint.keras or a run folder): "
                    "weights matched by layer name and shape, class logits remapped by class name, "
@@ -207,7 +213,7 @@ def _run_train(args) -> int:
     try:
         train(args.train_ann, args.train_images, run, args.config, val_ann=args.val_ann,
               val_images=args.val_images, resume=bool(args.resume), overwrite=args.overwrite,
-              time_budget=args.time_budget, gsd=args.gsd, backbone_weights=args.backbone_weights,
+              time_budget=args.time_budget, gsd=args.gsd, backbone_weights=args.backbone_weights, bands=args.bands,
               init_from=args.init_from,
               set=args.set, strict=args.strict, strategy=args.strategy, mixed_precision=args.mixed_precision)
     except TrainingError as err:
@@ -246,9 +252,11 @@ def _add_predict(sub) -> None:
                    "training ground sample distance")
     p.add_argument("--ann", help="COCO ground truth: coco_results.json then uses its image ids "
                    "(matched by file name) and category ids, ready for 'detect evaluate'")
-    p.add_argument("--bands", help="1-based raster bands to use as RGB, e.g. 3,2,1 (TIFF only; "
-                   "default 1,2,3 for 3-4 bands, 1 for grey); 16-bit data is stretched from the "
-                   "2nd-98th percentile of a decimated read")
+    p.add_argument("--bands", help="1-based bands to read, e.g. 3,2,1: as many as the model takes (an RGB "
+                   "model also takes one band, as grey); default: the bands stored in the model, else "
+                   "1,2,3 of a 3-4 band file for an RGB model, every band of an N-band file for an "
+                   "N-band model. 16-bit data is stretched from the 2nd-98th percentile of a "
+                   "decimated read (per band for an N-band model)")
     p.add_argument("--stride", type=int, default=1, help="videos: every Nth frame (default: %(default)s)")
     p.add_argument("--save-images", action="store_true", help="write annotated images (or video)")
     p.add_argument("--overwrite", action="store_true",

@@ -25,6 +25,7 @@ from detect import atomic
 from detect.config import DetectConfig, dump_yaml
 from detect.datasets.coco import CocoDataset, load_coco, problem_block, summary
 from detect.datasets.fit import fit_to_data
+from detect.datasets.images import BandRule
 from detect.datasets.pipeline import make_dataset
 from detect.models.backbones import apply_freezing
 from detect.models.factory import build_retinanet, inference_copy
@@ -226,6 +227,10 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
 
     train_ds = load_coco(train_ann, train_images, strict=strict)
     print(summary(train_ds), flush=True)
+    if train_ds.samples:  # the band rule against a real file now, not as skipped images later
+        from detect.datasets.images import read_image
+
+        read_image(train_ds.samples[0].path, BandRule.of(cfg.model))
     cfg = replace(cfg, model=replace(cfg.model, num_classes=train_ds.num_classes,
                                      class_names=tuple(train_ds.class_names)))
     source = None
@@ -259,11 +264,16 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     steps = t.steps_per_epoch or max(len(train_ds.samples) // t.batch_size, 1)
     cfg = replace(cfg, train=replace(t, steps_per_epoch=steps))
     data = make_dataset(train_ds, cfg.data, batch_size=t.batch_size, training=True, seed=t.seed,
-                        repeat=True, skip=start_epoch * steps * t.batch_size)
+                        repeat=True, skip=start_epoch * steps * t.batch_size, bands=BandRule.of(cfg.model))
     keras.utils.set_random_seed(t.seed)
     dist = _strategy(strategy)  # one strategy object: the model is built and compiled under it
     with dist.scope():
-        model = build_retinanet(cfg.model)
+        if source is None:
+            model = build_retinanet(cfg.model)
+        else:  # every weight comes from the source: no pretrained download, its backbone graph
+            from detect.transfer import build_like
+
+            model = build_like(cfg.model, source)
     if source is not None:
         from detect.transfer import init_from as copy_weights
 
@@ -368,10 +378,10 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
 
 def _estimate_validation_seconds(model, dataset: CocoDataset) -> float:
     """Rough cost of one validation pass: one timed inference on a validation image, scaled."""
-    from detect.datasets.images import read_image
+    from detect.datasets.images import BandRule, read_image
     from detect.inference.coco_dataset import predict_arrays
 
-    img = read_image(dataset.samples[0].path)
+    img = read_image(dataset.samples[0].path, BandRule.of(model.model_config))
     predict_arrays(model, [img])  # builds the predict function
     t0 = time.perf_counter()
     predict_arrays(model, [img])

@@ -1,6 +1,7 @@
 """Export a detector as a TensorFlow SavedModel with a serving signature.
 
 The signature ``serving_default`` takes ``images``: uint8 ``[B, H, W, 3]`` RGB
+(``[B, H, W, N]`` for a model of ``input_bands`` N)
 of any size, and returns the same detections as ``RetinaNet.predict``:
 ``boxes [B, D, 4]`` (xyxy input pixels), ``scores [B, D]``, ``labels [B, D]``
 (int32, -1 padding) and ``num_detections [B]``. NMS is inside the graph.
@@ -23,7 +24,9 @@ def export_saved_model(model: RetinaNet, out_dir: str | Path) -> Path:
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"export folder {str(out_dir)!r} exists and is not empty")
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    bands = model.model_config.input_bands
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, bands], tf.uint8, name="images")])
     def serve(images):
         return model.detect(tf.cast(images, tf.float32))
 

@@ -13,6 +13,8 @@ for every setting the user did not pin (:attr:`DetectConfig.explicit`):
   as the model sees them (see :mod:`detect.datasets.anchor_fit`);
 - ``postprocess.max_detections``: at least 3x the largest count per image,
   scaled to the tile's area; ``pre_nms_top_k`` at least 4x that.
+- ``model.band_mean`` / ``band_std``: per-band statistics of the training
+  images for a model that normalises per band (``input_bands`` != 3).
 
 Every adjustment and every remaining cap is reported as a line of text;
 nothing is cut silently.
@@ -34,6 +36,7 @@ from detect.datasets.anchor_fit import (
     fit_anchors,
 )
 from detect.datasets.coco import CocoDataset
+from detect.datasets.images import BandRule, read_image
 
 #: max_detections is at least this multiple of the densest image's box count.
 DETECTIONS_PER_OBJECT = 3
@@ -129,4 +132,38 @@ def fit_to_data(cfg: DetectConfig, ds: CocoDataset) -> tuple[DetectConfig, list[
         lines.append(f"warning: postprocess.max_detections={pp.max_detections} is below the densest "
                      f"image's {most} objects: predictions there will be capped")
     m = replace(m, postprocess=pp)
+
+    # per-band input statistics (an N-band model normalises with them)
+    if m.normalization == "bands" and not cfg.is_explicit("model.band_mean"):
+        mean, std, used = band_statistics(ds, BandRule.of(m))
+        m = replace(m, band_mean=mean, band_std=std)
+        lines.append(f"band statistics ({used} images, decimated): mean " + " ".join(f"{v:.1f}" for v in mean)
+                     + ", std " + " ".join(f"{v:.1f}" for v in std))
     return replace(cfg, model=m, data=data), lines
+
+
+#: Images and side length (px) the per-band statistics are computed from.
+BAND_SAMPLE_IMAGES, BAND_SAMPLE_SIDE = 32, 256
+
+
+def band_statistics(ds: CocoDataset, rule: BandRule) -> tuple[tuple[float, ...], tuple[float, ...], int]:
+    """Per-band mean and std (0..255 units, after the stretch) of up to :data:`BAND_SAMPLE_IMAGES`
+    images spread over the dataset, each decimated to about :data:`BAND_SAMPLE_SIDE` px.
+    A constant band gets std 1 (it carries nothing; dividing by ~0 would blow it up)."""
+    if not ds.samples:
+        raise ValueError("band statistics need at least one training image")
+    picks = np.unique(np.linspace(0, len(ds.samples) - 1, min(BAND_SAMPLE_IMAGES, len(ds.samples))).astype(int))
+    total = np.zeros(rule.count)
+    squares = np.zeros(rule.count)
+    count = 0
+    for i in picks:
+        img = read_image(ds.samples[i].path, rule)
+        step = max(1, int(math.ceil(max(img.shape[:2]) / BAND_SAMPLE_SIDE)))
+        pixels = img[::step, ::step].reshape(-1, rule.count).astype(np.float64)
+        total += pixels.sum(0)
+        squares += (pixels**2).sum(0)
+        count += len(pixels)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    std = np.where(std < 1e-3, 1.0, std)
+    return (tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std), len(picks))

@@ -1,20 +1,25 @@
-"""Reading images of any common kind as RGB uint8.
+"""Reading images of any common kind as the model's bands, uint8.
 
-The rule (also in the README):
+The rule (also in the README), :class:`BandRule`:
 
-- JPEG, PNG, TIFF, 8- or 16-bit (or float), 1, 3 or 4 bands.
-- 1 band is repeated to 3 (grey -> RGB); 3 bands are RGB; 4 bands are RGB
-  plus alpha / NIR, and the 4th band is dropped. More bands: refused with a
-  message (pick bands with the prediction command's ``--bands``).
+- JPEG, PNG, TIFF, 8- or 16-bit (or float); TIFFs of any band count (more
+  than 4 bands through rasterio, the ``[geo]`` extra).
+- An RGB model (``model.input_bands`` 3): 1 band is repeated to 3 (grey ->
+  RGB); 3 bands are RGB; 4 bands are RGB plus alpha / NIR, and the 4th band
+  is dropped. More bands: refused with a message (pick three with ``--bands``).
+- An N-band model: the model's ``bands`` (1-based, in order; ``--bands`` on
+  train stores them), else a file of exactly N bands, in file order.
 - 8-bit data is used as is. 16-bit and float data are stretched linearly
-  from the 2nd to the 98th percentile of all bands together (colour balance
-  kept) to 0..255; a constant image becomes 0.
+  from the 2nd to the 98th percentile to 0..255, of all bands together for
+  an RGB model (colour balance kept), of each band on its own for an N-band
+  model (NIR and visible bands have unrelated ranges); a constant band becomes 0.
 - EXIF orientation is honoured (OpenCV applies it when decoding 8-bit
   colour or grey images).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -23,9 +28,60 @@ import numpy as np
 STRETCH_PERCENTILES = (2.0, 98.0)
 
 
-def stretch_levels(values: np.ndarray) -> tuple[float, float]:
+@dataclass(frozen=True)
+class BandRule:
+    """Which bands of a file the model sees: ``count`` = ``model.input_bands``,
+    ``bands`` = 1-based band numbers (``()``: the default rule of the module doc)."""
+
+    count: int = 3
+    bands: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, model_config, bands=None) -> BandRule:
+        """The rule of a model config; ``bands`` (e.g. ``--bands``) replaces its stored bands."""
+        chosen = tuple(bands) if bands else tuple(model_config.bands)
+        if len(chosen) == 1 and model_config.input_bands == 3:
+            chosen *= 3  # one band as grey for an RGB model
+        if chosen and len(chosen) != model_config.input_bands:
+            raise ValueError(f"--bands {','.join(map(str, chosen))}: the model takes {model_config.input_bands} "
+                             f"band(s), got {len(chosen)}")
+        return cls(model_config.input_bands, chosen)
+
+    @property
+    def per_band(self) -> bool:
+        """Stretch each band on its own (an N-band model) rather than all together."""
+        return self.count != 3
+
+    def pick(self, n: int, name: str) -> tuple[int, ...]:
+        """1-based bands to read from ``name``, a file of ``n`` bands; clear error when it has too few."""
+        if self.bands:
+            missing = [b for b in self.bands if not 1 <= b <= n]
+            if missing:
+                raise ValueError(f"{name} has {n} band(s); band {missing[0]} of --bands "
+                                 f"{','.join(map(str, self.bands))} does not exist")
+            return self.bands
+        if self.count == 3:
+            if n in (3, 4):
+                return (1, 2, 3)
+            if n == 1:
+                return (1, 1, 1)
+            raise ValueError(f"{name} has {n} bands; choose the model's three with --bands, e.g. --bands 3,2,1")
+        if n != self.count:
+            raise ValueError(f"{name} has {n} band(s); the model takes {self.count} "
+                             f"(choose them with --bands, e.g. --bands {','.join(map(str, range(1, self.count + 1)))})")
+        return tuple(range(1, n + 1))
+
+
+RGB = BandRule()
+
+
+def stretch_levels(values: np.ndarray, per_band: bool = False):
     """The stretch's ``(lo, hi)``: :data:`STRETCH_PERCENTILES` of the finite ``values``
-    (all bands together); ``(0, 0)`` when none is finite."""
+    (all bands together; with ``per_band``, arrays of one level per band of
+    ``values [..., C]``); ``(0, 0)`` when none is finite."""
+    if per_band:
+        pairs = [stretch_levels(values[..., c]) for c in range(values.shape[-1])]
+        return np.array([p[0] for p in pairs], np.float32), np.array([p[1] for p in pairs], np.float32)
     values = np.asarray(values, np.float32).ravel()
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -34,13 +90,13 @@ def stretch_levels(values: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def stretch(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
+def stretch(data: np.ndarray, lo, hi) -> np.ndarray:
     """``data`` mapped linearly from ``[lo, hi]`` to 0..255 uint8 (clipped; NaN -> 0;
-    constant data, ``hi <= lo``, -> 0)."""
-    if hi <= lo:
-        return np.zeros(data.shape, np.uint8)
-    scaled = (np.nan_to_num(data.astype(np.float32), nan=lo) - lo) * (255.0 / (hi - lo))
-    return np.clip(scaled, 0, 255).astype(np.uint8)
+    constant data, ``hi <= lo``, -> 0). ``lo`` / ``hi`` may be per band (last axis)."""
+    lo, hi = np.asarray(lo, np.float32), np.asarray(hi, np.float32)
+    x = data.astype(np.float32)
+    scaled = np.clip((x - lo) * (255.0 / np.where(hi > lo, hi - lo, 1.0)), 0, 255)
+    return np.where((hi > lo) & ~np.isnan(x), scaled, 0).astype(np.uint8)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -50,9 +106,13 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return stretch(image, *stretch_levels(image))
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """``[H, W, 3]`` uint8 RGB from ``path`` (see the module rule); clear errors."""
+def read_image(path: str | Path, rule: BandRule = RGB) -> np.ndarray:
+    """``[H, W, rule.count]`` uint8 from ``path`` (RGB by default; see the module rule); clear errors."""
     path = Path(path)
+    if rule != RGB or path.suffix.lower() in (".tif", ".tiff"):
+        # TIFFs through rasterio when installed: OpenCV reads one plane of a band-interleaved
+        # multi-band TIFF without an error (a silently wrong image)
+        return _read_bands(path, rule)
     if not path.is_file():
         raise FileNotFoundError(f"image file {str(path)!r} does not exist")
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -70,6 +130,43 @@ def read_image(path: str | Path) -> np.ndarray:
         img = img.reshape(img.shape[0], img.shape[1])
         return np.repeat(img[:, :, None], 3, axis=2)
     return cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2RGB)  # OpenCV stores BGR(A)
+
+
+def read_raw(path: Path) -> np.ndarray:
+    """Every band of ``path`` as stored, ``[H, W, n]`` in file band order (not stretched)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"image file {str(path)!r} does not exist")
+    if path.suffix.lower() in (".tif", ".tiff"):
+        try:
+            import rasterio
+        except ImportError:
+            rasterio = None
+        if rasterio is not None:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                try:
+                    with rasterio.open(path) as ds:
+                        return np.moveaxis(ds.read(), 0, -1)
+                except rasterio.errors.RasterioIOError as err:
+                    raise ValueError(f"image file {str(path)!r} could not be decoded ({err})") from None
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.size == 0:
+        raise ValueError(f"image file {str(path)!r} could not be decoded")
+    if raw.ndim == 2:
+        return raw[:, :, None]
+    if raw.shape[2] in (3, 4):  # OpenCV stores BGR(A)
+        return np.concatenate([raw[:, :, 2::-1], raw[:, :, 3:]], axis=2)
+    return raw
+
+
+def _read_bands(path: Path, rule: BandRule) -> np.ndarray:
+    raw = read_raw(path)
+    data = raw[:, :, [b - 1 for b in rule.pick(raw.shape[2], str(path))]]
+    if data.dtype == np.uint8:
+        return np.ascontiguousarray(data)
+    return stretch(data, *stretch_levels(data, per_band=rule.per_band))
 
 
 def is_readable(path: Path) -> bool:
@@ -111,5 +208,5 @@ def inspect_image(path: str | Path) -> tuple[int, int]:
         # Pillow's word is final for the formats OpenCV decodes silently when cut short
         if fmt in ("JPEG", "PNG"):
             raise ValueError(f"image file {str(path)!r} is truncated or corrupt ({err})") from None
-    img = read_image(path)
+    img = read_raw(path)
     return img.shape[1], img.shape[0]

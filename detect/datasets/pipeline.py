@@ -18,7 +18,7 @@ import tensorflow as tf
 from detect.config import DataConfig
 from detect.datasets import transforms as T
 from detect.datasets.coco import CocoDataset
-from detect.datasets.images import read_image
+from detect.datasets.images import RGB, BandRule, read_image
 
 SIZE_MULTIPLE = 128
 
@@ -48,8 +48,10 @@ def _pad_targets(boxes, labels, max_boxes: int):
 
 
 def make_dataset(ds: CocoDataset, config: DataConfig, *, batch_size: int, training: bool,
-                 seed: int = 0, repeat: bool = False, skip: int = 0) -> tf.data.Dataset:
+                 seed: int = 0, repeat: bool = False, skip: int = 0, bands: BandRule = RGB) -> tf.data.Dataset:
     """Batches for ``model.fit`` / ``model.evaluate`` (see the module doc).
+
+    ``bands``: the model's band rule (images ``[B, H, W, bands.count]``).
 
     ``skip`` drops that many elements before decoding (cheap): a resumed run
     continues the exact stream of an uninterrupted one.
@@ -66,7 +68,7 @@ def make_dataset(ds: CocoDataset, config: DataConfig, *, batch_size: int, traini
         # tf.data's parallel map can hang or abort the process.
         s = samples[int(i)]
         try:
-            img = read_image(s.path)
+            img = read_image(s.path, bands)
             if img.shape[:2] != (s.height, s.width):
                 raise ValueError(f"image is {img.shape[1]}x{img.shape[0]}, was {s.width}x{s.height} "
                                  f"when the dataset was loaded")
@@ -75,13 +77,14 @@ def make_dataset(ds: CocoDataset, config: DataConfig, *, batch_size: int, traini
                 failed.add(str(s.path))
                 print(f"\nwarning: {s.path}: {err}; skipped from now on ({len(failed)} image(s) so far)",
                       file=sys.stderr, flush=True)
-            return np.zeros((1, 1, 3), np.float32), np.zeros((0, 4), np.float32), np.zeros(0, np.int32), False
+            return (np.zeros((1, 1, bands.count), np.float32), np.zeros((0, 4), np.float32), np.zeros(0, np.int32),
+                    False)
         return img.astype(np.float32), s.boxes, s.labels, True
 
     def decode(counter, index):
         img, boxes, labels, ok = tf.numpy_function(
             load, [index], [tf.float32, tf.float32, tf.int32, tf.bool])
-        img.set_shape([None, None, 3])
+        img.set_shape([None, None, bands.count])
         boxes.set_shape([None, 4])
         labels.set_shape([None])
         return counter, img, boxes, labels, ok
@@ -125,7 +128,7 @@ def make_dataset(ds: CocoDataset, config: DataConfig, *, batch_size: int, traini
     d = d.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     d = d.filter(lambda counter, img, boxes, labels, ok: ok)
     d = d.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    d = d.padded_batch(batch_size, padded_shapes=([None, None, 3], {"boxes": [config.max_boxes, 4],
+    d = d.padded_batch(batch_size, padded_shapes=([None, None, bands.count], {"boxes": [config.max_boxes, 4],
                                                                     "labels": [config.max_boxes]}),
                        padding_values=(0.0, {"boxes": 0.0, "labels": -1}), drop_remainder=training)
     d = d.map(_pad_to_multiple, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -111,5 +111,6 @@ def random_color(image, seed, *, brightness=20.0, contrast=0.2, saturation=0.2):
     s1, s2, s3 = _split(seed, 3)
     x = tf.image.stateless_random_brightness(image, brightness, s1)
     x = tf.image.stateless_random_contrast(x, 1 - contrast, 1 + contrast, s2)
-    x = tf.image.stateless_random_saturation(x, 1 - saturation, 1 + saturation, s3)
+    if image.shape[-1] == 3:  # saturation is an RGB notion; other band sets get brightness and contrast
+        x = tf.image.stateless_random_saturation(x, 1 - saturation, 1 + saturation, s3)
     return tf.clip_by_value(x, 0.0, 255.0)

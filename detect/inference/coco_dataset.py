@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from detect.datasets.images import read_image
+from detect.datasets.images import BandRule, read_image
 from detect.inference.predictor import DEFAULT_TILES, CapCount, TileOptions, detect_many
 from detect.inference.sources import ArraySource
 from detect.ops.boxes import xyxy_to_xywh
@@ -47,7 +47,8 @@ def to_coco_results(det: dict, image_id: int, category_ids) -> list[dict]:
 
 def predict_arrays(model, images, options: TileOptions = DEFAULT_TILES) -> list[dict]:
     """Detections for RGB arrays ``[H, W, 3]`` (see :func:`detect_many`)."""
-    return list(detect_many(model, (ArraySource(img) for img in images), options))
+    channels = model.model_config.input_bands
+    return list(detect_many(model, (ArraySource(img, channels=channels) for img in images), options))
 
 
 def predict_images(model, items, category_ids, *, options: TileOptions = DEFAULT_TILES,
@@ -60,7 +61,8 @@ def predict_images(model, items, category_ids, *, options: TileOptions = DEFAULT
     given: then the counts are added there for the caller to report.
     """
     results, caps = [], CapCount()
-    sources = (ArraySource(read_image(path), str(path)) for _, path in items)
+    rule = BandRule.of(model.model_config)
+    sources = (ArraySource(read_image(path, rule), str(path), rule.count) for _, path in items)
     dets = detect_many(model, sources, options)
     for (image_id, _), det in tqdm(zip(items, dets), total=len(items), desc="predict", unit="image",
                                    disable=not progress):

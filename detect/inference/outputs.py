@@ -29,9 +29,19 @@ def output_stem(path: Path, all_paths: list[Path]) -> str:
     return path.stem if same == 1 else f"{path.parent.name}__{path.stem}"
 
 
+def display_rgb(image: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` to look at: bands 1-3 of a multi-band image, one band repeated."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[2] < 3:
+        return np.repeat(image[:, :, :1], 3, axis=2)
+    return image[:, :, :3]
+
+
 def draw(image: np.ndarray, det: dict, names) -> np.ndarray:
-    """Annotated BGR copy (class colours, names and scores)."""
-    out = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    """Annotated BGR copy (class colours, names and scores) of an RGB image; of an N-band
+    image, bands 1-3 are shown as RGB (one band as grey)."""
+    out = cv2.cvtColor(np.ascontiguousarray(display_rgb(image)), cv2.COLOR_RGB2BGR)
     for (x0, y0, x1, y1), label, score in zip(det["boxes"], det["labels"], det["scores"]):
         c = COLOURS[int(label) % len(COLOURS)][::-1]
         cv2.rectangle(out, (int(x0), int(y0)), (int(x1), int(y1)), c, 1)

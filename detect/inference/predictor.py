@@ -91,8 +91,9 @@ def _read_tile(source, window, scale: float) -> np.ndarray:
     sx1 = min(source.width, max(sx0 + 1, int(np.ceil(x1 / scale))))
     sy1 = min(source.height, max(sy0 + 1, int(np.ceil(y1 / scale))))
     patch = source.read(sx0, sy0, sx1, sy1)
-    return cv2.resize(patch, (int(x1 - x0), int(y1 - y0)),
-                      interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    out = cv2.resize(patch, (int(x1 - x0), int(y1 - y0)),
+                     interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return out.reshape(out.shape[0], out.shape[1], patch.shape[2])  # OpenCV drops a single band's axis
 
 
 class _Merger:
@@ -148,7 +149,7 @@ class _Job:
 def _run_batch(model, batch_items) -> None:
     tiles = [_read_tile(job.source, win, job.scale) for job, win in batch_items]
     th, tw = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
-    batch = np.zeros((len(tiles), th, tw, 3), np.float32)
+    batch = np.zeros((len(tiles), th, tw, tiles[0].shape[2]), np.float32)
     for b, t in enumerate(tiles):
         batch[b, : t.shape[0], : t.shape[1]] = t
     det = model.predict_on_batch(batch)
@@ -214,4 +215,4 @@ def detect_source(model, source, options: TileOptions = DEFAULT_TILES, *, progre
 
 def detect_image(model, image: np.ndarray, options: TileOptions = DEFAULT_TILES) -> dict:
     """:func:`detect_source` for an RGB uint8 array ``[H, W, 3]``."""
-    return detect_source(model, ArraySource(image), options)
+    return detect_source(model, ArraySource(image, channels=model.model_config.input_bands), options)

@@ -29,6 +29,7 @@ import cv2
 from tqdm import tqdm
 
 from detect import atomic
+from detect.datasets.images import BandRule
 from detect.inference.outputs import (
     claim_output,
     draw,
@@ -113,6 +114,7 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
     if out_dir is None and save_images:
         raise ValueError("save_images needs an output folder (out=...)")
     rule = options.resolved(model)
+    band_rule = BandRule.of(model.model_config, bands)  # a --bands of the wrong count fails here, once
     if out_dir is not None:
         out_dir = Path(out_dir)
         claim_output(out_dir, {"model": model_digest(model), "tile": rule.tile, "overlap": rule.overlap,
@@ -129,7 +131,7 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
         if target is not None and target.exists() and not overwrite:
             skipped += 1
             if on_result is not None:
-                _replay(f, json.loads(target.read_text()), bands, on_result)
+                _replay(f, json.loads(target.read_text()), band_rule, on_result)
             continue
         if f.suffix.lower() in VIDEO_SUFFIXES:
             def frame_done(index, det, size, f=f):
@@ -147,7 +149,7 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
                 atomic.write_bytes(target, json.dumps(record).encode())
             continue
         try:
-            source = open_source(f, bands)
+            source = open_source(f, band_rule)
         except (OSError, ValueError) as err:
             failed.append(str(f))
             print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
@@ -197,7 +199,7 @@ def _write_extras(out_dir: Path, stem: str, f: Path, source, det: dict, names, s
             atomic.write_bytes(out_dir / "images" / f"{stem}.jpg", buf.tobytes())
 
 
-def _replay(f: Path, record: dict, bands, on_result) -> None:
+def _replay(f: Path, record: dict, band_rule, on_result) -> None:
     """Hand an input done by an earlier run to ``on_result`` from its detections record."""
     def as_det(rows):
         return {"boxes": [r["box"] for r in rows], "scores": [r["score"] for r in rows],
@@ -210,7 +212,7 @@ def _replay(f: Path, record: dict, bands, on_result) -> None:
         return
     if f.suffix.lower() in {".tif", ".tiff"}:  # georeferencing is in the file's header, cheap to read
         try:
-            source = open_source(f, bands)
+            source = open_source(f, band_rule)
             size.update(transform=source.transform, crs=source.crs)
             source.close()
         except (OSError, ValueError) as err:

@@ -1,12 +1,15 @@
-"""Imagery sources that hand out RGB uint8 windows, so memory follows the tile batch.
+"""Imagery sources that hand out uint8 windows of the model's bands, so memory follows the tile batch.
 
 - :class:`ArraySource`: an image already in memory (JPEG/PNG, small TIFFs).
 - :class:`RasterSource`: a TIFF / GeoTIFF read window by window with rasterio
-  (the ``[geo]`` extra). ``bands`` picks 1-based bands (default: 1-3 of a
-  3- or 4-band raster, band 1 of a single-band one). Non-8-bit data is
+  (the ``[geo]`` extra). The bands are the model's
+  (:class:`~detect.datasets.images.BandRule`: 1-3 of a 3- or 4-band raster
+  for an RGB model, band 1 repeated for a single-band one; ``--bands`` or
+  the model's stored bands otherwise). Non-8-bit data is
   stretched linearly from the 2nd to the 98th percentile of a decimated read
   of the whole raster (at most ~1024 px on the long side, served from
   overviews when the file has them), the same rule as for training images
+  (all bands together for RGB, per band for an N-band model)
   but computed once per raster, so every tile uses the same stretch.
   ``transform`` and ``crs`` come from the file for georeferenced output.
 """
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detect.datasets.images import read_image, stretch, stretch_levels
+from detect.datasets.images import RGB, BandRule, read_image, stretch, stretch_levels
 
 RASTER_SUFFIXES = {".tif", ".tiff"}
 #: GDAL's block cache (bytes). Its default is 5% of RAM, which made peak memory
@@ -30,9 +33,10 @@ STRETCH_SAMPLE_SIDE = 1024
 
 
 class ArraySource:
-    def __init__(self, image: np.ndarray, name: str = "image"):
-        if image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape[:2]:
-            raise ValueError(f"{name}: expected an RGB image [H, W, 3] with H, W > 0, got {image.shape}")
+    def __init__(self, image: np.ndarray, name: str = "image", channels: int = 3):
+        if image.ndim != 3 or image.shape[2] != channels or 0 in image.shape[:2]:
+            what = "an RGB image [H, W, 3]" if channels == 3 else f"an image of the model's {channels} bands [H, W, {channels}]"
+            raise ValueError(f"{name}: expected {what} with H, W > 0, got {image.shape}")
         self.image, self.name = image, name
         self.height, self.width = image.shape[:2]
         self.transform = self.crs = None
@@ -45,7 +49,7 @@ class ArraySource:
 
 
 class RasterSource:
-    def __init__(self, path: Path, bands: tuple[int, ...] | None = None):
+    def __init__(self, path: Path, rule: BandRule = RGB):
         try:
             import rasterio
         except ImportError as err:  # pragma: no cover - depends on the install
@@ -56,20 +60,12 @@ class RasterSource:
         with warnings.catch_warnings():  # a plain TIFF is fine: it just gets no GeoJSON
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             self._ds = rasterio.open(path)
-        n = self._ds.count
-        if bands is None:
-            if n in (3, 4):
-                bands = (1, 2, 3)
-            elif n == 1:
-                bands = (1,)
-            else:
-                self.close()
-                raise ValueError(f"{path} has {n} bands; choose the model's three with --bands, e.g. --bands 3,2,1")
-        if len(bands) not in (1, 3) or not all(1 <= b <= n for b in bands):
+        try:
+            self.bands = rule.pick(self._ds.count, str(path))
+        except ValueError:
             self.close()
-            raise ValueError(f"{path}: --bands {','.join(map(str, bands))} does not fit a {n}-band raster "
-                             f"(give 1 or 3 band numbers between 1 and {n})")
-        self.bands = tuple(bands)
+            raise
+        self.rule = rule
         self.height, self.width = self._ds.height, self._ds.width
         if self.height == 0 or self.width == 0:
             raise ValueError(f"{path}: zero-size raster")
@@ -77,13 +73,16 @@ class RasterSource:
         self.crs = self._ds.crs
         self.levels = None if self._ds.dtypes[0] == "uint8" else self._stretch_levels()
 
-    def _stretch_levels(self) -> tuple[float, float]:
+    def _stretch_levels(self):
         from rasterio.enums import Resampling
 
         f = max(1, math.ceil(max(self.height, self.width) / STRETCH_SAMPLE_SIDE))
         sample = self._ds.read(self.bands, out_shape=(len(self.bands), max(1, self.height // f),
                                                       max(1, self.width // f)),
                                resampling=Resampling.nearest, masked=True)
+        if self.rule.per_band:
+            pairs = [stretch_levels(band.compressed() if np.ma.isMaskedArray(band) else band) for band in sample]
+            return np.array([p[0] for p in pairs], np.float32), np.array([p[1] for p in pairs], np.float32)
         return stretch_levels(sample.compressed() if np.ma.isMaskedArray(sample) else sample)
 
     def read(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
@@ -92,7 +91,7 @@ class RasterSource:
         data = self._ds.read(self.bands, window=Window(x0, y0, x1 - x0, y1 - y0))  # [C, h, w]
         data = np.moveaxis(data, 0, -1)
         data = data.astype(np.uint8) if self.levels is None else stretch(data, *self.levels)
-        return np.repeat(data, 3, axis=2) if data.shape[2] == 1 else np.ascontiguousarray(data)
+        return np.ascontiguousarray(data)
 
     def close(self) -> None:
         self._ds.close()
@@ -117,17 +116,16 @@ def transform_gsd(transform, crs) -> float | None:
     return float((abs(transform.a) + abs(transform.e)) / 2 * factor)
 
 
-def open_source(path: Path, bands: tuple[int, ...] | None = None):
+def open_source(path: Path, rule: BandRule = RGB):
     """A source for ``path``: windowed rasterio for TIFFs when available, else the whole image."""
     path = Path(path)
     if path.suffix.lower() in RASTER_SUFFIXES:
         try:
             import rasterio  # noqa: F401
         except ImportError:
-            if bands:
-                raise ValueError("--bands needs rasterio: pip install 'detect[geo]'") from None
+            if rule != RGB:
+                raise ValueError(f"{path}: reading the model's bands of a TIFF needs rasterio: "
+                                 f"pip install 'detect[geo]'") from None
         else:
-            return RasterSource(path, bands)
-    if bands:
-        raise ValueError(f"{path}: --bands applies to TIFF rasters only")
-    return ArraySource(read_image(path), str(path))
+            return RasterSource(path, rule)
+    return ArraySource(read_image(path, rule), str(path), rule.count)

@@ -118,5 +118,7 @@ def test_rule_scale_maps_boxes_back(scene):
     assert half["scale"] == 0.5 and half["tiles"] == 4  # 150 x 130 -> 2 x 2 tiles of 128
     assert half["boxes"][:, 2].max() <= 300 and half["boxes"][:, 3].max() <= 260
     results = predict_coco(model, gt, root / "images", options=TileOptions(scale=0.5), progress=False)
+    # coco results round scores to 5 decimals: a last-bit difference between two runs of the
+    # network can flip one rounding, so the tolerance is one rounding unit
     np.testing.assert_allclose(sorted(r["score"] for r in results),
-                               sorted(np.round(half["scores"], 5)), atol=1e-6)
+                               sorted(np.round(half["scores"], 5)), atol=1.01e-5)
