@@ -163,6 +163,7 @@ def main(argv=None) -> int:
             _detect("evaluate", "--ann", str(test_ann), "--images", str(test_ann.parent / "images"),
                     "--model", str(run / "model.keras"), "--max-dets", "1,100,1000",
                     "--report", str(run.parent / f"{run.name}.report.json"),
+                    "--save-predictions", str(run.parent / f"{run.name}.detections.json"),
                     log=run.parent / f"{run.name}.evaluate.log")
             stats = json.loads((run.parent / f"{run.name}.report.json").read_text())
             rows[arm, budget] = (stats["stats"][1], stats["AP_at_max_dets"])
