@@ -111,8 +111,9 @@ def make_target(out: Path, *, images: int, size: int, seed: int) -> Path:
 
 
 def _minutes(budget: str) -> float:
-    value, unit = float(budget[:-1]), budget[-1]
-    return value * {"s": 1 / 60, "m": 1, "h": 60}[unit]
+    from detect.time_budget import parse_duration
+
+    return parse_duration(budget) / 60
 
 
 def main(argv=None) -> int:
