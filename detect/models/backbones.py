@@ -6,9 +6,14 @@
   random initialisation).
 - Layer names follow keras.applications (``conv1_*``, ``conv2_block1_*`` ...)
   so stage freezing is one rule for every ResNet.
-- Each backbone expects its own input normalisation; :func:`normalization_for`
-  names it and :class:`ImageNormalization` applies it inside the model, so
-  users always pass RGB in [0, 255].
+- Each backbone expects its own input normalisation; :func:`normalization_affine`
+  gives it as per-band mean / std (``ModelConfig.normalization`` names the
+  rule) and :class:`ImageNormalization` applies it inside the model, so
+  users always pass images in [0, 255].
+- ``model.input_bands`` != 3: the first convolution takes that many bands;
+  pretrained RGB kernels are adapted by :func:`inflate_kernel`.
+- Backbones that come with their own network (keras-hub presets, ``.keras``
+  feature extractors, SavedModels): :mod:`detect.models.sources`.
 """
 
 from __future__ import annotations
@@ -123,7 +128,9 @@ def _weights_arg(weights: str, load: bool):
     if weights == "imagenet":
         return "imagenet"
     if not os.path.isfile(weights):
-        raise FileNotFoundError(f"backbone weights file {weights!r} does not exist")
+        raise FileNotFoundError(f"backbone_weights {weights!r}: no such weights file (or keras-hub preset "
+                                f"folder, .keras file or SavedModel folder); expected imagenet, none or one "
+                                f"of those")
     return weights
 
 

@@ -157,7 +157,7 @@ def test_mixed_precision_outputs_and_loss_are_float32():
 
 
 def test_weight_errors_are_clear(tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="missing.h5.: no such weights file"):
         build_retinanet(tiny_config(backbone_weights=str(tmp_path / "missing.h5")))
     with pytest.raises(ValueError, match="no ImageNet weights for resnet18"):
         build_retinanet(tiny_config(backbone_weights="imagenet"))
