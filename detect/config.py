@@ -25,9 +25,8 @@ NORMALIZATIONS = ("auto", "caffe", "tf", "torch", "unit", "raw", "custom", "band
 def is_model_source(weights: str | None) -> bool:
     """True when ``backbone_weights`` names a model that brings its own network:
     ``keras_hub:PRESET``, a keras-hub preset folder (``config.json`` + ``metadata.json``),
-    a ``.keras`` file or a SavedModel folder (``saved_model.pb``). Decided by the
-    name alone for folders and files that do not exist yet on this machine only
-    through the ``keras_hub:`` prefix and the ``.keras`` suffix.
+    a ``.keras`` file or a SavedModel folder (``saved_model.pb``). The ``keras_hub:``
+    prefix and the ``.keras`` suffix decide by name alone; a folder is looked at.
 
     A folder that is neither (no such folder here) is not a source: a saved
     model's config is checked where it is loaded, where its folder may not exist."""
@@ -168,7 +167,7 @@ class ModelConfig(_Section):
     backbone_width: int = 64  # base channels of resnet18/34 (narrow models for tests)
     mobilenet_alpha: float = 1.0
     # Input bands: 3 = RGB; another count (RGB+NIR = 4, SAR/pan = 1, ...) makes
-    # the first convolution take that many channels (see detect.models.bands).
+    # the first convolution take that many channels (see detect.models.backbones.inflate_kernel).
     input_bands: int = 3
     bands: tuple[int, ...] = ()  # 1-based bands read from the files, in order; () = the default rule
     # How images are normalised inside the model: "auto" (the backbone's own

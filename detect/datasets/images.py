@@ -78,10 +78,13 @@ RGB = BandRule()
 def stretch_levels(values: np.ndarray, per_band: bool = False):
     """The stretch's ``(lo, hi)``: :data:`STRETCH_PERCENTILES` of the finite ``values``
     (all bands together; with ``per_band``, arrays of one level per band of
-    ``values [..., C]``); ``(0, 0)`` when none is finite."""
+    ``values [..., C]``); ``(0, 0)`` when none is finite. Masked values (a
+    masked array) are left out."""
     if per_band:
         pairs = [stretch_levels(values[..., c]) for c in range(values.shape[-1])]
         return np.array([p[0] for p in pairs], np.float32), np.array([p[1] for p in pairs], np.float32)
+    if np.ma.isMaskedArray(values):  # nodata / masked pixels do not count
+        values = values.compressed()
     values = np.asarray(values, np.float32).ravel()
     values = values[np.isfinite(values)]
     if values.size == 0:

@@ -80,10 +80,7 @@ class RasterSource:
         sample = self._ds.read(self.bands, out_shape=(len(self.bands), max(1, self.height // f),
                                                       max(1, self.width // f)),
                                resampling=Resampling.nearest, masked=True)
-        if self.rule.per_band:
-            pairs = [stretch_levels(band.compressed() if np.ma.isMaskedArray(band) else band) for band in sample]
-            return np.array([p[0] for p in pairs], np.float32), np.array([p[1] for p in pairs], np.float32)
-        return stretch_levels(sample.compressed() if np.ma.isMaskedArray(sample) else sample)
+        return stretch_levels(sample.transpose(1, 2, 0), per_band=self.rule.per_band)  # bands last
 
     def read(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         from rasterio.windows import Window

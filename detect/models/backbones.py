@@ -253,7 +253,7 @@ def _builtin(config: ModelConfig, weights, channels: int) -> tuple[keras.Model, 
 def build_backbone(config: ModelConfig, *, load_weights: bool = True,
                    graph: dict | None = None) -> tuple[keras.Model, ModelConfig]:
     """``(backbone, config)``: a model mapping normalised images ``[B, H, W, input_bands]``
-    to ``[C2, C3, C4, C5]`` (C2 is None for a source that gives C3..C5 only), and
+    to ``[C2, C3, C4, C5]`` (``[C3, C4, C5]`` for a source that gives no C2), and
     ``config`` with the source's input normalisation resolved.
 
     C2 (stride 4) feeds the FPN only when ``anchors.min_level`` is 2 (small
@@ -303,10 +303,7 @@ def _source_backbone(config: ModelConfig, load_weights: bool, graph: dict | None
             extractor = adapted
         print(f"backbone: {len(extractor.outputs)} feature maps from {config.backbone_weights} "
               f"({extractor.count_params():,} parameters)", flush=True)
-    outputs = list(extractor.outputs)
-    if len(outputs) == 3:
-        outputs = [None, *outputs]
-    return keras.Model(extractor.inputs, [o for o in outputs if o is not None], name="source_backbone"), config
+    return extractor, config  # [C3, C4, C5] or [C2..C5]: _build_network pads a missing C2
 
 
 @keras.saving.register_keras_serializable(package="detect")

@@ -60,12 +60,10 @@ def _preset(weights: str) -> str | None:
     return None
 
 
-def _strides(model_or_fn, outputs_of, channels: int) -> list[int]:
-    probe = np.zeros((1, _PROBE, _PROBE, channels), np.float32)
-    return [_PROBE // int(o.shape[1]) for o in outputs_of(model_or_fn(probe))]
-
-
-def _check_strides(strides: list[int], where: str) -> None:
+def _check_strides(extractor, where: str) -> None:
+    """Refuse taps whose strides (measured on a probe image) are not C3..C5 or C2..C5."""
+    outputs = extractor(np.zeros((1, _PROBE, _PROBE, 3), np.float32))
+    strides = [_PROBE // int(o.shape[1]) for o in outputs]
     if strides not in ([8, 16, 32], [4, 8, 16, 32]):
         raise ValueError(f"{where}: the backbone's taps have strides {strides}; detect needs C3, C4, C5 "
                          f"(strides 8, 16, 32) or C2..C5 (4, 8, 16, 32): pick them with model.backbone_layers")
@@ -113,7 +111,7 @@ def load_keras_source(config: ModelConfig) -> tuple[keras.Model, dict]:
     if channels != 3:
         raise ValueError(f"{weights}: the source network takes {channels} input channels; detect adapts "
                          f"3-channel sources to model.input_bands")
-    _check_strides(_strides(extractor, list, 3), weights)
+    _check_strides(extractor, weights)
     return extractor, source_norm
 
 
@@ -229,7 +227,7 @@ def load_saved_model_source(config: ModelConfig) -> keras.Model:
                          f"model.input_bands={config.input_bands} needs a .keras or keras-hub source")
     inputs = keras.Input((None, None, 3))
     extractor = keras.Model(inputs, layer(inputs), name="source_backbone")
-    _check_strides(_strides(layer, list, 3), path)
+    _check_strides(layer, path)
     return extractor
 
 
