@@ -73,7 +73,7 @@ def tile_options(tile=None, overlap=None, scale=None, batch_size: int = 4):
 
 
 @contextlib.contextmanager
-def postprocessing(model, score_threshold=None, iou_threshold=None, max_detections=None):
+def postprocessing(model, score_threshold=None, iou_threshold=None, max_detections=None, agnostic_nms=None):
     """Apply post-processing changes to ``model`` for the ``with`` block, then restore its own.
 
     The NMS step is rebuilt, so a score threshold below the model's works
@@ -81,10 +81,11 @@ def postprocessing(model, score_threshold=None, iou_threshold=None, max_detectio
     """
     before = model.model_config
     model.set_postprocess(score_threshold=score_threshold, iou_threshold=iou_threshold,
-                          max_detections=max_detections)
+                          max_detections=max_detections, agnostic=agnostic_nms)
     after = model.model_config.postprocess
     if after != before.postprocess:
-        print(f"post-processing: score > {after.score_threshold:g}, NMS IoU {after.iou_threshold:g}, "
+        print(f"post-processing: score > {after.score_threshold:g}, "
+              f"{'class-agnostic' if after.agnostic else 'per-class'} NMS IoU {after.iou_threshold:g}, "
               f"at most {after.max_detections} detections per tile")
     try:
         yield model
@@ -159,7 +160,8 @@ def _checked_array(name: str, a: np.ndarray, warned: list, channels: int = 3) ->
 
 def predict(model, source, *, out=None, tile: int | None = None, overlap: float | None = None,
             scale: float | None = None, batch_size: int = 4, score_threshold: float | None = None,
-            iou_threshold: float | None = None, max_detections: int | None = None, bands=None,
+            iou_threshold: float | None = None, max_detections: int | None = None,
+            agnostic_nms: bool | None = None, bands=None,
             stride: int = 1, gsd_match: bool = True, ann=None, save_images: bool = False,
             overwrite: bool = False) -> Results:
     """Detect objects in ``source``; one :class:`~detect.results.Detections` per image, frame or raster.
@@ -174,8 +176,9 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
     Options are the CLI's (``detect predict --help``): ``tile`` (px),
     ``overlap`` (fraction), ``scale`` (model px per image px) default to the
     model's input rule; ``batch_size`` tiles per batch; ``score_threshold``,
-    ``iou_threshold``, ``max_detections`` change post-processing for this
-    call only (the model's own settings are restored); ``bands`` (e.g.
+    ``iou_threshold``, ``max_detections``, ``agnostic_nms`` (True: one
+    label per box, suppression across classes) change post-processing for
+    this call only (the model's own settings are restored); ``bands`` (e.g.
     ``"3,2,1"``) picks raster bands; ``gsd_match`` resamples GeoTIFFs to the
     model's training ground sample distance.
 
@@ -202,7 +205,7 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
         gt = load_ground_truth(ann)
     model = _model(model)
     names = model.class_names
-    with postprocessing(model, score_threshold, iou_threshold, max_detections):
+    with postprocessing(model, score_threshold, iou_threshold, max_detections, agnostic_nms):
         if kind == "arrays":
             return _predict_arrays(model, items, options)
         found: list[Detections] = []
@@ -244,7 +247,7 @@ def _predict_arrays(model, items, options) -> Results:
 def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None, overlap: float | None = None,
              scale: float | None = None, batch_size: int = 4, score_threshold: float | None = None,
              iou_threshold: float | None = None, max_detections: int | None = None,
-             backend: str = "faster-coco-eval", area_ranges: str = "", max_dets="1,10,100",
+             agnostic_nms: bool | None = None, backend: str = "faster-coco-eval", area_ranges: str = "", max_dets="1,10,100",
              operating_point_at: float | None = None, save_predictions=None, report=None,
              plots=None) -> Report:
     """COCO statistics (pycocotools-exact) of a model or of detections against ``ann``.
@@ -257,7 +260,7 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
     ground truth by file name and class name).
 
     ``score_threshold`` filters detections (with a model: post-processing, as
-    ``iou_threshold`` / ``max_detections``); ``max_dets`` is COCO's maxDets
+    ``iou_threshold`` / ``max_detections`` / ``agnostic_nms``); ``max_dets`` is COCO's maxDets
     list (``"1,10,100"`` or a tuple); ``area_ranges`` adds size buckets
     (``"tiny:0:16,small:16:32"``, side length px); ``operating_point_at``
     reports the operating point at that score instead of the best F1.
@@ -276,14 +279,14 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
         given = _results_to_coco(given, load_ground_truth(ann))
     is_path = isinstance(given, (str, Path))
     if isinstance(given, list) or (is_path and Path(given).suffix.lower() != ".keras" and not Path(given).is_dir()):
-        if iou_threshold is not None or max_detections is not None:
-            raise ValueError("iou_threshold and max_detections apply to a model only")
+        if iou_threshold is not None or max_detections is not None or agnostic_nms is not None:
+            raise ValueError("iou_threshold, max_detections and agnostic_nms apply to a model only")
         return run_evaluation(ann, predictions=given, score_threshold=score_threshold, **common)
     if images is None:
         raise ValueError("a model needs images (the folder the ground truth's file_name values are in)")
     options = tile_options(tile, overlap, scale, batch_size)
     model = _model(given)
-    with postprocessing(model, score_threshold, iou_threshold, max_detections):
+    with postprocessing(model, score_threshold, iou_threshold, max_detections, agnostic_nms):
         return run_evaluation(ann, model=model, images=images, options=options,
                               save_predictions=save_predictions, **common)
 

@@ -19,6 +19,7 @@ import yaml
 #: Backbone names (built by detect.models.backbones, whose BUILT_HERE a test keeps equal).
 #: ``"source"``: the network comes from ``backbone_weights`` (see :func:`is_model_source`).
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenetv2")
+ANCHOR_CONVENTIONS = ("detect", "keras_hub")
 NORMALIZATIONS = ("auto", "caffe", "tf", "torch", "unit", "raw", "custom", "bands")
 
 
@@ -66,8 +67,15 @@ class AnchorConfig:
     anchor_size: float = 4.0  # base size = anchor_size * stride
     num_scales: int = 3
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # height / width
+    # "detect": centres at (i + 0.5) * stride, exact sizes. "keras_hub": keras-hub's
+    # AnchorGenerator (imported models): centres at i * (size // cells), sizes
+    # truncated to integers and half-sides rounded. See detect.ops.anchors.
+    convention: str = "detect"
+    clip: bool = False  # clip anchors to the (padded) input, as keras-cv's RetinaNet does
 
     def validate(self) -> None:
+        _check(self.convention in ANCHOR_CONVENTIONS, "anchors.convention",
+               f"must be one of {ANCHOR_CONVENTIONS}, got {self.convention!r}")
         # The backbones provide C2..C5 and the FPN builds P2 (small objects) up to P7.
         _check(2 <= self.min_level <= self.max_level <= 7, "anchors.min_level/max_level",
                f"need 2 <= min_level <= max_level <= 7, got {self.min_level}, {self.max_level}")
@@ -115,6 +123,13 @@ class PostprocessConfig:
     iou_threshold: float = 0.5
     max_detections: int = 100
     pre_nms_top_k: int = 1000
+    # Class-agnostic NMS: each box keeps its best class only (max over classes) and
+    # suppresses boxes of any class (keras-hub's and keras-cv's decoders; on aerial
+    # scenes it stops one object from getting two labels). Default: per class.
+    agnostic: bool = False
+    # Clip decoded boxes to the input before NMS (detections are always clipped to
+    # the image afterwards); imported keras-hub / keras-cv models run NMS unclipped.
+    clip_boxes: bool = True
 
     def validate(self) -> None:
         _check(0 <= self.iou_threshold <= 1, "postprocess.iou_threshold",
@@ -190,6 +205,10 @@ class ModelConfig(_Section):
     backbone_norm: str = "auto"  # "auto", "batch" or "group"
     zero_init_residual: bool = True  # last norm of each residual branch starts at gamma 0
     fpn_channels: int = 256
+    # Images are padded (bottom / right) to a multiple of this before the network;
+    # 0 = the largest anchor stride, 2 ** anchors.max_level. Imported models use
+    # their source's rule (32: P6 / P7 then see the same odd sizes they saw there).
+    pad_multiple: int = 0
     p6_from: str = "p5"  # "p5" (torchvision, 34.0M params) or "c5" (paper / detectron2)
     head_convs: int = 4
     head_norm: str = "auto"  # "auto" (= group when the backbone uses GroupNorm), "none" or "group"
@@ -271,6 +290,7 @@ class ModelConfig(_Section):
         _check(0 < self.prior_probability < 1, "prior_probability", f"must be in (0, 1), got {self.prior_probability}")
         _check(len(self.box_variances) == 4 and min(self.box_variances) > 0, "box_variances",
                f"need 4 positive values, got {self.box_variances}")
+        _check(self.pad_multiple >= 0, "pad_multiple", f"must be >= 0, got {self.pad_multiple}")
         _check(self.fpn_channels >= 1 and self.head_convs >= 0, "fpn_channels/head_convs", "must be positive")
         _check(not self.input.category_ids or len(self.input.category_ids) == self.num_classes,
                "input.category_ids", f"has {len(self.input.category_ids)} ids for num_classes={self.num_classes}")

@@ -1,4 +1,4 @@
-"""Raw RetinaNet outputs -> detections: decode, sigmoid, clip, class-aware NMS."""
+"""Raw RetinaNet outputs -> detections: decode, sigmoid, clip (unless off), NMS (per class unless agnostic)."""
 
 from __future__ import annotations
 
@@ -36,13 +36,14 @@ def postprocess(
       (class scores above the threshold before ``pre_nms_top_k``)}``.
     """
     boxes = box_coder.decode(anchors, tf.cast(box_deltas, tf.float32), variances)
-    boxes = clip_boxes(boxes, image_size)
+    if config.clip_boxes:
+        boxes = clip_boxes(boxes, image_size)
     scores = tf.sigmoid(tf.cast(cls_logits, tf.float32))
     r = batched_nms(
         boxes, scores,
         iou_threshold=config.iou_threshold, score_threshold=config.score_threshold,
         max_detections=config.max_detections, pre_nms_top_k=config.pre_nms_top_k,
-        static_shapes=static_shapes,
+        static_shapes=static_shapes, agnostic=config.agnostic,
     )
     return {"boxes": r.boxes, "scores": r.scores, "labels": r.labels,
             "num_detections": r.num_detections, "num_candidates": r.num_candidates}

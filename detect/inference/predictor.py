@@ -99,8 +99,8 @@ def _read_tile(source, window, scale: float) -> np.ndarray:
 class _Merger:
     """Keeps merged detections; folds in one tile's detections at a time."""
 
-    def __init__(self, height, width, iou_threshold):
-        self.h, self.w, self.iou = height, width, iou_threshold
+    def __init__(self, height, width, iou_threshold, agnostic=False):
+        self.h, self.w, self.iou, self.agnostic = height, width, iou_threshold, agnostic
         self.boxes = np.zeros((0, 4), np.float32)
         self.scores = np.zeros(0, np.float32)
         self.labels = np.zeros(0, np.int32)
@@ -115,7 +115,7 @@ class _Merger:
         mb, ms, ml, idx = merge_detections(
             pool_boxes, np.concatenate([self.scores[near], scores]),
             np.concatenate([self.labels[near], labels]), pool_windows,
-            height=self.h, width=self.w, iou_threshold=self.iou, return_index=True)
+            height=self.h, width=self.w, iou_threshold=self.iou, return_index=True, agnostic=self.agnostic)
         self.boxes = np.concatenate([b[~near], mb])
         self.scores = np.concatenate([self.scores[~near], ms])
         self.labels = np.concatenate([self.labels[~near], ml])
@@ -131,7 +131,8 @@ class _Job:
         self.source, self.scale = source, scale
         self.h, self.w = max(1, round(source.height * scale)), max(1, round(source.width * scale))
         self.windows = tile_windows(self.h, self.w, options.tile, options.overlap)
-        self.merger = _Merger(self.h, self.w, model.model_config.postprocess.iou_threshold)
+        pp = model.model_config.postprocess
+        self.merger = _Merger(self.h, self.w, pp.iou_threshold, pp.agnostic)
         self.left = len(self.windows)
         self.capped = self.top_k_capped = 0
 

@@ -56,12 +56,13 @@ def _touches_seam(boxes: np.ndarray, windows: np.ndarray, height: int, width: in
 
 def merge_detections(boxes, scores, labels, windows, *, height: int, width: int,
                      iou_threshold: float = 0.5, ios_threshold: float = 0.6,
-                     return_index: bool = False):
+                     return_index: bool = False, agnostic: bool = False):
     """Merge per-tile detections already in image coordinates.
 
     Args:
       boxes ``[N, 4]`` xyxy, scores ``[N]``, labels ``[N]``; windows ``[N, 4]``:
-      the tile each detection came from.
+      the tile each detection came from. ``agnostic``: duplicates of any
+      class merge (the model's class-agnostic NMS rule), else same class only.
 
     Returns:
       ``(boxes, scores, labels)`` of the kept detections, by descending score,
@@ -87,8 +88,13 @@ def merge_detections(boxes, scores, labels, windows, *, height: int, width: int,
     iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
     smaller = np.minimum(area[:, None], area[None, :])
     ios = np.where(smaller > 0, inter / np.maximum(smaller, 1e-12), 0.0)
-    same = labels[:, None] == labels[None, :]
-    duplicate = same & ((iou > iou_threshold) | ((seam[:, None] | seam[None, :]) & (ios > ios_threshold)))
+    same = np.ones((len(boxes),) * 2, bool) if agnostic else labels[:, None] == labels[None, :]
+    # Only detections of different tiles are duplicates here: each tile's own were already
+    # suppressed by the model's NMS (on unclipped boxes for imported models, whose parity a
+    # second NMS on clipped boxes would break).
+    win = np.asarray(windows)[order]
+    other_tile = (win[:, None, :] != win[None, :, :]).any(-1)
+    duplicate = same & other_tile & ((iou > iou_threshold) | ((seam[:, None] | seam[None, :]) & (ios > ios_threshold)))
 
     keep = greedy_keep(tf.constant(duplicate[None]), tf.ones([1, len(boxes)], tf.bool))[0].numpy()
     # Each dropped box is absorbed by the best-scoring kept box it duplicates.

@@ -73,8 +73,8 @@ class RetinaNet(keras.Model):
         a = config.anchors
         self.anchor_generator = AnchorGenerator(
             min_level=a.min_level, max_level=a.max_level, anchor_size=a.anchor_size,
-            num_scales=a.num_scales, aspect_ratios=a.aspect_ratios)
-        self.size_multiple = 2 ** a.max_level
+            num_scales=a.num_scales, aspect_ratios=a.aspect_ratios, convention=a.convention, clip=a.clip)
+        self.size_multiple = config.pad_multiple or 2 ** a.max_level
         self._trackers = {n: keras.metrics.Mean(name=n) for n in LOSS_NAMES}
         # Discriminative learning rates: when set (by the training engine), the
         # backbone's variables are updated by this optimizer (usually the same
@@ -107,7 +107,8 @@ class RetinaNet(keras.Model):
 
     def set_postprocess(self, **changes) -> None:
         """Change post-processing for this model object (``score_threshold``,
-        ``iou_threshold``, ``max_detections``, ``pre_nms_top_k``; ``None`` keeps a value).
+        ``iou_threshold``, ``max_detections``, ``pre_nms_top_k``, ``agnostic``,
+        ``clip_boxes``; ``None`` keeps a value).
 
         The NMS step is rebuilt, so a score threshold below the trained
         model's works exactly. ``pre_nms_top_k`` grows with ``max_detections``.
@@ -126,7 +127,7 @@ class RetinaNet(keras.Model):
     # ---- forward ----------------------------------------------------------
 
     def padded_size(self, images):
-        """Height and width after padding to a multiple of 2**max_level."""
+        """Height and width after padding to a multiple of ``pad_multiple`` (2**max_level by default)."""
         h, w = images.shape[1], images.shape[2]
         if h is None or w is None:
             shape = tf.shape(images)

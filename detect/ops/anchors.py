@@ -13,6 +13,14 @@ Conventions:
 - Output order: levels ascending, then row ``i``, column ``j``, then anchor
   ``a = scale_index * len(aspect_ratios) + ratio_index``. The heads flatten
   their ``[B, H, W, A * C]`` outputs in exactly this order.
+
+``convention="keras_hub"`` reproduces keras-hub's ``AnchorGenerator`` (for
+imported models, whose weights learned those boxes): the cell stride is
+``H // ceil(H / 2**l)`` (2**l when H is a multiple of it), centres at
+``i * stride`` (offset 0), base sizes ``int(anchor_size * 2**l * 2**(k/S))``
+and half-sides rounded to whole pixels (half to even, as ``tf.round``).
+Our output order is kept; the importer permutes the heads' channels.
+``clip=True`` clips every anchor to the input (keras-cv's RetinaNet).
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ class AnchorGenerator:
         anchor_size: float = 4.0,
         num_scales: int = 3,
         aspect_ratios: Sequence[float] = DEFAULT_ASPECT_RATIOS,
+        convention: str = "detect",
+        clip: bool = False,
     ):
         if not 1 <= min_level <= max_level:
             raise ValueError(f"need 1 <= min_level <= max_level, got {min_level}, {max_level}")
@@ -54,6 +64,9 @@ class AnchorGenerator:
         self.anchor_size = float(anchor_size)
         self.num_scales = num_scales
         self.aspect_ratios = tuple(float(r) for r in aspect_ratios)
+        if convention not in ("detect", "keras_hub"):
+            raise ValueError(f"anchor convention must be 'detect' or 'keras_hub', got {convention!r}")
+        self.convention, self.clip = convention, bool(clip)
         self._cache: dict[tuple[int, int], tf.Tensor] = {}
 
     @property
@@ -85,15 +98,34 @@ class AnchorGenerator:
                 out.append(((h + s - 1) // s, (w + s - 1) // s))
         return out
 
-    def _level_anchors(self, level: int, fh, fw) -> tf.Tensor:
+    def _level_anchors(self, level: int, fh, fw, image_size) -> tf.Tensor:
         stride = float(2**level)
-        ys = (tf.cast(tf.range(fh), tf.float32) + 0.5) * stride
-        xs = (tf.cast(tf.range(fw), tf.float32) + 0.5) * stride
+        if self.convention == "keras_hub":
+            h, w = image_size
+            ys = tf.cast(tf.range(fh), tf.float32) * tf.cast(h // fh, tf.float32)
+            xs = tf.cast(tf.range(fw), tf.float32) * tf.cast(w // fw, tf.float32)
+            half = self._keras_hub_half_sides(level)
+        else:
+            ys = (tf.cast(tf.range(fh), tf.float32) + 0.5) * stride
+            xs = (tf.cast(tf.range(fw), tf.float32) + 0.5) * stride
+            wh = self._shapes() * (self.anchor_size * stride)  # [A, 2]
+            half = tf.concat([-0.5 * wh, 0.5 * wh], axis=-1)  # [A, 4]
         cy, cx = tf.meshgrid(ys, xs, indexing="ij")  # [fh, fw]
         centres = tf.stack([cx, cy, cx, cy], axis=-1)[:, :, None, :]  # [fh, fw, 1, 4]
-        wh = self._shapes() * (self.anchor_size * stride)  # [A, 2]
-        half = tf.concat([-0.5 * wh, 0.5 * wh], axis=-1)  # [A, 4]
         return tf.reshape(centres + half, [-1, 4])
+
+    def _keras_hub_half_sides(self, level: int) -> tf.Tensor:
+        """``[A, 4]`` rounded (-w/2, -h/2, w/2, h/2) in our anchor order, computed as keras-hub
+        does (float32 ratios, Python-int sizes) so the values are bit-equal."""
+        ratios = tf.constant(self.aspect_ratios, tf.float32)
+        h_ratio = tf.sqrt(ratios)
+        w_ratio = 1 / h_ratio
+        rows = []
+        for k in range(self.num_scales):
+            size = float(int(2**level * self.anchor_size * 2 ** (k / self.num_scales)))
+            ws, hs = w_ratio * size, h_ratio * size
+            rows.append(tf.stack([-1 * ws, -1 * hs, ws, hs], axis=1) / 2)
+        return tf.round(tf.concat(rows, axis=0))
 
     def __call__(self, image_size) -> tf.Tensor:
         """Anchors for ``image_size = (height, width)`` -> ``[N, 4]`` xyxy float32."""
@@ -110,10 +142,14 @@ class AnchorGenerator:
 
     def _compute(self, image_size) -> tf.Tensor:
         parts = [
-            self._level_anchors(level, fh, fw)
+            self._level_anchors(level, fh, fw, image_size)
             for level, (fh, fw) in zip(self.levels, self.feature_sizes(image_size))
         ]
-        return tf.concat(parts, axis=0)
+        anchors = tf.concat(parts, axis=0)
+        if self.clip:
+            h, w = (tf.cast(v, tf.float32) for v in image_size)
+            anchors = tf.maximum(tf.minimum(anchors, tf.stack([w, h, w, h])), 0.0)
+        return anchors
 
     def num_anchors(self, image_size: tuple[int, int]) -> int:
         """Total number of anchors for a static image size."""

@@ -1,4 +1,4 @@
-"""Batched, class-aware, exact greedy non-maximum suppression.
+"""Batched, class-aware (optionally class-agnostic), exact greedy non-maximum suppression.
 
 Greedy NMS visits candidates in descending score order and keeps one unless
 an already kept candidate *of the same class* overlaps it with
@@ -164,8 +164,9 @@ def batched_nms(
     max_detections: int,
     pre_nms_top_k: int,
     static_shapes: bool = False,
+    agnostic: bool = False,
 ) -> NMSResult:
-    """Class-aware exact greedy NMS over a batch.
+    """Class-aware (or class-agnostic) exact greedy NMS over a batch.
 
     Args:
       boxes: ``[B, N, 4]`` xyxy boxes (any consistent units), shared by all
@@ -189,6 +190,9 @@ def batched_nms(
     """
     boxes = tf.cast(boxes, tf.float32)
     scores = tf.cast(scores, tf.float32)
+    if agnostic:
+        best_class = tf.argmax(scores, axis=-1, output_type=tf.int32)  # [B, N]
+        scores = tf.reduce_max(scores, axis=-1, keepdims=True)  # one "class": suppression ignores labels
     top_scores, box_idx, cls, candidates = _top_candidates(
         scores, pre_nms_top_k, tf.constant(score_threshold, tf.float32), static_shapes
     )
@@ -197,6 +201,8 @@ def batched_nms(
     valid &= tf.reduce_all(tf.math.is_finite(cand), axis=-1)
 
     keep = _dense_keep(cand, cls, valid, tf.constant(iou_threshold, tf.float32))
+    if agnostic:
+        cls = tf.gather(best_class, box_idx, batch_dims=1)
 
     # The first D kept candidates, in score order: rank kept ones by position.
     k = tf.shape(keep)[1]

@@ -66,3 +66,31 @@ def test_bad_config_is_refused():
         AnchorGenerator(min_level=5, max_level=3)
     with pytest.raises(ValueError, match="aspect_ratios"):
         AnchorGenerator(aspect_ratios=(0.0, 1.0))
+
+
+def test_keras_hub_convention_golden():
+    """keras-hub's rule, by hand (level 3, anchor_size 4, 2 scales, ratios 1 and 2):
+    sizes int(32 * 2**0) = 32 and int(32 * 2**0.5) = int(45.25) = 45; half-sides
+    rounded half to even: ratio 1 -> 16 and 22.5 -> 22; ratio 2 (h = size*sqrt2,
+    w = size/sqrt2): 32 -> w/2 = 11.31 -> 11, h/2 = 22.63 -> 23; 45 -> 15.91 -> 16,
+    31.82 -> 32. Centres at i * (H // cells): offset 0."""
+    gen = AnchorGenerator(min_level=3, max_level=3, anchor_size=4, num_scales=2, aspect_ratios=(1.0, 2.0),
+                          convention="keras_hub")
+    a = gen((256, 256)).numpy().reshape(32, 32, 4, 4)
+    half = np.array([[-16, -16, 16, 16], [-11, -23, 11, 23], [-22, -22, 22, 22], [-16, -32, 16, 32]], np.float32)
+    np.testing.assert_array_equal(a[0, 0], half)
+    np.testing.assert_array_equal(a[2, 1], half + [8, 16, 8, 16])  # row 2, column 1: (x, y) = (8, 16)
+    # 100 px: 13 cells of stride 100 // 13 = 7 (keras-hub's integer stride), not 8
+    b = gen((100, 100)).numpy().reshape(13, 13, 4, 4)
+    np.testing.assert_array_equal(b[0, 1], half + [7, 0, 7, 0])
+    np.testing.assert_array_equal(b[12, 12], half + [84, 84, 84, 84])
+
+
+def test_clip_keeps_anchors_inside_the_image():
+    gen = AnchorGenerator(min_level=3, max_level=3, anchor_size=4, num_scales=1, aspect_ratios=(1.0,), clip=True)
+    a = gen((64, 48)).numpy()  # 8 x 6 cells, centres (4 + 8 j, 4 + 8 i), half-side 16
+    np.testing.assert_array_equal(a[0], [0, 0, 20, 20])
+    np.testing.assert_array_equal(a[-1], [28, 44, 48, 64])
+    assert a[:, [0, 1]].min() == 0 and a[:, 2].max() == 48 and a[:, 3].max() == 64
+    with pytest.raises(ValueError, match="convention"):
+        AnchorGenerator(convention="torchvision")

@@ -129,3 +129,46 @@ def test_xla_compilable(rng):
     got, want = f(boxes, scores), nms(boxes, scores, **kw)
     np.testing.assert_array_equal(got.num_detections, want.num_detections)
     np.testing.assert_allclose(got.boxes, want.boxes)
+
+
+def reference_agnostic_nms(boxes, scores, iou_thr, score_thr, max_det):
+    """Brute force: each box once, with its best class (lowest index on a tie) and score;
+    greedy over all of them regardless of class."""
+    best = scores.argmax(axis=1)
+    top = scores.max(axis=1)
+    order = sorted((i for i in range(len(boxes)) if top[i] > score_thr), key=lambda i: -top[i])
+    iou = np_iou(boxes, boxes)
+    kept = []
+    for i in order:
+        if all(iou[j, i] <= iou_thr for j in kept):
+            kept.append(i)
+    return [(i, int(best[i]), float(top[i])) for i in kept[:max_det]]
+
+
+@pytest.mark.parametrize("iou_thr", [0.3, 0.6])
+def test_agnostic_matches_brute_force(rng, iou_thr):
+    boxes, scores = clustered_case(rng, 3, 90, 4)
+    r = nms(boxes, scores, iou_threshold=iou_thr, score_threshold=0.3, max_detections=200, agnostic=True)
+    aware = nms(boxes, scores, iou_threshold=iou_thr, score_threshold=0.3, max_detections=200)
+    for b in range(3):
+        ref = reference_agnostic_nms(boxes[b], scores[b], iou_thr, 0.3, 200)
+        n = int(r.num_detections[b])
+        assert n == len(ref) and n > 3
+        np.testing.assert_allclose(r.boxes[b, :n], boxes[b, [p[0] for p in ref]])
+        np.testing.assert_array_equal(r.labels[b, :n], [p[1] for p in ref])
+        np.testing.assert_allclose(r.scores[b, :n], [p[2] for p in ref])
+        # no two kept boxes overlap above the threshold, whatever their classes
+        kept = r.boxes[b, :n].numpy()
+        iou = np_iou(kept, kept) - np.eye(n)
+        assert iou.max() <= iou_thr
+        assert n < int(aware.num_detections[b])  # per class keeps more on the same boxes
+
+
+def test_agnostic_one_label_per_object():
+    # one object, two labels from the same box and a near-identical one: one detection, best class
+    boxes = np.array([[[0, 0, 10, 10], [0, 0, 10, 10.5]]], np.float32)
+    scores = np.array([[[0.6, 0.7], [0.9, 0.2]]], np.float32)
+    r = nms(boxes, scores, iou_threshold=0.5, score_threshold=0.05, max_detections=5, agnostic=True)
+    assert int(r.num_detections[0]) == 1
+    assert int(r.labels[0, 0]) == 0 and float(r.scores[0, 0]) == pytest.approx(0.9)
+    assert int(nms(boxes, scores, max_detections=5).num_detections[0]) == 2  # one per class
