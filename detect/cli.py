@@ -42,6 +42,10 @@ def _add_postprocess_args(p) -> None:
     g.add_argument("--iou-threshold", type=float, help="NMS and tile-merge IoU threshold")
     g.add_argument("--max-detections", type=int,
                    help="detections kept per tile / image (a warning counts tiles that reach it)")
+    g.add_argument("--agnostic-nms", action=argparse.BooleanOptionalAction, default=None,
+                   help="class-agnostic NMS: each box keeps its best class and suppresses boxes of "
+                   "any class (one label per object; keras-hub's and keras-cv's rule); "
+                   "--no-agnostic-nms: per class. Default: the model's setting (per class unless imported)")
 
 
 def _add_tile_args(p) -> None:
@@ -58,7 +62,7 @@ def _tile_kwargs(args) -> dict:
     """The tiling and post-processing options as keywords of :func:`detect.predict` / ``evaluate``."""
     return dict(tile=args.tile, overlap=args.overlap, scale=args.scale, batch_size=args.batch_size,
                 score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
-                max_detections=args.max_detections)
+                max_detections=args.max_detections, agnostic_nms=args.agnostic_nms)
 
 
 def _add_export(sub) -> None:
@@ -130,8 +134,8 @@ def _run_evaluate(args) -> int:
                      operating_point_at=args.operating_point_at, save_predictions=args.save_predictions,
                      report=args.report, plots=args.plots)
     else:
-        if args.iou_threshold is not None or args.max_detections is not None:
-            raise ValueError("--iou-threshold and --max-detections apply with --model only")
+        if args.iou_threshold is not None or args.max_detections is not None or args.agnostic_nms is not None:
+            raise ValueError("--iou-threshold, --max-detections and --agnostic-nms apply with --model only")
         e = evaluate(args.predictions, args.ann, score_threshold=args.score_threshold, backend=args.backend,
                      area_ranges=args.area_ranges, max_dets=args.max_dets,
                      operating_point_at=args.operating_point_at, report=args.report, plots=args.plots)
@@ -184,7 +188,8 @@ def _add_train(sub) -> None:
                    "1,2,3,4 for RGB+NIR: sets model.input_bands, stored in the model (predict reads the "
                    "same bands); default: RGB (1-3 of 3-4 band files, grey repeated)")
     p.add_argument("--init-from", metavar="MODEL",
-                   help="start from this detector (model.keras, checkpoint.keras or a run folder): "
+                   help="start from this detector (model.keras, checkpoint.keras or a run folder; or a "
+                   "keras-hub / keras-cv RetinaNet as 'detect import' takes, imported first): "
                    "weights matched by layer name and shape, class logits remapped by class name, "
                    "its architecture unless --config/--set pin it; prints what was loaded")
     p.add_argument("--mixed-precision", action="store_true",
@@ -282,7 +287,44 @@ def _run_predict(args) -> int:
     return 1 if r["failed"] else 0
 
 
-_COMMANDS: list = [_add_train, _add_predict, _add_evaluate, _add_export]
+def _add_import(sub) -> None:
+    p = sub.add_parser(
+        "import", help="turn a keras-hub or keras-cv RetinaNet into a detect model",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Import a Keras RetinaNet as an ordinary detect model (predict, evaluate, export, "
+        "fine-tune, tiled rasters), built from detect's backbone graph, FPN and heads with the "
+        "source's weights, anchors, box coding, input scaling and NMS settings: its detections "
+        "equal the source's.\n\n"
+        "  detect import retinanet_resnet50_fpn_coco --out coco.keras     (keras-hub preset; network)\n"
+        "  detect import PRESET_DIR --out model.keras                     (detector.save_to_preset(DIR))\n"
+        "  detect import retinanet.keras --out model.keras --classes names.txt   (keras-cv model.save)\n\n"
+        "Class names: --classes, else COCO's for a COCO preset, else class_0..K-1. "
+        "Needs the [hub] (keras-hub) or [cv] (keras-cv) extra.")
+    p.add_argument("source", help="keras-hub preset name or folder, or a .keras keras-cv / keras-hub RetinaNet")
+    p.add_argument("--out", required=True, help="the detect model file to write (.keras)")
+    p.add_argument("--classes", help="class names, one per line, in the source's class index order")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.set_defaults(handler=_run_import)
+
+
+def _run_import(args) -> int:
+    from detect import atomic
+    from detect.models.importers import import_detector
+
+    out = Path(args.out)
+    if out.suffix != ".keras":
+        raise ValueError(f"--out {out}: the model file must end in .keras")
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"--out {out} exists (--overwrite replaces it)")
+    if args.classes and not Path(args.classes).is_file():
+        raise FileNotFoundError(f"--classes {args.classes}: no such file")
+    model = import_detector(args.source, args.classes)
+    atomic.save_model(model, out)
+    print(f"wrote {out} ({model.count_params():,} parameters, {model.model_config.num_classes} classes)")
+    return 0
+
+
+_COMMANDS: list = [_add_train, _add_predict, _add_evaluate, _add_export, _add_import]
 
 
 #: Arguments naming inputs, checked before TensorFlow loads: attribute -> kind.
@@ -299,6 +341,11 @@ def _check_inputs(args) -> None:
         value = getattr(args, name, None)
         if not value:
             continue
+        if name == "init_from":
+            from detect.models.importers import is_preset_name
+
+            if is_preset_name(value):
+                continue  # a keras-hub preset name: loaded (or refused) by the importer
         flag = "--" + name.replace("_", "-")
         path = Path(value)
         if kind == "model" and path.suffix == ".keras":
@@ -332,7 +379,7 @@ def _handle(args) -> int:
     try:
         _check_inputs(args)
         return int(args.handler(args) or 0)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as err:
         # Expected user errors: one clear line, no TensorFlow traceback.
         print(f"detect {args.command}: error: {err}", file=sys.stderr)
         return 2

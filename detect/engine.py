@@ -440,7 +440,7 @@ def train_run(out, *, train_ann=None, train_images=None, val_ann=None, val_image
     dump_yaml({"train_ann": str(Path(train_ann).resolve()), "train_images": str(Path(train_images).resolve()),
                "val_ann": val_ann and str(Path(val_ann).resolve()),
                "val_images": val_images and str(Path(val_images).resolve()),
-               "init_from": kwargs.get("init_from") and str(Path(kwargs["init_from"]).resolve())}, run.meta)
+               "init_from": _init_from_name(kwargs.get("init_from"))}, run.meta)
     try:
         return train(cfg, train_ann=train_ann, train_images=train_images, val_ann=val_ann,
                      val_images=val_images, run_dir=run.path, **kwargs)
@@ -449,3 +449,10 @@ def train_run(out, *, train_ann=None, train_images=None, val_ann=None, val_image
             shutil.rmtree(run.path, ignore_errors=True)
             print(f"note: removed {run.path}: the run failed before its first epoch", file=sys.stderr)
         raise
+
+
+def _init_from_name(source) -> str | None:
+    """``--init-from`` as run.yaml records it: a path resolved, a preset name as given."""
+    if source is None:
+        return None
+    return str(Path(source).resolve()) if Path(source).exists() else str(source)

@@ -25,7 +25,7 @@ import numpy as np
 #: source model unless the user's config sets them.
 ARCHITECTURE = ("backbone", "backbone_weights", "backbone_layers", "backbone_width", "mobilenet_alpha",
                 "backbone_norm", "zero_init_residual", "fpn_channels", "p6_from", "head_convs", "head_norm",
-                "box_variances", "anchors",
+                "box_variances", "anchors", "pad_multiple",
                 # the input the weights were trained on: bands and their normalisation
                 "input_bands", "bands", "input_normalization", "input_mean", "input_std", "band_mean",
                 "band_std")
@@ -50,9 +50,14 @@ def source_model_file(path) -> Path:
 
 
 def load_source(path):
-    """The source detector of ``--init-from`` (a clear error when it is not one)."""
+    """The source detector of ``--init-from`` (a clear error when it is not one): a detect
+    model or run folder, or a keras-hub / keras-cv RetinaNet, imported first."""
     from detect.models import load_model
+    from detect.models.importers import import_detector, source_kind
 
+    if source_kind(str(path)) is not None:
+        print(f"--init-from {path}: importing it (detect import)", flush=True)
+        return import_detector(str(path))
     file = source_model_file(path)
     try:
         return load_model(file)

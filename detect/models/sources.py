@@ -97,6 +97,8 @@ def load_keras_source(config: ModelConfig) -> tuple[keras.Model, dict]:
             raise RuntimeError(f"could not load keras-hub preset {preset!r} ({type(err).__name__}: {err}); "
                                f"offline, save it once with Backbone.from_preset(...).save_to_preset(DIR) "
                                f"where the network is reachable and pass DIR") from err
+        # a RetinaNet preset's backbone is the encoder + FPN: its encoder is the feature extractor
+        source = getattr(source, "image_encoder", source)
         source_norm = _preset_normalization(hub, preset)
     elif weights.endswith(".keras"):
         from detect.files import check_model_file
@@ -120,12 +122,20 @@ def _preset_normalization(hub, preset: str) -> dict:
         converter = hub.layers.ImageConverter.from_preset(preset)
     except Exception:  # a bare backbone preset has no image converter
         converter = None
-    scale = getattr(converter, "scale", None)
-    offset = getattr(converter, "offset", None)
-    if converter is None or (scale is None and offset is None):
+    rule = converter_normalization(converter)
+    if rule is None:
         print(f"backbone {preset}: the preset has no image converter; inputs are normalised with ImageNet's "
               f"mean and std (set model.input_normalization to change)", flush=True)
         return {"input_normalization": "torch"}
+    return rule
+
+
+def converter_normalization(converter) -> dict | None:
+    """ModelConfig fields of a keras-hub image converter's ``x * scale + offset`` (None: it has none)."""
+    scale = getattr(converter, "scale", None)
+    offset = getattr(converter, "offset", None)
+    if converter is None or (scale is None and offset is None):
+        return None
     scale = np.broadcast_to(np.asarray(1.0 if scale is None else scale, np.float64), 3)
     offset = np.broadcast_to(np.asarray(0.0 if offset is None else offset, np.float64), 3)
     # x * scale + offset == (x - mean) / std  with  std = 1 / scale, mean = -offset / scale
