@@ -8,6 +8,11 @@
   RetinaNetObjectDetector with the same ResNet-50 depth and input size
   (``pip install -e ".[bench]"``), and the ratio ours / peer.
 - ``--jit``: also time ours with XLA (``jit_compile=True``).
+- ``--imported``: end to end on the COCO preset's architecture (ResNet-50-FPN,
+  91 classes, random weights): keras-hub's ``predict()`` versus ``detect
+  predict`` on the model ``detect import`` makes of it (saved as a preset
+  folder first), at 512 and 800 px, decode and NMS included on both sides,
+  and whether the detections are the same.
 
 Each figure is the median of ``--repeats`` timed calls after warm-up. Only
 ratios from the same run mean anything on a shared machine.
@@ -96,12 +101,71 @@ def bench_keras_hub(args) -> dict[str, float]:
     return _measure(model, predict_step_fn(model, False, with_y=True), False, args.repeats)
 
 
+def _hub_coco_architecture(size: int):
+    """keras-hub's retinanet_resnet50_fpn_coco architecture, random weights, converter at ``size``."""
+    import keras_hub
+
+    encoder = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64], input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 128, 256, 512], stackwise_num_blocks=[3, 4, 6, 3],
+        stackwise_num_strides=[1, 2, 2, 2], block_type="bottleneck_block",
+        use_pre_activation=False, image_shape=(None, None, 3))
+    backbone = keras_hub.models.RetinaNetBackbone(image_encoder=encoder, min_level=3, max_level=7, use_p5=False)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    converter = keras_hub.layers.RetinaNetImageConverter(
+        image_size=(size, size), scale=list(1 / (255 * std)), offset=list(-mean / std))
+    return keras_hub.models.RetinaNetObjectDetector(
+        backbone=backbone, num_classes=91, bounding_box_format="xyxy",
+        preprocessor=keras_hub.models.RetinaNetObjectDetectorPreprocessor(image_converter=converter))
+
+
+def _compare_at(size: int, args, rng) -> str:
+    """One row of :func:`bench_imported`: keras-hub predict() vs detect.predict at ``size``."""
+    import tempfile
+
+    import detect
+    from detect.models.importers import import_detector
+
+    hub_model = _hub_coco_architecture(size)
+    with tempfile.TemporaryDirectory() as tmp:
+        hub_model.save_to_preset(tmp)
+        ours = import_detector(tmp, verbose=False)
+    images = rng.uniform(0, 255, (args.images, size, size, 3)).astype(np.float32)
+    out = {}
+    t_hub = _median_seconds(lambda: out.update(hub=hub_model.predict(images, batch_size=1, verbose=0)),
+                            args.repeats)
+    t_ours = _median_seconds(lambda: out.update(ours=detect.predict(ours, images, batch_size=1)), args.repeats)
+    n_hub = [int(n) for n in out["hub"]["num_detections"]]
+    n_ours = [len(d) for d in out["ours"]]
+    same = n_hub == n_ours and all(
+        np.allclose(np.sort(np.clip(out["hub"]["boxes"][i, :n], 0, size), axis=0), np.sort(d.boxes, axis=0),
+                    atol=1e-2)
+        for i, (n, d) in enumerate(zip(n_hub, out["ours"])))
+    return (f"{'':<12}{size:>6}{args.images / t_hub:>18.3f}{args.images / t_ours:>15.3f}"
+            f"{t_hub / t_ours:>7.2f}x{f'{sum(n_hub)} / {sum(n_ours)}':>28}{'yes' if same else 'NO':>6}")
+
+
+def bench_imported(args) -> None:
+    """keras-hub predict() vs detect.predict on the imported model (see module doc)."""
+    rng = np.random.default_rng(0)
+    print(f"\n{'end to end':<12}{'size':>6}{'keras-hub img/s':>18}{'detect img/s':>15}{'ratio':>8}"
+          f"{'detections (hub / detect)':>28}{'same':>6}")
+    for size in (512, 800):
+        print(_compare_at(size, args, rng), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--peer", choices=["keras-hub"], help="also measure a peer implementation")
     p.add_argument("--jit", action="store_true", help="also measure ours with jit_compile=True")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--imported", action="store_true",
+                   help="only the end-to-end comparison with keras-hub's predict() on an imported model")
+    p.add_argument("--images", type=int, default=4, help="images per timed call for --imported")
     args = p.parse_args()
+    if args.imported:
+        bench_imported(args)
+        return
 
     rows = {"detect": bench_ours(args, jit=False)}
     print("detect:", rows["detect"], flush=True)
