@@ -54,10 +54,6 @@ def head_permutation(num_anchors: int, per_anchor: int, anchor_of, channel_of=No
                      for a in range(num_anchors) for c in range(per_anchor)], np.int64)
 
 
-def _variables(layer) -> list:
-    return list(layer.weights)
-
-
 def assemble(plan: ImportPlan):
     """The RetinaNet of ``plan`` with every source weight assigned (see module doc)."""
     from detect.config import ModelConfig
@@ -86,7 +82,7 @@ def assemble(plan: ImportPlan):
             put(model.backbone.get_layer(layer.name).weights, [w.numpy() for w in layer.weights], layer.weights)
     for name, source_layer, perm in plan.layers:
         ours = model.network.get_layer(name)
-        values = [w.numpy() for w in _variables(source_layer)]
+        values = [w.numpy() for w in source_layer.weights]
         if perm is not None:
             values = [v[..., perm] for v in values]
         if len(values) == 1 and len(ours.weights) == 2:  # a bias-free conv (before GroupNorm): zero bias
