@@ -25,8 +25,9 @@ from detect.results import Detections, Results
 __all__ = ["Run", "evaluate", "export", "load_model", "predict", "train"]
 
 
-def load_model(path):
-    """A detector from ``model.keras`` / ``checkpoint.keras``, or a run folder (its ``model.keras``).
+def load_model(path, *, threads: int | None = None):
+    """A detector from ``model.keras`` / ``checkpoint.keras``, a run folder (its ``model.keras``)
+    or a ``.tflite`` file written by :func:`export` (run by LiteRT with ``threads``, default all cores).
 
     Post-processing and the input rule (scale, tile, overlap, GSD) come with
     the file. Raises FileNotFoundError / ValueError for a missing or foreign file.
@@ -34,6 +35,10 @@ def load_model(path):
     from detect.models import load_model as load
 
     path = Path(path)
+    if path.suffix.lower() == ".tflite":
+        from detect.litert import LiteRTModel
+
+        return LiteRTModel(path, threads=threads)
     if path.is_dir():
         if not (path / "model.keras").is_file():
             raise FileNotFoundError(f"{path} is a folder without model.keras (a run that has not finished? "
@@ -42,13 +47,14 @@ def load_model(path):
     return load(path)
 
 
-def _model(model):
+def _model(model, threads: int | None = None):
+    from detect.litert import LiteRTModel
     from detect.models import RetinaNet
 
-    if isinstance(model, RetinaNet):
+    if isinstance(model, (RetinaNet, LiteRTModel)):
         return model
     if isinstance(model, (str, Path)):
-        return load_model(model)
+        return load_model(model, threads=threads)
     raise ValueError(f"model must be a detect RetinaNet or a path to one, got {type(model).__name__}")
 
 
@@ -163,10 +169,11 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
             iou_threshold: float | None = None, max_detections: int | None = None,
             agnostic_nms: bool | None = None, bands=None,
             stride: int = 1, gsd_match: bool = True, ann=None, save_images: bool = False,
-            overwrite: bool = False) -> Results:
+            overwrite: bool = False, threads: int | None = None) -> Results:
     """Detect objects in ``source``; one :class:`~detect.results.Detections` per image, frame or raster.
 
-    ``model``: a loaded detector or a path (``model.keras`` or a run folder).
+    ``model``: a loaded detector or a path (``model.keras``, a run folder or
+    an exported ``.tflite``, run with ``threads`` interpreter threads).
     ``source``: an RGB image array (``[H, W, 3]``, or a batch ``[B, H, W, 3]``,
     uint8 or float 0..255), an image path, a folder, a glob, a list of these,
     a GeoTIFF of any size (read window by window and tiled) or a video
@@ -203,7 +210,7 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
         from detect.evaluation.coco_eval import load_ground_truth
 
         gt = load_ground_truth(ann)
-    model = _model(model)
+    model = _model(model, threads)
     names = model.class_names
     with postprocessing(model, score_threshold, iou_threshold, max_detections, agnostic_nms):
         if kind == "arrays":
@@ -249,11 +256,11 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
              iou_threshold: float | None = None, max_detections: int | None = None,
              agnostic_nms: bool | None = None, backend: str = "faster-coco-eval", area_ranges: str = "", max_dets="1,10,100",
              operating_point_at: float | None = None, save_predictions=None, report=None,
-             plots=None) -> Report:
+             plots=None, threads: int | None = None) -> Report:
     """COCO statistics (pycocotools-exact) of a model or of detections against ``ann``.
 
-    ``model_or_predictions``: a detector (object, ``.keras`` path or run
-    folder), run over ``images`` (the folder the ground truth's file_name
+    ``model_or_predictions``: a detector (object, ``.keras`` / ``.tflite`` path
+    or run folder; ``threads`` for a ``.tflite``), run over ``images`` (the folder the ground truth's file_name
     values are in) through the same path as :func:`predict`; or detections:
     a COCO results file (``.json``), a list of COCO result dicts, or the
     :class:`~detect.results.Results` of :func:`predict` (matched to the
@@ -278,14 +285,15 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
     if isinstance(given, Results):
         given = _results_to_coco(given, load_ground_truth(ann))
     is_path = isinstance(given, (str, Path))
-    if isinstance(given, list) or (is_path and Path(given).suffix.lower() != ".keras" and not Path(given).is_dir()):
+    if isinstance(given, list) or (is_path and Path(given).suffix.lower() not in (".keras", ".tflite")
+                                   and not Path(given).is_dir()):
         if iou_threshold is not None or max_detections is not None or agnostic_nms is not None:
             raise ValueError("iou_threshold, max_detections and agnostic_nms apply to a model only")
         return run_evaluation(ann, predictions=given, score_threshold=score_threshold, **common)
     if images is None:
         raise ValueError("a model needs images (the folder the ground truth's file_name values are in)")
     options = tile_options(tile, overlap, scale, batch_size)
-    model = _model(given)
+    model = _model(given, threads)
     with postprocessing(model, score_threshold, iou_threshold, max_detections, agnostic_nms):
         return run_evaluation(ann, model=model, images=images, options=options,
                               save_predictions=save_predictions, **common)
@@ -432,11 +440,32 @@ def _number(text: str):
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
 
 
-def export(model, out) -> Path:
-    """A TensorFlow SavedModel in ``out`` (must not exist or be empty) whose ``serving_default``
-    signature takes uint8 RGB ``[B, H, W, 3]`` and returns boxes, scores, labels and
-    num_detections (NMS inside). ``model``: a detector or a path to one."""
-    from detect.saved_model import export_saved_model
+def export(model, out, *, format: str = "savedmodel", quantize: str = "none", calibration=None,
+           calibration_tiles: int = 32, tile: int | None = None, overwrite: bool = False) -> Path:
+    """Export ``model`` (a detector or a path to one) to ``out``.
 
-    return export_saved_model(_model(model), out)
+    ``format="savedmodel"``: a TensorFlow SavedModel folder (must not exist or
+    be empty) whose ``serving_default`` signature takes uint8 RGB ``[B, H, W, 3]``
+    and returns boxes, scores, labels and num_detections (NMS inside); class
+    names and the input rule are in its ``assets/detect.json``.
 
+    ``format="tflite"``: a LiteRT flatbuffer of the network at the model's
+    tile (or ``tile``), run by ``predict`` / ``evaluate`` with the same
+    decoding and NMS; ``quantize`` "none", "float16", "dynamic" or "int8"
+    (calibrated on ``calibration_tiles`` tiles of the ``calibration`` images:
+    a folder, or a list of image paths). See :mod:`detect.litert`.
+    """
+    if format == "savedmodel":
+        if quantize != "none" or calibration is not None or tile is not None:
+            raise ValueError("quantize, calibration and tile apply to format='tflite' only")
+        from detect.saved_model import export_saved_model
+
+        return export_saved_model(_model(model), out)
+    if format != "tflite":
+        raise ValueError(f"format must be 'savedmodel' or 'tflite', got {format!r}")
+    from detect.litert import calibration_set, export_tflite
+
+    if isinstance(calibration, (str, Path)):
+        calibration = calibration_set(calibration)[0]
+    return export_tflite(_model(model), out, quantize=quantize, calibration=calibration,
+                         calibration_tiles=calibration_tiles, tile=tile, overwrite=overwrite)

@@ -56,32 +56,88 @@ def _add_tile_args(p) -> None:
                    help="resample imagery by this factor (model pixels per image pixel) instead "
                    "of the model's rule")
     g.add_argument("--batch-size", type=int, default=4, help="tiles per batch (default: %(default)s)")
+    g.add_argument("--threads", type=int,
+                   help="a .tflite --model: LiteRT interpreter threads (default: all cores)")
 
 
 def _tile_kwargs(args) -> dict:
     """The tiling and post-processing options as keywords of :func:`detect.predict` / ``evaluate``."""
     return dict(tile=args.tile, overlap=args.overlap, scale=args.scale, batch_size=args.batch_size,
                 score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
-                max_detections=args.max_detections, agnostic_nms=args.agnostic_nms)
+                max_detections=args.max_detections, agnostic_nms=args.agnostic_nms, threads=args.threads)
 
 
 def _add_export(sub) -> None:
     p = sub.add_parser(
-        "export", help="write a SavedModel with a uint8 serving signature",
-        description="Export a saved detector (.keras) as a TensorFlow SavedModel. The "
-        "'serving_default' signature takes uint8 RGB images [B, H, W, 3] of any size and "
-        "returns boxes (xyxy pixels), scores, labels and num_detections, NMS included. "
-        "Inspect it with: saved_model_cli show --dir DIR --all")
+        "export", help="write a SavedModel, or a (quantised) LiteRT/TFLite file for fast CPU inference",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Export a saved detector (.keras).\n\n"
+        "  detect export --model model.keras --out saved/\n"
+        "  detect export --model model.keras --format tflite --out model.tflite\n"
+        "  detect export --model model.keras --format tflite --quantize int8 --calibration data/sample_val "
+        "--out model-int8.tflite\n\n"
+        "SavedModel: the 'serving_default' signature takes uint8 RGB images [B, H, W, 3] of any "
+        "size and returns boxes (xyxy pixels), scores, labels and num_detections, NMS included; "
+        "assets/detect.json holds the class names and input rule. Inspect it with: "
+        "saved_model_cli show --dir DIR --all\n\n"
+        "TFLite: the network at a fixed tile (the model's tile rule, or --tile), with the model's "
+        "config in the file's metadata; 'detect predict/evaluate --model FILE.tflite' run it "
+        "through LiteRT (XNNPACK, --threads) with the same tiling, decoding and NMS as the Keras "
+        "model. --quantize int8 calibrates activation ranges on tiles of --calibration; when that "
+        "folder has annotations (annotations.json + images/, or --calibration-ann), export prints "
+        "AP50 and AP of the Keras model and of the file on those images.")
     p.add_argument("--model", required=True, help="detector saved by training (model.keras)")
-    p.add_argument("--out", required=True, help="output folder (must not exist or be empty)")
+    p.add_argument("--out", required=True,
+                   help="SavedModel: a folder (must not exist or be empty); tflite: the .tflite file")
+    p.add_argument("--format", choices=["savedmodel", "tflite"], default="savedmodel",
+                   help="default: %(default)s")
+    g = p.add_argument_group("tflite")
+    g.add_argument("--quantize", choices=["none", "float16", "dynamic", "int8"], default="none",
+                   help="none: float32; float16: half-size weights; dynamic: int8 weights, float "
+                   "activations; int8: full-integer (needs --calibration). Default: %(default)s")
+    g.add_argument("--calibration", metavar="DIR",
+                   help="images for int8 calibration and the parity report: a folder of images, or a "
+                   "dataset folder with annotations.json and images/")
+    g.add_argument("--calibration-ann", metavar="ANN",
+                   help="COCO annotations of the --calibration images (enables the parity report)")
+    g.add_argument("--calibration-tiles", type=int, default=32,
+                   help="tiles cut from the calibration images (default: %(default)s)")
+    g.add_argument("--tile", type=int, help="tile side the file runs (default: the model's tile rule)")
+    g.add_argument("--threads", type=int, help="interpreter threads for the parity report (default: all cores)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing .tflite file")
     p.set_defaults(handler=_run_export)
 
 
 def _run_export(args) -> int:
-    from detect.api import export
+    from detect.api import export, load_model
 
-    out = export(args.model, args.out)
-    print(f"wrote SavedModel to {out} (signature 'serving_default': uint8 images -> detections)")
+    if args.format == "savedmodel":
+        for flag in ("quantize", "calibration", "calibration_ann", "tile"):
+            if getattr(args, flag) not in (None, "none"):
+                raise ValueError(f"--{flag.replace('_', '-')} applies to --format tflite only")
+        out = export(args.model, args.out)
+        print(f"wrote SavedModel to {out} (signature 'serving_default': uint8 images -> detections; "
+              f"class names and input rule in assets/detect.json)")
+        return 0
+    from detect.litert import LiteRTModel, calibration_set, parity
+
+    images, ann = calibration_set(args.calibration, args.calibration_ann) if args.calibration else ([], None)
+    if args.calibration_ann and not args.calibration:
+        raise ValueError("--calibration-ann needs --calibration (the folder its images are in)")
+    model = load_model(args.model)
+    out = export(model, args.out, format="tflite", quantize=args.quantize, calibration=images or None,
+                 calibration_tiles=args.calibration_tiles, tile=args.tile, overwrite=args.overwrite)
+    exported = LiteRTModel(out, threads=args.threads)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {args.quantize}, input "
+          f"{exported.canvas}x{exported.canvas} for {exported.tile} px tiles)")
+    if ann is not None:
+        report = parity(model, exported, ann, images[0].parent)
+        print(f"\nparity on {len(images)} calibration images ({ann}):")
+        print(f"  {'model':<10}{'AP50':>8}{'AP':>8}{'detections':>12}")
+        for name, r in report.items():
+            print(f"  {name:<10}{r['AP50']:>8.3f}{r['AP']:>8.3f}{r['detections']:>12}")
+        print(f"  difference{report['tflite']['AP50'] - report['keras']['AP50']:>+8.3f}"
+              f"{report['tflite']['AP'] - report['keras']['AP']:>+8.3f}")
     return 0
 
 
@@ -101,7 +157,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--ann", required=True, help="COCO instances JSON (ground truth)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--predictions", help="COCO results JSON to evaluate (no model needed)")
-    src.add_argument("--model", help="detector (model.keras) to run over --images first")
+    src.add_argument("--model", help="detector (model.keras or an exported .tflite) to run over --images first")
     p.add_argument("--images", help="image folder for --model (file_name is relative to it)")
     p.add_argument("--save-predictions", default="detections.json",
                    help="with --model: where to write the COCO results JSON (default: %(default)s)")
@@ -248,7 +304,8 @@ def _add_predict(sub) -> None:
         "--stride-th frame; rows are named FILE#frame=N; --save-images writes an annotated "
         "video images/NAME.mp4.")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="image file, folder or glob")
-    p.add_argument("--model", required=True, help="trained detector (model.keras)")
+    p.add_argument("--model", required=True,
+                   help="trained detector (model.keras, or a .tflite written by 'detect export')")
     p.add_argument("--out", required=True, help="output folder")
     _add_tile_args(p)
     _add_postprocess_args(p)

@@ -131,6 +131,17 @@ class PostprocessConfig:
     # the image afterwards); imported keras-hub / keras-cv models run NMS unclipped.
     clip_boxes: bool = True
 
+    def changed(self, **changes) -> "PostprocessConfig":
+        """A validated copy with ``changes`` (``None`` keeps a value); ``pre_nms_top_k``
+        grows with ``max_detections`` (see :data:`PRE_NMS_PER_DETECTION`)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "max_detections" in changes and "pre_nms_top_k" not in changes:
+            changes["pre_nms_top_k"] = max(self.pre_nms_top_k,
+                                           PRE_NMS_PER_DETECTION * int(changes["max_detections"]))
+        new = dataclasses.replace(self, **changes)
+        new.validate()
+        return new
+
     def validate(self) -> None:
         _check(0 <= self.iou_threshold <= 1, "postprocess.iou_threshold",
                f"must be in [0, 1], got {self.iou_threshold}")

@@ -5,6 +5,10 @@ The signature ``serving_default`` takes ``images``: uint8 ``[B, H, W, 3]`` RGB
 of any size, and returns the same detections as ``RetinaNet.predict``:
 ``boxes [B, D, 4]`` (xyxy input pixels), ``scores [B, D]``, ``labels [B, D]``
 (int32, -1 padding) and ``num_detections [B]``. NMS is inside the graph.
+
+``assets/detect.json`` holds what a consumer needs beside the graph: the
+class names (label ``k`` is ``class_names[k]``), the COCO category ids, the
+input rule (scale, tile, overlap, GSD) and the whole model config.
 """
 
 from __future__ import annotations
@@ -35,4 +39,19 @@ def export_saved_model(model: RetinaNet, out_dir: str | Path) -> Path:
     archive.add_endpoint("serving_default", serve)
     with atomic.folder(out_dir) as tmp:
         archive.write_out(str(tmp), verbose=False)
+        (Path(tmp) / "assets").mkdir(exist_ok=True)
+        atomic.write_json(Path(tmp) / "assets" / ASSET, asset(model))
     return out_dir
+
+
+#: The SavedModel asset holding class names, input rule and config.
+ASSET = "detect.json"
+
+
+def asset(model: RetinaNet) -> dict:
+    """What :data:`ASSET` holds for ``model``."""
+    c = model.model_config
+    return {"class_names": list(model.class_names), "category_ids": list(c.input.category_ids),
+            "input": {"scale": c.input.scale, "tile": c.input.tile, "overlap": c.input.overlap,
+                      "gsd": c.input.gsd, "bands": c.input_bands},
+            "config": c.to_dict()}

@@ -235,26 +235,14 @@ def test_train_out_folder_policy(data, tmp_path, capsys):
 @pytest.mark.slow
 def test_trained_tiny_model_detects_well_above_chance(tmp_path):
     """Train on generated square scenes (as a COCO dataset), evaluate AP50 on them."""
-    import cv2
 
     from detect.datasets.coco import load_coco
     from detect.evaluation import evaluate
     from detect.inference.coco_dataset import predict_samples
-    from tests.models.conftest import square_scenes
+    from tests.models.conftest import square_scenes, write_square_dataset
 
     images, targets = square_scenes(8, size=128, seed=11)
-    (tmp_path / "img").mkdir()
-    gt = {"images": [], "annotations": [], "categories": [
-        {"id": i + 1, "name": n} for i, n in enumerate(["red", "green", "blue"])]}
-    for i, (img, boxes, labels) in enumerate(zip(images, targets["boxes"], targets["labels"])):
-        cv2.imwrite(str(tmp_path / "img" / f"{i}.png"), cv2.cvtColor(img.astype(np.uint8), cv2.COLOR_RGB2BGR))
-        gt["images"].append({"id": i + 1, "file_name": f"{i}.png", "width": 128, "height": 128})
-        for b, lab in zip(boxes, labels):
-            if lab >= 0:
-                x0, y0, x1, y1 = map(float, b)
-                gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i + 1,
-                                          "category_id": int(lab) + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
-                                          "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+    gt = write_square_dataset(tmp_path / "img", images, targets, ["red", "green", "blue"])
     (tmp_path / "ann.json").write_text(json.dumps(gt))
     c = DetectConfig().with_overrides([
         *TINY, "model.backbone_width=16", "model.fpn_channels=32", "model.head_convs=2",

@@ -9,6 +9,7 @@ megapixel and that process's peak RSS. Time per megapixel should stay flat
 
     python tools/benchmark_predict.py [--sizes 2000 8000 20000] [--model M.keras]
     python tools/benchmark_predict.py --sizes 2000 --compare-cli 3   # API vs CLI, same raster
+    python tools/benchmark_predict.py --sizes 4000 --compare-tflite  # Keras fp32 vs LiteRT fp32 / int8
 
 Every run goes through ``detect.predict`` (the API the CLI calls).
 
@@ -36,7 +37,7 @@ import numpy as np
 import detect
 model_path, raster, out, tile, via = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 if via == "api":  # the sweep: a loaded, warmed-up model through detect.predict
-    model = detect.load_model(model_path)
+    model = detect.load_model(model_path, threads=os.cpu_count())
     for b in (4, 1):  # trace full and last-partial batch shapes before timing
         model.predict_on_batch(np.zeros((b, tile, tile, 3), np.float32))
     t0 = time.perf_counter()
@@ -51,7 +52,11 @@ else:
                  "--batch-size", "4", "--overwrite", str(raster)]) == 0
     r = {"tiles": None}  # the command prints its count; the sweep's API run on this raster has it
 seconds = time.perf_counter() - t0
-print(json.dumps({"tiles": r["tiles"], "seconds": seconds,
+ap50 = None
+if len(sys.argv) > 6:  # --compare-tflite: AP50 on an annotated set, same tiles as the file
+    ann, images = sys.argv[6], sys.argv[7]
+    ap50 = detect.evaluate(model, ann, images, tile=tile, save_predictions=None).stats[1]
+print(json.dumps({"tiles": r["tiles"], "seconds": seconds, "ap50": ap50,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -84,7 +89,14 @@ def main() -> None:
     p.add_argument("--compare-cli", type=int, default=0, metavar="N",
                    help="also time N alternating runs of detect.predict and of the detect predict "
                    "command on the first size (model loaded from its file in both) and compare")
+    p.add_argument("--compare-tflite", action="store_true",
+                   help="on the first size: Keras fp32 vs LiteRT fp32 vs LiteRT int8 for the light CPU "
+                   "config (data/aerial_cpu.yaml, trained --train-budget on data/sample) and a random "
+                   "ResNet-50 (or --model): tiles/s, s/MP, peak RSS, AP50 on data/sample_val")
+    p.add_argument("--train-budget", default="3m", help="--compare-tflite: training time of the light model")
     args = p.parse_args()
+    if args.compare_tflite:
+        return compare_tflite(args)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="detect-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     model = args.model
@@ -122,8 +134,57 @@ def main() -> None:
               "; cli " + " ".join(f"{t:.1f}" for t in times["cli"]))
 
 
-def _child(model: str, raster: Path, out: Path, tile: int, via: str, env: dict) -> dict:
-    run = subprocess.run([sys.executable, "-c", CHILD, model, str(raster), str(out), str(tile), via],
+def compare_tflite(args) -> None:
+    """Keras fp32 vs LiteRT fp32 vs LiteRT int8 on one raster: each run in its own process."""
+    import detect
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="detect-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    size, env = args.sizes[0], {**os.environ, "PYTHONPATH": str(ROOT)}
+    raster = work / f"scene_{size}.tif"
+    if not raster.exists():
+        write_raster(raster, size)
+    val_ann, val_images = ROOT / "data/sample_val/annotations.json", ROOT / "data/sample_val/images"
+    models = {}
+    light = work / "light" / "model.keras"
+    if not light.exists():
+        print(f"training the light CPU config for {args.train_budget} on data/sample ...", flush=True)
+        detect.train(ROOT / "data/sample/annotations.json", ROOT / "data/sample/images", work / "light",
+                     config=ROOT / "data/aerial_cpu.yaml", time_budget=args.train_budget, overwrite=True,
+                     verbose=0)
+    models["light (aerial_cpu.yaml)"] = light
+    if args.model:
+        models[Path(args.model).name] = Path(args.model)
+    else:
+        from detect.models import build_retinanet
+
+        r50 = work / "resnet50.keras"
+        if not r50.exists():
+            build_retinanet(num_classes=3, class_names=("pool", "car", "building"), backbone="resnet50",
+                            backbone_weights="none").save(r50)
+        models["ResNet-50 (random weights)"] = r50
+    print(f"\n{size} px raster, {args.tile} px tiles, {os.cpu_count()} threads; AP50 on data/sample_val")
+    print(f"{'model':<28}{'runtime':<14}{'tiles/s':>9}{'s/MP':>8}{'peak RSS MB':>13}{'AP50':>7}{'x keras':>9}")
+    for name, path in models.items():
+        base = None
+        for runtime in ("keras fp32", "tflite fp32", "tflite int8"):
+            if runtime == "keras fp32":
+                file = path
+            else:
+                file = work / f"{path.stem}-{runtime.split()[1]}.tflite"
+                detect.export(path, file, format="tflite", tile=args.tile, overwrite=True,
+                              quantize="int8" if "int8" in runtime else "none",
+                              calibration=ROOT / "data/sample_val/images" if "int8" in runtime else None)
+            r = _child(str(file), raster, work / "out_tflite", args.tile, "api", env,
+                       extra=[str(val_ann), str(val_images)])
+            rate = r["tiles"] / r["seconds"]
+            base = base or rate
+            print(f"{name:<28}{runtime:<14}{rate:9.2f}{r['seconds'] / (size * size / 1e6):8.3f}"
+                  f"{r['peak_rss_mb']:13.0f}{r['ap50']:7.3f}{rate / base:9.2f}", flush=True)
+
+
+def _child(model: str, raster: Path, out: Path, tile: int, via: str, env: dict, extra=()) -> dict:
+    run = subprocess.run([sys.executable, "-c", CHILD, model, str(raster), str(out), str(tile), via, *extra],
                          capture_output=True, text=True, env=env)
     if run.returncode:
         raise SystemExit(run.stderr[-3000:])

@@ -70,6 +70,8 @@ def records(det: dict, names) -> list[dict]:
 
 def model_digest(model) -> str:
     """SHA-256 of a model's config (post-processing included) and every weight, hex."""
+    if hasattr(model, "digest"):  # a LiteRTModel: its file and post-processing
+        return model.digest()
     h = hashlib.sha256(json.dumps(model.model_config.to_dict(), sort_keys=True, default=str).encode())
     for w in model.weights:
         h.update(w.path.encode())

@@ -83,7 +83,8 @@ class CapCount:
         return "warning: " + "; ".join(parts) + "; objects beyond a cap are lost there" if parts else None
 
 
-def _read_tile(source, window, scale: float) -> np.ndarray:
+def read_tile(source, window, scale: float) -> np.ndarray:
+    """The ``window`` (x0, y0, x1, y1 on the image rescaled by ``scale``) of ``source``, ``[h, w, C]``."""
     x0, y0, x1, y1 = window
     if scale == 1.0:
         return source.read(int(x0), int(y0), int(x1), int(y1))
@@ -148,7 +149,7 @@ class _Job:
 
 
 def _run_batch(model, batch_items) -> None:
-    tiles = [_read_tile(job.source, win, job.scale) for job, win in batch_items]
+    tiles = [read_tile(job.source, win, job.scale) for job, win in batch_items]
     th, tw = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
     batch = np.zeros((len(tiles), th, tw, tiles[0].shape[2]), np.float32)
     for b, t in enumerate(tiles):
@@ -184,6 +185,8 @@ def detect_many(model, sources: Iterable, options: TileOptions = DEFAULT_TILES, 
     descending score, as soon as the source's last tile is done.
     """
     opts = options.resolved(model)
+    if hasattr(model, "check_tile"):  # a LiteRT file runs the tile it was exported for
+        model.check_tile(opts.tile)
     jobs: deque[_Job] = deque()
     queue: list[tuple[_Job, tuple]] = []
     bar = tqdm(total=0, unit="tile", desc="  tiles", leave=False, disable=not progress)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from detect.config import PRE_NMS_PER_DETECTION, ModelConfig
+from detect.config import ModelConfig
 from detect.losses import detection_losses
 from detect.models.backbones import (
     ImageNormalization,
@@ -115,13 +115,7 @@ class RetinaNet(keras.Model):
         """
         from dataclasses import replace
 
-        pp = self.model_config.postprocess
-        changes = {k: v for k, v in changes.items() if v is not None}
-        if "max_detections" in changes and "pre_nms_top_k" not in changes:
-            changes["pre_nms_top_k"] = max(pp.pre_nms_top_k, PRE_NMS_PER_DETECTION * int(changes["max_detections"]))
-        new = replace(pp, **changes)
-        new.validate()
-        self.model_config = replace(self.model_config, postprocess=new)
+        self.model_config = replace(self.model_config, postprocess=self.model_config.postprocess.changed(**changes))
         self.predict_function = None  # re-trace predict with the new settings
 
     # ---- forward ----------------------------------------------------------

@@ -41,3 +41,22 @@ def square_scenes(n, size=128, seed=0):
             boxes[i, j] = [x0, y0, x0 + side, y0 + side]
             labels[i, j] = cls
     return images, {"boxes": boxes, "labels": labels}
+
+
+def write_square_dataset(folder, images, targets, names) -> dict:
+    """Write ``square_scenes`` output as a COCO dataset: ``folder/NAME.png`` images and the
+    ground truth dict (returned; category ``k + 1`` is ``names[k]``)."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    gt = {"images": [], "annotations": [], "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
+    for i, (img, boxes, labels) in enumerate(zip(images, targets["boxes"], targets["labels"])):
+        cv2.imwrite(str(folder / f"{i}.png"), cv2.cvtColor(img.astype(np.uint8), cv2.COLOR_RGB2BGR))
+        gt["images"].append({"id": i + 1, "file_name": f"{i}.png", "width": img.shape[1], "height": img.shape[0]})
+        for b, lab in zip(boxes, labels):
+            if lab >= 0:
+                x0, y0, x1, y1 = map(float, b)
+                gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i + 1,
+                                          "category_id": int(lab) + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
+                                          "area": (x1 - x0) * (y1 - y0), "iscrowd": 0})
+    return gt

@@ -1,3 +1,5 @@
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -96,6 +98,9 @@ def test_export_parity(tmp_path):
     assert want["num_detections"].min() > 0
     for k in want:
         np.testing.assert_allclose(got[k].numpy(), want[k], atol=1e-4)
+    asset = json.loads((tmp_path / "sm" / "assets" / "detect.json").read_text())
+    assert asset["class_names"] == ["pool", "car", "building"] and asset["input"]["tile"] == 512
+    assert asset["config"] == model.model_config.to_dict()
     with pytest.raises(FileExistsError):
         export_saved_model(model, tmp_path / "sm")
 

@@ -1,0 +1,395 @@
+"""LiteRT (TFLite) export and inference: the network as a flatbuffer, decoding and NMS as ever.
+
+A ``.tflite`` file written by :func:`export_tflite` holds the network only:
+normalised images ``[1, S, S, bands]`` -> ``box_deltas [1, N, 4]`` and
+``cls_logits [1, N, K]``, where ``S`` (the *canvas*) is the model's tile
+padded to its size multiple, so every shape is static (what the converter
+and int8 quantisation need). Everything else stays on our side, so outputs
+match the Keras model's path exactly:
+
+- :class:`LiteRTModel` normalises a batch as ``RetinaNet.call`` does (the
+  batch's raw-zero padding included), pads it with zeros to the canvas,
+  runs the interpreter tile by tile and keeps the anchors of the region the
+  Keras model would have padded to (per level, the top-left cells: stride-2
+  'same' convolutions on even sizes see the same zeros either way), then
+  runs :func:`detect.postprocess.postprocess` on them.
+- The model config (class names, input rule, anchors, post-processing) is
+  embedded in the flatbuffer's metadata under :data:`METADATA_NAME`, so the
+  file alone is enough; a file without it is refused with a message.
+
+Group normalisation is traced as 4-D ops for export (per-channel moments,
+averaged within groups by a constant 1x1 convolution): Keras' 5-D reshape
+form aborts the int8 quantiser. The result equals Keras' to float32 rounding.
+
+The interpreter comes from ``ai-edge-litert`` (the ``[lite]`` extra, LiteRT's
+own package) when installed, else TensorFlow's deprecated ``tf.lite``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import types
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from detect import atomic
+
+#: Name of the flatbuffer metadata entry holding the model config (JSON).
+METADATA_NAME = "detect"
+FORMAT = "detect-tflite-1"
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+
+
+# ---- export -------------------------------------------------------------------
+
+
+def _group_norm_4d(self, inputs, mask=None):
+    """Keras GroupNormalization's result from 4-D ops only (see module doc)."""
+    import tensorflow as tf
+
+    channels = inputs.shape[-1]
+    per_group = channels // self.groups
+    # [1, 1, C, C]: averages the channels of each group, a constant 1x1 convolution
+    average = np.kron(np.eye(self.groups), np.full((per_group, per_group), 1.0 / per_group))
+    average = tf.constant(average[None, None], inputs.dtype)
+    mean = tf.nn.conv2d(tf.reduce_mean(inputs, [1, 2], keepdims=True), average, 1, "VALID")
+    centered = inputs - mean
+    var = tf.nn.conv2d(tf.reduce_mean(tf.square(centered), [1, 2], keepdims=True), average, 1, "VALID")
+    factor = tf.math.rsqrt(var + self.epsilon)
+    if self.scale:
+        factor = factor * tf.cast(self.gamma, inputs.dtype)
+    out = centered * factor
+    return out + tf.cast(self.beta, inputs.dtype) if self.center else out
+
+
+@contextlib.contextmanager
+def _four_d_group_norms(network):
+    """Within the block, every GroupNormalization of ``network`` computes with 4-D ops."""
+    import keras
+
+    layers = [la for la in network._flatten_layers() if isinstance(la, keras.layers.GroupNormalization)]
+    for layer in layers:
+        layer.call = types.MethodType(_group_norm_4d, layer)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.call
+
+
+def canvas_size(model, tile: int) -> int:
+    """The exported input side: ``tile`` padded to the model's size multiple."""
+    m = model.size_multiple
+    return (tile + m - 1) // m * m
+
+
+def normalized_tiles(model, images: Iterable[Path], tile: int, limit: int) -> Iterator[np.ndarray]:
+    """Up to ``limit`` tiles ``[1, S, S, bands]`` (normalised, zero-padded to the canvas) cut from
+    ``images`` by the model's input rule, taken round-robin so every image contributes."""
+    from detect.datasets.images import BandRule
+    from detect.inference.predictor import read_tile
+    from detect.inference.sources import open_source
+    from detect.inference.tiling import tile_windows
+
+    rule = model.model_config.input
+    band_rule = BandRule.of(model.model_config, None)
+    canvas = canvas_size(model, tile)
+    per_image = []
+    for path in images:
+        source = open_source(Path(path), band_rule)
+        h, w = max(1, round(source.height * rule.scale)), max(1, round(source.width * rule.scale))
+        per_image.append((source, list(tile_windows(h, w, tile, rule.overlap))))
+    taken = 0
+    while taken < limit and any(wins for _, wins in per_image):
+        for source, wins in per_image:
+            if wins and taken < limit:
+                patch = read_tile(source, wins.pop(0), rule.scale).astype(np.float32)
+                yield _normalized_canvas(model.model_config, patch[None], canvas)
+                taken += 1
+    for source, _ in per_image:
+        source.close()
+
+
+def _normalized_canvas(config, batch: np.ndarray, canvas: int) -> np.ndarray:
+    """``batch [B, h, w, C]`` raw pixels -> normalised and zero-padded to ``[B, canvas, canvas, C]``."""
+    from detect.models.backbones import normalization_affine
+
+    reverse, mean, std = normalization_affine(config)
+    x = batch.astype(np.float32)
+    if reverse:
+        x = np.concatenate([x[..., 2::-1], x[..., 3:]], axis=-1)
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    out = np.zeros((x.shape[0], canvas, canvas, x.shape[3]), np.float32)
+    out[:, : x.shape[1], : x.shape[2]] = x
+    return out
+
+
+def export_tflite(model, out: str | Path, *, quantize: str = "none", calibration: list[Path] | None = None,
+                  calibration_tiles: int = 32, tile: int | None = None, overwrite: bool = False) -> Path:
+    """Write ``model``'s network as a LiteRT flatbuffer to ``out`` (atomically).
+
+    ``quantize``: "none" (float32), "float16" (weights), "dynamic" (int8
+    weights, float activations) or "int8" (full-integer post-training
+    quantisation with float input/output, calibrated on ``calibration_tiles``
+    tiles cut from the ``calibration`` images by the model's input rule).
+    ``tile``: the tile side the file will run (default: the model's input
+    rule); the file's input is that padded to the size multiple.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    out = Path(out)
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if quantize == "int8" and not calibration:
+        raise ValueError("int8 quantisation needs calibration images (--calibration DIR): "
+                         "activation ranges are measured on them")
+    config = model.model_config
+    tile = int(tile or config.input.tile)
+    canvas = canvas_size(model, tile)
+    bands = config.input_bands
+
+    @tf.function(input_signature=[tf.TensorSpec([1, canvas, canvas, bands], tf.float32, name="images")])
+    def network(x):
+        cls, box = model.network(x, training=False)
+        return tf.cast(box, tf.float32), tf.cast(cls, tf.float32)  # output_0, output_1
+
+    with _four_d_group_norms(model.network):
+        frozen = convert_variables_to_constants_v2(network.get_concrete_function())
+    # Frozen first: the converter's own freezing left READ_VARIABLE ops (NaN outputs) in TF 2.21.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], tf.Module())
+    if quantize != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        tiles = list(normalized_tiles(model, calibration, tile, calibration_tiles))
+        if not tiles:
+            raise ValueError("no calibration tiles: the calibration images are empty")
+        print(f"calibrating int8 on {len(tiles)} tiles from {len(calibration)} images", flush=True)
+        converter.representative_dataset = lambda: ([t] for t in tiles)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    flatbuffer = converter.convert()
+    stored = dataclasses.replace(config, input=dataclasses.replace(config.input, tile=tile))
+    meta = {"format": FORMAT, "config": stored.to_dict(), "canvas": canvas, "tile": tile,
+            "quantize": quantize, "outputs": ["box_deltas", "cls_logits"], "size_multiple": model.size_multiple}
+    return atomic.write_bytes(out, with_metadata(flatbuffer, meta))
+
+
+def with_metadata(flatbuffer: bytes, meta: dict) -> bytes:
+    """``flatbuffer`` with ``meta`` (JSON) stored as metadata entry :data:`METADATA_NAME`."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(flatbuffer))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name != METADATA_NAME.encode()] + [entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def read_metadata(path: Path) -> dict | None:
+    """The :data:`METADATA_NAME` entry of a ``.tflite`` file as a dict; None when it has none."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    data = Path(path).read_bytes()
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if entry.Name() == METADATA_NAME.encode():
+                return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
+    except Exception as e:  # not a flatbuffer at all
+        raise ValueError(f"{path} is not a TFLite flatbuffer ({e})") from None
+    return None
+
+
+def calibration_set(folder: str | Path, ann: str | Path | None = None) -> tuple[list[Path], Path | None]:
+    """``(images, annotations or None)`` of a calibration folder: a dataset folder
+    (``annotations.json`` + ``images/``, as ``data/sample_val``) or a folder of images
+    (then ``ann``, a COCO file naming them, is optional)."""
+    from detect.inference.run import expand_sources
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"calibration folder not found: {folder}")
+    if ann is None and (folder / "annotations.json").is_file() and (folder / "images").is_dir():
+        ann, folder = folder / "annotations.json", folder / "images"
+    images = expand_sources([str(folder)])
+    if not images:
+        raise ValueError(f"no images in calibration folder {folder}")
+    return images, Path(ann) if ann else None
+
+
+def parity(reference, exported, ann: str | Path, images: str | Path) -> dict:
+    """COCO AP and AP50 of ``reference`` (the Keras model) and ``exported`` (a
+    :class:`LiteRTModel`) on the same annotated images, through the one inference path."""
+    from detect.evaluation.coco_eval import evaluate, load_ground_truth
+    from detect.inference.coco_dataset import predict_coco
+    from detect.inference.predictor import TileOptions
+
+    gt = load_ground_truth(ann)
+    out = {}
+    for name, model in (("keras", reference), ("tflite", exported)):
+        dets = predict_coco(model, gt, images, options=TileOptions(tile=exported.tile))
+        stats = evaluate(gt, dets).stats if dets else [0.0] * 12
+        out[name] = {"AP": float(stats[0]), "AP50": float(stats[1]), "detections": len(dets)}
+    return out
+
+
+# ---- inference ----------------------------------------------------------------
+
+
+def _interpreter(path: Path, threads: int | None):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # TensorFlow's copy (deprecated there, same API)
+        import warnings
+
+        import tensorflow as tf
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Interpreter = tf.lite.Interpreter
+    return Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+
+
+class LiteRTModel:
+    """A ``.tflite`` detector written by :func:`export_tflite`, usable wherever a RetinaNet is
+    (``detect_many``, ``detect.predict`` / ``evaluate``): ``model_config``, ``class_names``,
+    ``set_postprocess`` and ``predict_on_batch`` behave as the Keras model's."""
+
+    def __init__(self, path: str | Path, *, threads: int | None = None):
+        from detect.config import ModelConfig
+        from detect.ops.anchors import AnchorGenerator
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"model file not found: {self.path}")
+        meta = read_metadata(self.path)
+        if meta is None or meta.get("format") != FORMAT:
+            raise ValueError(f"{self.path} was not exported by 'detect export --format tflite': it has no "
+                             f"'{METADATA_NAME}' metadata (class names, input rule), so it cannot be run here")
+        self.meta = meta
+        self.model_config = ModelConfig.from_dict(meta["config"])
+        self.canvas, self.tile, self.size_multiple = int(meta["canvas"]), int(meta["tile"]), int(meta["size_multiple"])
+        a = self.model_config.anchors
+        self.anchor_generator = AnchorGenerator(
+            min_level=a.min_level, max_level=a.max_level, anchor_size=a.anchor_size,
+            num_scales=a.num_scales, aspect_ratios=a.aspect_ratios, convention=a.convention, clip=a.clip)
+        self.interpreter = _interpreter(self.path, threads)
+        self.runner = self.interpreter.get_signature_runner()
+        shape = tuple(self.interpreter.get_input_details()[0]["shape"])
+        if shape != (1, self.canvas, self.canvas, self.model_config.input_bands):
+            raise ValueError(f"{self.path}: input shape {shape} does not match its metadata "
+                             f"(canvas {self.canvas}, {self.model_config.input_bands} bands)")
+        self._keep: dict = {}
+        self._post = None
+
+    def __repr__(self) -> str:
+        return f"LiteRTModel({str(self.path)!r}, tile={self.tile}, quantize={self.meta['quantize']!r})"
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        c = self.model_config
+        return c.class_names or tuple(str(i) for i in range(c.num_classes))
+
+    def set_postprocess(self, **changes) -> None:
+        """As ``RetinaNet.set_postprocess``."""
+        from dataclasses import replace
+
+        self.model_config = replace(self.model_config,
+                                    postprocess=self.model_config.postprocess.changed(**changes))
+        self._post = None
+
+    @property
+    def predict_function(self):  # api.postprocessing resets it after restoring the config
+        return self._post
+
+    @predict_function.setter
+    def predict_function(self, value) -> None:
+        self._post = value
+
+    def digest(self) -> str:
+        """SHA-256 of the file and the current post-processing (what a rerun must match)."""
+        h = hashlib.sha256(self.path.read_bytes())
+        h.update(json.dumps(self.model_config.to_dict(), sort_keys=True, default=str).encode())
+        return h.hexdigest()
+
+    def check_tile(self, tile: int) -> None:
+        """A ``tile`` other than the exported one is refused, naming the expected size."""
+        if tile != self.tile:
+            raise ValueError(f"{self.path.name} was exported for {self.tile} px tiles (input {self.canvas} px), "
+                             f"got --tile {tile}: use --tile {self.tile} or export again with --tile {tile}")
+
+    def _kept_anchors(self, hp: int, wp: int) -> np.ndarray:
+        """Indices of the canvas' anchors that lie in an ``hp x wp`` padded image, in its order."""
+        key = (hp, wp)
+        if key not in self._keep:
+            gen = self.anchor_generator
+            per = gen.num_anchors_per_location
+            idx, start = [], 0
+            full = gen.feature_sizes((self.canvas, self.canvas))
+            part = gen.feature_sizes((hp, wp))
+            for (fh, fw), (ph, pw) in zip(full, part):
+                cells = np.arange(fh * fw * per).reshape(fh, fw, per)[:ph, :pw]
+                idx.append(start + cells.reshape(-1))
+                start += fh * fw * per
+            self._keep[key] = np.concatenate(idx)
+        return self._keep[key]
+
+    def _postprocess(self):
+        if self._post is None:
+            import tensorflow as tf
+
+            from detect.postprocess import postprocess
+
+            config = self.model_config
+
+            @tf.function(reduce_retracing=True)
+            def run(cls, box, anchors, height, width):
+                return postprocess(cls, box, anchors, (height, width), config.postprocess,
+                                   variances=config.box_variances)
+
+            self._post = run
+        return self._post
+
+    def raw_outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """``(cls_logits [B, N, K], box_deltas [B, N, 4], hp, wp)`` for raw ``batch [B, h, w, C]``,
+        N = the anchors of the Keras model's padded size ``hp x wp``."""
+        b, h, w = batch.shape[:3]
+        if h > self.canvas or w > self.canvas:
+            raise ValueError(f"{self.path.name} takes tiles up to {self.canvas} px, got {h}x{w}")
+        m = self.size_multiple
+        hp, wp = (h + m - 1) // m * m, (w + m - 1) // m * m
+        keep = self._kept_anchors(hp, wp)
+        x = _normalized_canvas(self.model_config, batch, self.canvas)
+        cls, box = [], []
+        for i in range(b):
+            out = self.runner(images=x[i: i + 1])
+            box.append(out["output_0"][0, keep])
+            cls.append(out["output_1"][0, keep])
+        return np.stack(cls), np.stack(box), hp, wp
+
+    def predict_on_batch(self, batch) -> dict:
+        """Detections for raw ``batch [B, h, w, C]`` (0..255), as ``RetinaNet.predict_on_batch``."""
+        import tensorflow as tf
+
+        batch = np.asarray(batch, np.float32)
+        cls, box, hp, wp = self.raw_outputs(batch)
+        anchors = self.anchor_generator((hp, wp))
+        h, w = batch.shape[1:3]
+        det = self._postprocess()(tf.constant(cls), tf.constant(box), anchors, tf.constant(h), tf.constant(w))
+        return {k: v.numpy() for k, v in det.items()}

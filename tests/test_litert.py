@@ -1,0 +1,158 @@
+"""LiteRT (TFLite) export and inference: parity with the Keras model, quantisation, metadata, bad input."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from detect.cli import main
+from detect.inference.predictor import TileOptions, detect_image
+from detect.litert import LiteRTModel, export_tflite, read_metadata
+from detect.ops.boxes import pairwise_iou
+from tests.models.conftest import square_scenes, tiny_config, write_square_dataset
+
+pytest.importorskip("ai_edge_litert")  # the [lite] extra; make installs it
+
+# no cap is reached: which near-equal scores make a cap is float rounding, not parity
+POST = {"score_threshold": 0.005, "iou_threshold": 0.5, "max_detections": 1000, "pre_nms_top_k": 10000}
+
+
+@pytest.fixture(scope="module")
+def random_model():
+    """Untrained, GroupNorm backbone and heads, many low-score detections: a strict parity load."""
+    from detect.models import build_retinanet
+
+    return build_retinanet(tiny_config(postprocess=POST, input={"tile": 128}))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """``(model, dataset folder)``: a tiny model fitted to square scenes, and 6 annotated
+    scenes (annotations.json + images/) for calibration and the parity report."""
+    from detect.models import build_retinanet
+
+    keras.utils.set_random_seed(3)
+    model = build_retinanet(tiny_config(backbone_width=16, fpn_channels=32, head_convs=2, input={"tile": 128},
+                                        postprocess={"score_threshold": 0.05, "max_detections": 20}))
+    images, targets = square_scenes(16, size=128, seed=5)
+    model.compile(optimizer=keras.optimizers.AdamW(0.003))
+    model.fit(images, targets, batch_size=4, epochs=40, verbose=0)
+    folder = tmp_path_factory.mktemp("calib")
+    val, vt = square_scenes(6, size=128, seed=8)
+    gt = write_square_dataset(folder / "images", val, vt, model.class_names)
+    (folder / "annotations.json").write_text(json.dumps(gt))
+    return model, folder
+
+
+def test_group_norm_as_4d_ops_equals_keras_group_norm():
+    from detect.litert import _group_norm_4d
+
+    rng = np.random.default_rng(0)
+    layer = keras.layers.GroupNormalization(groups=4, epsilon=1e-3)
+    x = rng.normal(3.0, 2.0, (2, 5, 7, 12)).astype(np.float32)
+    layer.build(x.shape)
+    layer.gamma.assign(rng.normal(1, 0.5, 12).astype(np.float32))
+    layer.beta.assign(rng.normal(0, 0.5, 12).astype(np.float32))
+    want = np.asarray(layer(x))
+    got = np.asarray(_group_norm_4d(layer, x))
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    # by hand for one image and group: standardise over H, W and the group's 3 channels
+    g = x[1, :, :, 3:6]
+    hand = (g - g.mean()) / np.sqrt(g.var() + 1e-3) * np.asarray(layer.gamma)[3:6] + np.asarray(layer.beta)[3:6]
+    np.testing.assert_allclose(got[1, :, :, 3:6], hand, atol=2e-5)
+
+
+def test_float32_file_gives_the_keras_detections(random_model, tmp_path):
+    path = export_tflite(random_model, tmp_path / "m.tflite")
+    lite = LiteRTModel(path, threads=1)
+    assert lite.canvas == 128 and lite.class_names == random_model.class_names
+    images, _ = square_scenes(2, size=300, seed=3)
+    # a tile smaller than the canvas (kept anchors sliced per level) and a 300 px tiled scene
+    for img in (images[0][:96, :80], images[1]):
+        img = img.astype(np.uint8)
+        want, got = detect_image(random_model, img), detect_image(lite, img)
+        assert len(want["boxes"]) > 20 and len(got["boxes"]) == len(want["boxes"])
+        # the same set (equal scores may swap places): pair each box with its nearest of its label
+        diff = np.abs(want["boxes"][:, None] - got["boxes"][None]).max(-1)
+        diff += 1e3 * (want["labels"][:, None] != got["labels"][None])
+        pair = []
+        for row in diff:  # one to one: the nearest box not taken yet
+            row = row.copy()
+            row[pair] = np.inf
+            pair.append(int(row.argmin()))
+        assert diff[np.arange(len(pair)), pair].max() < 2e-3
+        np.testing.assert_allclose(got["scores"][pair], want["scores"], atol=1e-5)
+        np.testing.assert_array_equal(got["labels"][pair], want["labels"])
+
+
+def _matched(want, got, min_score):
+    """Fraction of ``want``'s detections above ``min_score`` that ``got`` has with the same
+    label at IoU >= 0.9, and the largest coordinate difference of those matches."""
+    keep = want["scores"] > min_score
+    boxes, labels = want["boxes"][keep], want["labels"][keep]
+    if not len(boxes):
+        return 1.0, 0.0
+    iou = np.asarray(pairwise_iou(boxes, got["boxes"])) * (labels[:, None] == got["labels"][None])
+    best = iou.argmax(1)
+    ok = iou.max(1) >= 0.9
+    return ok.mean(), float(np.abs(boxes[ok] - got["boxes"][best[ok]]).max()) if ok.any() else 0.0
+
+
+@pytest.mark.parametrize("quantize", ["float16", "dynamic"])
+def test_float16_and_dynamic_files_stay_within_a_box_tolerance(trained, quantize, tmp_path):
+    model, folder = trained
+    lite = LiteRTModel(export_tflite(model, tmp_path / f"{quantize}.tflite", quantize=quantize))
+    assert read_metadata(lite.path)["quantize"] == quantize
+    images, _ = square_scenes(4, size=200, seed=21)
+    n = 0
+    for img in images.astype(np.uint8):
+        want, got = detect_image(model, img), detect_image(lite, img)
+        n += int((want["scores"] > 0.3).sum())
+        share, err = _matched(want, got, 0.3)
+        assert share == 1.0 and err < 1.5, (share, err)
+    assert n >= 4  # the trained model finds the squares
+
+
+def test_int8_export_with_parity_report(trained, tmp_path, capsys):
+    model, folder = trained
+    model.save(tmp_path / "m.keras")
+    out = tmp_path / "m-int8.tflite"
+    assert main(["export", "--model", str(tmp_path / "m.keras"), "--format", "tflite", "--quantize", "int8",
+                 "--calibration", str(folder), "--calibration-tiles", "6", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "calibrating int8 on 6 tiles from 6 images" in text and "parity on 6 calibration images" in text
+    rows = {line.split()[0]: [float(v) for v in line.split()[1:3]] for line in text.splitlines()
+            if line.strip().startswith(("keras ", "tflite "))}
+    assert rows["keras"][0] > 0.5  # trained: AP50 well above chance
+    assert abs(rows["tflite"][0] - rows["keras"][0]) < 0.1  # int8 keeps most of it
+    # the file is int8 inside and runs through predict with the same outputs as a .keras model
+    lite = LiteRTModel(out)
+    kinds = {d["dtype"] for d in lite.interpreter.get_tensor_details()}
+    assert np.int8 in kinds
+    res = tmp_path / "pred"
+    assert main(["predict", "--model", str(out), "--out", str(res), "--threads", "1", str(folder / "images")]) == 0
+    assert len(list((res / "detections").glob("*.json"))) == 6
+
+
+def test_bad_files_and_tiles_are_refused_with_the_reason(random_model, tmp_path):
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32)])
+    def plain(x):
+        return x * 2.0
+
+    foreign = tmp_path / "plain.tflite"
+    foreign.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([plain.get_concrete_function()]).convert())
+    with pytest.raises(ValueError, match="not exported by 'detect export --format tflite'"):
+        LiteRTModel(foreign)
+    (tmp_path / "junk.tflite").write_bytes(b"not a flatbuffer at all")
+    with pytest.raises(ValueError, match="junk.tflite"):
+        LiteRTModel(tmp_path / "junk.tflite")
+    path = export_tflite(random_model, tmp_path / "m.tflite")
+    with pytest.raises(ValueError, match=r"exported for 128 px tiles .* got --tile 256"):
+        detect_image(LiteRTModel(path), np.zeros((300, 300, 3), np.uint8), TileOptions(tile=256))
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export_tflite(random_model, path)
+    with pytest.raises(ValueError, match="--calibration"):
+        export_tflite(random_model, tmp_path / "q.tflite", quantize="int8")
