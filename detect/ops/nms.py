@@ -37,6 +37,8 @@ class NMSResult(NamedTuple):
     num_detections: ``[B]`` int32.
     num_candidates: ``[B]`` int32, (box, class) pairs above the score
       threshold before ``pre_nms_top_k`` (more than it: that cap cut some).
+      Exact up to ``pre_nms_top_k`` boxes above the threshold; beyond that a
+      lower bound that is still more than ``pre_nms_top_k``.
     """
 
     boxes: tf.Tensor
@@ -63,9 +65,13 @@ def _jit(fn):
 
 def _scan(scores, score_threshold):
     """One pass over ``scores [B, N, K]``: per-box maximum ``[B, N]`` and the
-    number of (box, class) pairs above the threshold ``[B]``."""
-    above = tf.reduce_sum(tf.cast(scores > score_threshold, tf.int32), axis=[1, 2])
-    return tf.reduce_max(scores, axis=2), above
+    number of boxes whose maximum is above the threshold ``[B]``.
+
+    Boxes, not (box, class) pairs, are counted here: counting pairs over all
+    N * K scores costs twice the maximum itself (measured), and the pairs that
+    matter are counted in the pool (see :func:`_top_candidates`)."""
+    box_max = tf.reduce_max(scores, axis=2)
+    return box_max, tf.reduce_sum(tf.cast(box_max > score_threshold, tf.int32), axis=1)
 
 
 _scan_jit = _jit(_scan)
@@ -80,13 +86,16 @@ def _bucket(count: tf.Tensor, cap) -> tf.Tensor:
 
 def _top_candidates(scores: tf.Tensor, k, score_threshold, static_shapes: bool):
     """Top ``k`` (box, class) pairs of ``scores [B, N, K]`` -> scores, box idx, class,
-    and the count of pairs above the threshold before the cut (``[B]``).
+    and the count of pairs above the threshold before the cut (``[B]``; see
+    ``NMSResult.num_candidates``).
 
     Two cheap stages instead of one top_k over all N * K pairs, with the same
     result: let ``U`` be the k-th largest per-box maximum score. At least k
     pairs score ``>= U``, so every pair in the top k scores ``>= U`` and its box
     is among the k boxes with the largest maximum. Only those k boxes' k * K
-    pairs need ranking. (Exact up to the order of exactly tied scores.)
+    pairs need ranking. Exactly tied scores rank by box index, then class
+    index (a stable sort's order, as torchvision's NMS); which of several
+    boxes tied at the k-th largest maximum enter the pool is unspecified.
 
     Unless ``static_shapes``, k shrinks to the most pairs above the score
     threshold in any image of the batch (rounded up to a multiple of 128):
@@ -96,17 +105,23 @@ def _top_candidates(scores: tf.Tensor, k, score_threshold, static_shapes: bool):
     b = tf.shape(scores)[0]
     n = tf.shape(scores)[1]
     num_classes = tf.shape(scores)[2]
-    box_max, pairs_total = (_scan if static_shapes else _scan_jit)(scores, score_threshold)
+    box_max, boxes_above = (_scan if static_shapes else _scan_jit)(scores, score_threshold)
     k_boxes = tf.minimum(k, n)
     if not static_shapes:
-        boxes_above = tf.reduce_sum(tf.cast(box_max > score_threshold, tf.int32), axis=1)
         k_boxes = tf.minimum(k_boxes, _bucket(boxes_above, k))
     _, box_pool = tf.math.top_k(box_max, k=k_boxes, sorted=False)
+    # Pool in box order, so that top_k (lower index first among equal values)
+    # ranks exactly tied pairs by (box index, class index): the tie rule.
+    box_pool = tf.sort(box_pool, axis=1)
     pool_scores = tf.reshape(tf.gather(scores, box_pool, batch_dims=1), [b, -1])
     k_pairs = tf.minimum(k, tf.shape(pool_scores)[1])
+    pairs_above = tf.reduce_sum(tf.cast(pool_scores > score_threshold, tf.int32), axis=1)
     if not static_shapes:
-        pairs_above = tf.reduce_sum(tf.cast(pool_scores > score_threshold, tf.int32), axis=1)
         k_pairs = tf.minimum(k_pairs, _bucket(pairs_above, k))
+    # Exact when the pool holds every box above the threshold. Otherwise the pool
+    # is k boxes (each with a pair above) and each box left out adds at least one
+    # pair: a lower bound that still exceeds k, which is all a cap check needs.
+    pairs_total = pairs_above + tf.maximum(boxes_above - k_boxes, 0)
     top_scores, pair_idx = tf.math.top_k(pool_scores, k=k_pairs, sorted=True)
     box_idx = tf.gather(box_pool, pair_idx // num_classes, batch_dims=1)
     return top_scores, box_idx, pair_idx % num_classes, pairs_total

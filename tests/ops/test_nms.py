@@ -172,3 +172,23 @@ def test_agnostic_one_label_per_object():
     assert int(r.num_detections[0]) == 1
     assert int(r.labels[0, 0]) == 0 and float(r.scores[0, 0]) == pytest.approx(0.9)
     assert int(nms(boxes, scores, max_detections=5).num_detections[0]) == 2  # one per class
+
+
+def test_exactly_tied_scores_are_visited_in_index_order(rng):
+    """Scores from 3 values only: the tie rule (box index, then class) decides most suppressions.
+    The reference's stable sort visits tied pairs in that order, as torchvision's NMS does."""
+    boxes, _ = clustered_case(rng, 2, 120, 3)
+    scores = rng.choice(np.float32([0.3, 0.6, 0.9]), size=(2, 120, 3))
+    r = nms(boxes, scores, iou_threshold=0.4, score_threshold=0.2, max_detections=300, pre_nms_top_k=400)
+    for b in range(2):
+        ref = reference_nms(boxes[b], scores[b], 0.4, 0.2, 300, 400)
+        n = int(r.num_detections[b])
+        assert n == len(ref)
+        np.testing.assert_allclose(r.boxes[b, :n], boxes[b, [p[0] for p in ref]])
+        np.testing.assert_array_equal(r.labels[b, :n], [p[1] for p in ref])
+    # and the first kept box of a tie: two identical boxes, equal scores -> the lower index
+    two = np.float32([[[0, 0, 10, 10], [0, 0, 10, 10]]])
+    r = nms(two, np.float32([[[0.5], [0.5]]]))
+    assert int(r.num_detections[0]) == 1
+    tie = nms(np.float32([[[0, 0, 10, 10], [1, 0, 11, 10]]]), np.float32([[[0.5], [0.5]]]))
+    np.testing.assert_allclose(tie.boxes[0, 0], [0, 0, 10, 10])  # box 0 kept, box 1 suppressed
