@@ -1,18 +1,16 @@
 """LiteRT (TFLite) export and inference: the network as a flatbuffer, decoding and NMS as ever.
 
 A ``.tflite`` file written by :func:`export_tflite` holds the network only:
-normalised images ``[1, S, S, bands]`` -> ``box_deltas [1, N, 4]`` and
-``cls_logits [1, N, K]``, where ``S`` (the *canvas*) is the model's tile
-padded to its size multiple, so every shape is static (what the converter
-and int8 quantisation need). Everything else stays on our side, so outputs
-match the Keras model's path exactly:
+normalised images ``[1, H, W, bands]`` -> ``box_deltas [1, N, 4]`` and
+``cls_logits [1, N, K]``, H and W free (the interpreter resizes to each
+input). Everything else stays on our side, so outputs match the Keras
+model's path exactly:
 
-- :class:`LiteRTModel` normalises a batch as ``RetinaNet.call`` does (the
-  batch's raw-zero padding included), pads it with zeros to the canvas,
-  runs the interpreter tile by tile and keeps the anchors of the region the
-  Keras model would have padded to (per level, the top-left cells: stride-2
-  'same' convolutions on even sizes see the same zeros either way), then
-  runs :func:`detect.postprocess.postprocess` on them.
+- :class:`LiteRTModel` normalises a batch and pads it (zeros after
+  normalising) to the size multiple, exactly as ``RetinaNet.call`` does, and
+  runs the interpreter image by image at that size: the same pixels reach the
+  same layers (group normalisation, whose statistics see the padding,
+  included), then :func:`detect.postprocess.postprocess` decodes and runs NMS.
 - The model config (class names, input rule, anchors, post-processing) is
   embedded in the flatbuffer's metadata under :data:`METADATA_NAME`, so the
   file alone is enough; a file without it is refused with a message.
@@ -83,15 +81,9 @@ def _four_d_group_norms(network):
             del layer.call
 
 
-def canvas_size(model, tile: int) -> int:
-    """The exported input side: ``tile`` padded to the model's size multiple."""
-    m = model.size_multiple
-    return (tile + m - 1) // m * m
-
-
 def normalized_tiles(model, images: Iterable[Path], tile: int, limit: int) -> Iterator[np.ndarray]:
-    """Up to ``limit`` tiles ``[1, S, S, bands]`` (normalised, zero-padded to the canvas) cut from
-    ``images`` by the model's input rule, taken round-robin so every image contributes."""
+    """Up to ``limit`` tiles ``[1, h, w, bands]`` (normalised and padded as the model does) cut
+    from ``images`` by the model's input rule, taken round-robin so every image contributes."""
     from detect.datasets.images import BandRule
     from detect.inference.predictor import read_tile
     from detect.inference.sources import open_source
@@ -99,7 +91,6 @@ def normalized_tiles(model, images: Iterable[Path], tile: int, limit: int) -> It
 
     rule = model.model_config.input
     band_rule = BandRule.of(model.model_config, None)
-    canvas = canvas_size(model, tile)
     per_image = []
     for path in images:
         source = open_source(Path(path), band_rule)
@@ -110,14 +101,15 @@ def normalized_tiles(model, images: Iterable[Path], tile: int, limit: int) -> It
         for source, wins in per_image:
             if wins and taken < limit:
                 patch = read_tile(source, wins.pop(0), rule.scale).astype(np.float32)
-                yield _normalized_canvas(model.model_config, patch[None], canvas)
+                yield _normalized_padded(model.model_config, patch[None], model.size_multiple)
                 taken += 1
     for source, _ in per_image:
         source.close()
 
 
-def _normalized_canvas(config, batch: np.ndarray, canvas: int) -> np.ndarray:
-    """``batch [B, h, w, C]`` raw pixels -> normalised and zero-padded to ``[B, canvas, canvas, C]``."""
+def _normalized_padded(config, batch: np.ndarray, multiple: int) -> np.ndarray:
+    """``batch [B, h, w, C]`` raw pixels -> normalised, then zero-padded (bottom/right) to a
+    multiple of ``multiple``: what ``RetinaNet.call`` feeds its network."""
     from detect.models.backbones import normalization_affine
 
     reverse, mean, std = normalization_affine(config)
@@ -125,9 +117,9 @@ def _normalized_canvas(config, batch: np.ndarray, canvas: int) -> np.ndarray:
     if reverse:
         x = np.concatenate([x[..., 2::-1], x[..., 3:]], axis=-1)
     x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    out = np.zeros((x.shape[0], canvas, canvas, x.shape[3]), np.float32)
-    out[:, : x.shape[1], : x.shape[2]] = x
-    return out
+    h, w = x.shape[1:3]
+    hp, wp = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    return np.pad(x, [(0, 0), (0, hp - h), (0, wp - w), (0, 0)])
 
 
 def export_tflite(model, out: str | Path, *, quantize: str = "none", calibration: list[Path] | None = None,
@@ -138,8 +130,8 @@ def export_tflite(model, out: str | Path, *, quantize: str = "none", calibration
     weights, float activations) or "int8" (full-integer post-training
     quantisation with float input/output, calibrated on ``calibration_tiles``
     tiles cut from the ``calibration`` images by the model's input rule).
-    ``tile``: the tile side the file will run (default: the model's input
-    rule); the file's input is that padded to the size multiple.
+    ``tile``: the tile side of the input rule stored in the file (default:
+    the model's); calibration tiles are cut at it. The file takes any size.
     """
     import tensorflow as tf
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -154,10 +146,9 @@ def export_tflite(model, out: str | Path, *, quantize: str = "none", calibration
                          "activation ranges are measured on them")
     config = model.model_config
     tile = int(tile or config.input.tile)
-    canvas = canvas_size(model, tile)
     bands = config.input_bands
 
-    @tf.function(input_signature=[tf.TensorSpec([1, canvas, canvas, bands], tf.float32, name="images")])
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None, bands], tf.float32, name="images")])
     def network(x):
         cls, box = model.network(x, training=False)
         return tf.cast(box, tf.float32), tf.cast(cls, tf.float32)  # output_0, output_1
@@ -179,7 +170,7 @@ def export_tflite(model, out: str | Path, *, quantize: str = "none", calibration
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     flatbuffer = converter.convert()
     stored = dataclasses.replace(config, input=dataclasses.replace(config.input, tile=tile))
-    meta = {"format": FORMAT, "config": stored.to_dict(), "canvas": canvas, "tile": tile,
+    meta = {"format": FORMAT, "config": stored.to_dict(), "tile": tile,
             "quantize": quantize, "outputs": ["box_deltas", "cls_logits"], "size_multiple": model.size_multiple}
     return atomic.write_bytes(out, with_metadata(flatbuffer, meta))
 
@@ -284,22 +275,21 @@ class LiteRTModel:
                              f"'{METADATA_NAME}' metadata (class names, input rule), so it cannot be run here")
         self.meta = meta
         self.model_config = ModelConfig.from_dict(meta["config"])
-        self.canvas, self.tile, self.size_multiple = int(meta["canvas"]), int(meta["tile"]), int(meta["size_multiple"])
+        self.tile, self.size_multiple = int(meta["tile"]), int(meta["size_multiple"])
         a = self.model_config.anchors
         self.anchor_generator = AnchorGenerator(
             min_level=a.min_level, max_level=a.max_level, anchor_size=a.anchor_size,
             num_scales=a.num_scales, aspect_ratios=a.aspect_ratios, convention=a.convention, clip=a.clip)
         self.interpreter = _interpreter(self.path, threads)
         self.runner = self.interpreter.get_signature_runner()
-        shape = tuple(self.interpreter.get_input_details()[0]["shape"])
-        if shape != (1, self.canvas, self.canvas, self.model_config.input_bands):
-            raise ValueError(f"{self.path}: input shape {shape} does not match its metadata "
-                             f"(canvas {self.canvas}, {self.model_config.input_bands} bands)")
-        self._keep: dict = {}
+        bands = int(self.interpreter.get_input_details()[0]["shape_signature"][-1])
+        if bands != self.model_config.input_bands:
+            raise ValueError(f"{self.path}: the network takes {bands} bands, its metadata says "
+                             f"{self.model_config.input_bands}")
         self._post = None
 
     def __repr__(self) -> str:
-        return f"LiteRTModel({str(self.path)!r}, tile={self.tile}, quantize={self.meta['quantize']!r})"
+        return f"LiteRTModel({str(self.path)!r}, quantize={self.meta['quantize']!r})"
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -328,28 +318,6 @@ class LiteRTModel:
         h.update(json.dumps(self.model_config.to_dict(), sort_keys=True, default=str).encode())
         return h.hexdigest()
 
-    def check_tile(self, tile: int) -> None:
-        """A ``tile`` other than the exported one is refused, naming the expected size."""
-        if tile != self.tile:
-            raise ValueError(f"{self.path.name} was exported for {self.tile} px tiles (input {self.canvas} px), "
-                             f"got --tile {tile}: use --tile {self.tile} or export again with --tile {tile}")
-
-    def _kept_anchors(self, hp: int, wp: int) -> np.ndarray:
-        """Indices of the canvas' anchors that lie in an ``hp x wp`` padded image, in its order."""
-        key = (hp, wp)
-        if key not in self._keep:
-            gen = self.anchor_generator
-            per = gen.num_anchors_per_location
-            idx, start = [], 0
-            full = gen.feature_sizes((self.canvas, self.canvas))
-            part = gen.feature_sizes((hp, wp))
-            for (fh, fw), (ph, pw) in zip(full, part):
-                cells = np.arange(fh * fw * per).reshape(fh, fw, per)[:ph, :pw]
-                idx.append(start + cells.reshape(-1))
-                start += fh * fw * per
-            self._keep[key] = np.concatenate(idx)
-        return self._keep[key]
-
     def _postprocess(self):
         if self._post is None:
             import tensorflow as tf
@@ -367,21 +335,15 @@ class LiteRTModel:
         return self._post
 
     def raw_outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
-        """``(cls_logits [B, N, K], box_deltas [B, N, 4], hp, wp)`` for raw ``batch [B, h, w, C]``,
-        N = the anchors of the Keras model's padded size ``hp x wp``."""
-        b, h, w = batch.shape[:3]
-        if h > self.canvas or w > self.canvas:
-            raise ValueError(f"{self.path.name} takes tiles up to {self.canvas} px, got {h}x{w}")
-        m = self.size_multiple
-        hp, wp = (h + m - 1) // m * m, (w + m - 1) // m * m
-        keep = self._kept_anchors(hp, wp)
-        x = _normalized_canvas(self.model_config, batch, self.canvas)
+        """``(cls_logits [B, N, K], box_deltas [B, N, 4], hp, wp)`` for raw ``batch [B, h, w, C]``;
+        ``hp x wp`` is the padded size the network ran at (N anchors)."""
+        x = _normalized_padded(self.model_config, batch, self.size_multiple)
         cls, box = [], []
-        for i in range(b):
+        for i in range(len(x)):
             out = self.runner(images=x[i: i + 1])
-            box.append(out["output_0"][0, keep])
-            cls.append(out["output_1"][0, keep])
-        return np.stack(cls), np.stack(box), hp, wp
+            box.append(out["output_0"][0])
+            cls.append(out["output_1"][0])
+        return np.stack(cls), np.stack(box), x.shape[1], x.shape[2]
 
     def predict_on_batch(self, batch) -> dict:
         """Detections for raw ``batch [B, h, w, C]`` (0..255), as ``RetinaNet.predict_on_batch``."""

@@ -222,6 +222,23 @@ def build_cases(work: Path) -> list[tuple[str, list[str], int, str]]:
          "is not a .keras model file"),
         ("export: --out not empty", ["export", "--model", str(model), "--out", str(work / "data")], 2,
          "exists and is not empty"),
+        ("export: int8 without calibration images", ["export", "--model", str(model), "--format", "tflite",
+                                                     "--quantize", "int8", "--out", str(work / "q.tflite")], 2,
+         "needs calibration images (--calibration DIR)"),
+        ("export: --quantize for a SavedModel", ["export", "--model", str(model), "--quantize", "int8",
+                                                 "--out", str(work / "x2")], 2, "applies to --format tflite only"),
+    ]
+    lite = work / "tiny.tflite"
+    if not lite.is_file():
+        subprocess.run([sys.executable, "-m", "detect", "export", "--model", str(model), "--format", "tflite",
+                        "--out", str(lite)], check=True, capture_output=True)
+    junk = _write(work / "junk.tflite", bytes(np.random.default_rng(1).integers(0, 256, 4000, np.uint8)))
+    cases += [
+        ("predict: .tflite of random bytes", ["predict", "--model", str(junk), "--out", str(work / "p5"), one], 2,
+         "is not a TFLite flatbuffer"),
+        ("predict: .tflite with score threshold 1.5", ["predict", "--model", str(lite), "--out",
+                                                         str(work / "p5"), "--score-threshold", "1.5", one], 2,
+         "score_threshold"),
     ]
     return cases
 

@@ -185,8 +185,6 @@ def detect_many(model, sources: Iterable, options: TileOptions = DEFAULT_TILES, 
     descending score, as soon as the source's last tile is done.
     """
     opts = options.resolved(model)
-    if hasattr(model, "check_tile"):  # a LiteRT file runs the tile it was exported for
-        model.check_tile(opts.tile)
     jobs: deque[_Job] = deque()
     queue: list[tuple[_Job, tuple]] = []
     bar = tqdm(total=0, unit="tile", desc="  tiles", leave=False, disable=not progress)
