@@ -91,6 +91,7 @@ def normalized_tiles(model, images: Iterable[Path], tile: int, limit: int) -> It
 
     rule = model.model_config.input
     band_rule = BandRule.of(model.model_config, None)
+    normalize = _normalizer(model.model_config)
     per_image = []
     for path in images:
         source = open_source(Path(path), band_rule)
@@ -101,22 +102,24 @@ def normalized_tiles(model, images: Iterable[Path], tile: int, limit: int) -> It
         for source, wins in per_image:
             if wins and taken < limit:
                 patch = read_tile(source, wins.pop(0), rule.scale).astype(np.float32)
-                yield _normalized_padded(model.model_config, patch[None], model.size_multiple)
+                yield _normalized_padded(normalize, patch[None], model.size_multiple)
                 taken += 1
     for source, _ in per_image:
         source.close()
 
 
-def _normalized_padded(config, batch: np.ndarray, multiple: int) -> np.ndarray:
-    """``batch [B, h, w, C]`` raw pixels -> normalised, then zero-padded (bottom/right) to a
-    multiple of ``multiple``: what ``RetinaNet.call`` feeds its network."""
-    from detect.models.backbones import normalization_affine
+def _normalizer(config):
+    """The model's own input normalisation layer (see ``RetinaNet.normalize``)."""
+    from detect.models.backbones import ImageNormalization, normalization_affine
 
     reverse, mean, std = normalization_affine(config)
-    x = batch.astype(np.float32)
-    if reverse:
-        x = np.concatenate([x[..., 2::-1], x[..., 3:]], axis=-1)
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return ImageNormalization(mean, std, reverse)
+
+
+def _normalized_padded(normalize, batch: np.ndarray, multiple: int) -> np.ndarray:
+    """``batch [B, h, w, C]`` raw pixels -> normalised by ``normalize``, then zero-padded
+    (bottom/right) to a multiple of ``multiple``: what ``RetinaNet.call`` feeds its network."""
+    x = np.asarray(normalize(batch.astype(np.float32)))
     h, w = x.shape[1:3]
     hp, wp = -(-h // multiple) * multiple, -(-w // multiple) * multiple
     return np.pad(x, [(0, 0), (0, hp - h), (0, wp - w), (0, 0)])
@@ -276,10 +279,8 @@ class LiteRTModel:
         self.meta = meta
         self.model_config = ModelConfig.from_dict(meta["config"])
         self.tile, self.size_multiple = int(meta["tile"]), int(meta["size_multiple"])
-        a = self.model_config.anchors
-        self.anchor_generator = AnchorGenerator(
-            min_level=a.min_level, max_level=a.max_level, anchor_size=a.anchor_size,
-            num_scales=a.num_scales, aspect_ratios=a.aspect_ratios, convention=a.convention, clip=a.clip)
+        self.anchor_generator = AnchorGenerator.from_config(self.model_config.anchors)
+        self.normalize = _normalizer(self.model_config)
         self.interpreter = _interpreter(self.path, threads)
         self.runner = self.interpreter.get_signature_runner()
         bands = int(self.interpreter.get_input_details()[0]["shape_signature"][-1])
@@ -302,15 +303,6 @@ class LiteRTModel:
 
         self.model_config = replace(self.model_config,
                                     postprocess=self.model_config.postprocess.changed(**changes))
-        self._post = None
-
-    @property
-    def predict_function(self):  # api.postprocessing resets it after restoring the config
-        return self._post
-
-    @predict_function.setter
-    def predict_function(self, value) -> None:
-        self._post = value
 
     def digest(self) -> str:
         """SHA-256 of the file and the current post-processing (what a rerun must match)."""
@@ -319,25 +311,26 @@ class LiteRTModel:
         return h.hexdigest()
 
     def _postprocess(self):
-        if self._post is None:
+        """Decode + NMS as a traced function of the current post-processing settings
+        (rebuilt when ``set_postprocess`` or ``detect.api.postprocessing`` changed them)."""
+        config = self.model_config
+        if self._post is None or self._post[0] is not config.postprocess:
             import tensorflow as tf
 
             from detect.postprocess import postprocess
-
-            config = self.model_config
 
             @tf.function(reduce_retracing=True)
             def run(cls, box, anchors, height, width):
                 return postprocess(cls, box, anchors, (height, width), config.postprocess,
                                    variances=config.box_variances)
 
-            self._post = run
-        return self._post
+            self._post = (config.postprocess, run)
+        return self._post[1]
 
     def raw_outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int]:
         """``(cls_logits [B, N, K], box_deltas [B, N, 4], hp, wp)`` for raw ``batch [B, h, w, C]``;
         ``hp x wp`` is the padded size the network ran at (N anchors)."""
-        x = _normalized_padded(self.model_config, batch, self.size_multiple)
+        x = _normalized_padded(self.normalize, batch, self.size_multiple)
         cls, box = [], []
         for i in range(len(x)):
             out = self.runner(images=x[i: i + 1])

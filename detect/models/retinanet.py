@@ -70,11 +70,8 @@ class RetinaNet(keras.Model):
         self.model_config = config
         reverse, mean, std = normalization_affine(config)
         self.normalize = ImageNormalization(mean, std, reverse, name="normalize")
-        a = config.anchors
-        self.anchor_generator = AnchorGenerator(
-            min_level=a.min_level, max_level=a.max_level, anchor_size=a.anchor_size,
-            num_scales=a.num_scales, aspect_ratios=a.aspect_ratios, convention=a.convention, clip=a.clip)
-        self.size_multiple = config.pad_multiple or 2 ** a.max_level
+        self.anchor_generator = AnchorGenerator.from_config(config.anchors)
+        self.size_multiple = config.pad_multiple or 2 ** config.anchors.max_level
         self._trackers = {n: keras.metrics.Mean(name=n) for n in LOSS_NAMES}
         # Discriminative learning rates: when set (by the training engine), the
         # backbone's variables are updated by this optimizer (usually the same

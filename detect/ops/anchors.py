@@ -69,6 +69,13 @@ class AnchorGenerator:
         self.convention, self.clip = convention, bool(clip)
         self._cache: dict[tuple[int, int], tf.Tensor] = {}
 
+    @classmethod
+    def from_config(cls, anchors) -> "AnchorGenerator":
+        """The generator of an ``AnchorConfig`` (``ModelConfig.anchors``)."""
+        return cls(min_level=anchors.min_level, max_level=anchors.max_level, anchor_size=anchors.anchor_size,
+                   num_scales=anchors.num_scales, aspect_ratios=anchors.aspect_ratios,
+                   convention=anchors.convention, clip=anchors.clip)
+
     @property
     def num_anchors_per_location(self) -> int:
         return self.num_scales * len(self.aspect_ratios)
