@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import difflib
 import sys
 import warnings
@@ -55,7 +56,13 @@ def _model(model, threads: int | None = None):
         return model
     if isinstance(model, (str, Path)):
         return load_model(model, threads=threads)
+    if all(hasattr(model, a) for a in _DETECTOR_PROTOCOL):  # e.g. a test double of a detector
+        return model
     raise ValueError(f"model must be a detect RetinaNet or a path to one, got {type(model).__name__}")
+
+
+#: What the inference path uses of a model (RetinaNet and LiteRTModel have it).
+_DETECTOR_PROTOCOL = ("model_config", "class_names", "predict_on_batch", "set_postprocess")
 
 
 # ---- shared option handling ---------------------------------------------------
@@ -169,7 +176,9 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
             iou_threshold: float | None = None, max_detections: int | None = None,
             agnostic_nms: bool | None = None, bands=None,
             stride: int = 1, gsd_match: bool = True, ann=None, save_images: bool = False,
-            overwrite: bool = False, threads: int | None = None) -> Results:
+            overwrite: bool = False, threads: int | None = None, format: str = "geojson",
+            geojson_wgs84: bool = False, merge_across_scenes: bool = False, shard: str | None = None,
+            engine: str = "local", address: str | None = None, workers: int = 2) -> Results:
     """Detect objects in ``source``; one :class:`~detect.results.Detections` per image, frame or raster.
 
     ``model``: a loaded detector or a path (``model.keras``, a run folder or
@@ -193,12 +202,34 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
     (per-image JSON, CSV, COCO results, GeoJSON, and with ``save_images``
     annotated images), resumable, with ``ann`` (a COCO file) giving
     coco_results.json the ground truth's ids; ``overwrite`` redoes it.
-    Without ``out`` nothing is written.
+    Without ``out`` nothing is written. With ``out``: ``format="gpkg"``
+    adds a GeoPackage of the run, ``geojson_wgs84`` an RFC 7946 GeoJSON,
+    ``merge_across_scenes`` merges adjacent scenes of a mosaic
+    (:mod:`detect.inference.gis`); ``shard="I/N"`` runs this process's
+    share of the job and ``engine="ray"`` (``address``, ``workers``) runs
+    it on Ray (:mod:`detect.inference.sharded`); the Results then hold the
+    detections once the job is merged (none for a shard that leaves units
+    to others).
     """
+    from detect.inference.gis import RunOutputs
     from detect.inference.run import predict_files
 
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
+    if format not in ("geojson", "gpkg"):
+        raise ValueError(f"format must be 'geojson' or 'gpkg', got {format!r}")
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if engine == "ray":
+        from detect.inference.ray_engine import check_address
+
+        check_address(address)  # an unreachable cluster fails here, before anything is written
+    if shard is not None:
+        from detect.inference.jobs import parse_shard
+
+        parse_shard(shard)
     options = tile_options(tile, overlap, scale, batch_size)
     bands = _bands(bands)
     kind, items = _sources(source)
@@ -210,8 +241,12 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
         from detect.evaluation.coco_eval import load_ground_truth
 
         gt = load_ground_truth(ann)
+    model_path = model if isinstance(model, (str, Path)) else None
     model = _model(model, threads)
     names = model.class_names
+    if (format == "gpkg" or geojson_wgs84 or merge_across_scenes or shard or engine != "local") and out is None:
+        raise ValueError("format='gpkg', geojson_wgs84, merge_across_scenes, shard and engine write files: "
+                         "give out=FOLDER")
     with postprocessing(model, score_threshold, iou_threshold, max_detections, agnostic_nms):
         if kind == "arrays":
             return _predict_arrays(model, items, options)
@@ -222,10 +257,46 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
             found.append(Detections.from_dict(det, names, name, meta["width"], meta["height"], frame=frame,
                                               transform=meta["transform"], crs=meta["crs"]))
 
+        pp = model.model_config.postprocess
+        outputs = RunOutputs(gpkg=format == "gpkg", geojson_wgs84=geojson_wgs84,
+                             merge_across_scenes=merge_across_scenes, iou_threshold=pp.iou_threshold,
+                             agnostic=pp.agnostic, model_name=_model_name(model, model_path))
+        engine_options = None
+        if engine == "ray":
+            engine_options = {"model_path": _model_file_for_workers(model, model_path, Path(out)),
+                              "postprocess": dataclasses.asdict(pp), "workers": workers, "address": address,
+                              "threads": threads}
         summary = predict_files(model, items, Path(out) if out is not None else None, options,
                                 save_images=save_images, overwrite=overwrite, bands=bands, stride=stride,
-                                gsd_match=gsd_match, ground_truth=gt, on_result=collect)
+                                gsd_match=gsd_match, ground_truth=gt, ann=str(ann) if ann else None,
+                                on_result=collect, outputs=outputs, shard=shard, engine=engine,
+                                engine_options=engine_options)
     return Results(found, summary)
+
+
+def _model_name(model, path) -> str:
+    """The model's name in GIS outputs: its file's stem (run folders: the folder's name)."""
+    if path is not None:
+        p = Path(path)
+        return p.name if p.is_dir() else p.stem
+    file = getattr(model, "path", None)  # a LiteRTModel
+    return Path(file).stem if file else (getattr(model, "name", None) or "model")
+
+
+def _model_file_for_workers(model, path, out: Path) -> str:
+    """A model file Ray workers can load: the path given, a LiteRT model's file, or the in-memory
+    model saved to ``OUT/job_model.keras``."""
+    if path is not None:
+        p = Path(path)
+        return str((p / "model.keras" if p.is_dir() else p).resolve())
+    if getattr(model, "path", None) is not None:
+        return str(Path(model.path).resolve())
+    from detect import atomic
+
+    target = out / "job_model.keras"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.save_model(model, target)
+    return str(target.resolve())
 
 
 def _predict_arrays(model, items, options) -> Results:
@@ -240,8 +311,8 @@ def _predict_arrays(model, items, options) -> Results:
     for (name, a), det in zip(arrays, detect_many(model, (ArraySource(a, name, model.model_config.input_bands) for name, a in arrays), options)):
         caps.add(det)
         found.append(Detections.from_dict(det, model.class_names, name, a.shape[1], a.shape[0], image=a))
-    if caps.warning(model):
-        print(caps.warning(model), file=sys.stderr)
+    if caps.warning(model.model_config.postprocess):
+        print(caps.warning(model.model_config.postprocess), file=sys.stderr)
     summary = {"images": len(arrays), "skipped_done": 0, "failed": [], "tiles": caps.tiles,
                "seconds": time.perf_counter() - t0, "objects_per_class": None,
                "capped_tiles": caps.at_max, "top_k_capped_tiles": caps.at_top_k}

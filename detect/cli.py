@@ -324,7 +324,32 @@ def _add_predict(sub) -> None:
     p.add_argument("--save-images", action="store_true", help="write annotated images (or video)")
     p.add_argument("--overwrite", action="store_true",
                    help="redo every input, also those with outputs (needed when OUT holds results of "
-                   "another model or other settings)")
+                   "another model or other settings); with --shard: this shard's units")
+    g = p.add_argument_group("GIS outputs (georeferenced rasters; pip install 'detect[geo]')")
+    g.add_argument("--format", choices=["geojson", "gpkg"], default="geojson",
+                   help="geojson: per-scene geojson/NAME.geojson in the raster's CRS (always written); "
+                   "gpkg: also OUT/detections.gpkg, one layer for the run (class, score, scene, model; "
+                   "one layer per CRS when scenes differ)")
+    g.add_argument("--geojson-wgs84", action="store_true",
+                   help="also OUT/detections_wgs84.geojson: every scene in EPSG:4326 (RFC 7946: lon/lat, "
+                   "counter-clockwise rings)")
+    g.add_argument("--merge-across-scenes", action="store_true",
+                   help="adjacent scenes of one CRS (a mosaic of tiles) are merged where they touch or "
+                   "overlap: an object cut by two files is reported once in OUT/merged.geojson and the "
+                   "GeoPackage / WGS84 GeoJSON (scenes in other CRSs merge within their own)")
+    g = p.add_argument_group("scale-out: many scenes, many processes (see 'detect merge')")
+    g.add_argument("--shard", metavar="I/N",
+                   help="run only shard I (from 0) of N of the job's (scene, window) units, balanced "
+                   "by pixels; every shard uses the same --out (a shared folder). A rerun resumes; the "
+                   "shard that finds every unit done merges (else run 'detect merge OUT'). For SLURM "
+                   "arrays: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
+    g.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="ray: the units run on Ray Data workers that each load the model once "
+                   "(pip install 'detect[ray]'), on a local Ray instance or --address's cluster")
+    g.add_argument("--address", metavar="HOST:PORT",
+                   help="--engine ray: an existing Ray cluster's head (default: start a local one)")
+    g.add_argument("--workers", type=int, default=2,
+                   help="--engine ray: worker processes, each holding one model (default: %(default)s)")
     p.set_defaults(handler=_run_predict)
 
 
@@ -333,16 +358,52 @@ def _run_predict(args) -> int:
 
     results = predict(args.model, args.sources, out=args.out, **_tile_kwargs(args), bands=args.bands,
                       stride=args.stride, gsd_match=not args.no_gsd_match, ann=args.ann,
-                      save_images=args.save_images, overwrite=args.overwrite)
+                      save_images=args.save_images, overwrite=args.overwrite, format=args.format,
+                      geojson_wgs84=args.geojson_wgs84, merge_across_scenes=args.merge_across_scenes,
+                      shard=args.shard, engine=args.engine, address=args.address, workers=args.workers)
     r = results.summary
-    done = r["images"] - len(r["failed"]) - r["skipped_done"]
     rate = r["tiles"] / r["seconds"] if r["seconds"] > 0 and r["tiles"] else 0.0
+    if r.get("merged") is False:  # a shard that left units to others
+        print(f"\n{r['tiles']} tiles at {rate:.1f} tiles/s; {r['missing_units']} unit(s) of the job still "
+              f"to do elsewhere; outputs when merged ('detect merge {args.out}')")
+        return 1 if r["failed"] else 0
+    done = r["images"] - len(r["failed"]) - r["skipped_done"]
     print(f"\n{done} image(s) processed, {r['skipped_done']} already done, {len(r['failed'])} failed; "
           f"{r['tiles']} tiles at {rate:.1f} tiles/s")
-    for name, n in sorted(r["objects_per_class"].items()):
+    return _print_outputs(r, args.out)
+
+
+def _print_outputs(r: dict, out) -> int:
+    for name, n in sorted((r["objects_per_class"] or {}).items()):
         print(f"  {name:<20}{n:>7}")
-    print(f"outputs in {args.out}")
-    return 1 if r["failed"] else 0
+    print(f"outputs in {out}")
+    return 1 if r["failed"] or r.get("missing_units") else 0
+
+
+def _add_merge(sub) -> None:
+    p = sub.add_parser(
+        "merge", help="gather the shards of a 'detect predict --shard' / '--engine ray' job",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write the outputs of a sharded prediction job from its units.\n\n"
+        "  detect predict --model m.keras --out OUT --shard 0/2 scenes/   # on one machine\n"
+        "  detect predict --model m.keras --out OUT --shard 1/2 scenes/   # on another\n"
+        "  detect merge OUT\n\n"
+        "The tiles of each scene are merged in the scene's pixel space exactly as one process "
+        "does, so N shards give the detections of one process. Writes what 'detect predict' "
+        "writes (detections/, detections.csv, coco_results.json, GeoJSON, GeoPackage...). "
+        "Scenes whose units are not all done are named and left out; the exit code is then 1. "
+        "The model is not needed: OUT/job.json holds its configuration.")
+    p.add_argument("out", help="the --out folder of the job")
+    p.set_defaults(handler=_run_merge)
+
+
+def _run_merge(args) -> int:
+    from detect.inference.sharded import merge_job
+
+    r = merge_job(Path(args.out))
+    print(f"\n{r['images']} scene(s) in the job, {len(r['failed'])} failed, {r['missing_units']} unit(s) "
+          f"missing; {r['tiles']} tiles ({r['blank_tiles']} nodata)")
+    return _print_outputs(r, args.out)
 
 
 def _add_import(sub) -> None:
@@ -382,7 +443,7 @@ def _run_import(args) -> int:
     return 0
 
 
-_COMMANDS: list = [_add_train, _add_predict, _add_evaluate, _add_export, _add_import]
+_COMMANDS: list = [_add_train, _add_predict, _add_merge, _add_evaluate, _add_export, _add_import]
 
 
 #: Arguments naming inputs, checked before TensorFlow loads: attribute -> kind.

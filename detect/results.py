@@ -128,7 +128,7 @@ class Detections:
             if not ok:
                 raise ValueError(f"{path}: frame {self.frame} could not be read")
             return bgr[..., ::-1]
-        from detect.inference.run import MAX_DRAW_PIXELS
+        from detect.inference.outputs import MAX_DRAW_PIXELS
         from detect.inference.sources import open_source
 
         source = open_source(path)

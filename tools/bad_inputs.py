@@ -199,6 +199,13 @@ def build_cases(work: Path) -> list[tuple[str, list[str], int, str]]:
          "band 9 of --bands 1,2,9 does not exist"),
         ("predict: score threshold 1.5", [*pred, "--out", str(work / "p3"), "--score-threshold", "1.5", one], 2,
          "score_threshold"),
+        ("predict: shard 3/2", [*pred, "--out", str(work / "p6"), "--shard", "3/2", one], 2,
+         "must be below 2"),
+        ("predict: shard 0/0", [*pred, "--out", str(work / "p6"), "--shard", "0/0", one], 2,
+         "the number of shards must be at least 1"),
+        ("predict: ray address nobody answers", [*pred, "--out", str(work / "p6"), "--engine", "ray",
+                                                 "--address", "127.0.0.1:9", one], 2, "no Ray head answers there"),
+        ("merge: folder without a job", ["merge", str(work / "p3")], 2, "has no job.json"),
     ]
     gt = Path(ann)
     good = work / "dt.json"

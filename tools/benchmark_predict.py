@@ -10,6 +10,7 @@ megapixel and that process's peak RSS. Time per megapixel should stay flat
     python tools/benchmark_predict.py [--sizes 2000 8000 20000] [--model M.keras]
     python tools/benchmark_predict.py --sizes 2000 --compare-cli 3   # API vs CLI, same raster
     python tools/benchmark_predict.py --sizes 4000 --compare-tflite  # Keras fp32 vs LiteRT fp32 / int8
+    python tools/benchmark_predict.py --sizes 8000 --scale-out       # 1 process vs 2 shards vs Ray x2
 
 Every run goes through ``detect.predict`` (the API the CLI calls).
 
@@ -61,6 +62,64 @@ print(json.dumps({"tiles": r["tiles"], "seconds": seconds, "ap50": ap50,
 """
 
 
+SCALE_CHILD = r"""
+import json, resource, sys, time, os
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+t0 = time.perf_counter()
+import detect
+model_path, raster, out, tile, mode = sys.argv[1:6]
+kw = dict(out=out, tile=int(tile), overlap=0.2, batch_size=4)
+if mode == "ray":
+    r = detect.predict(model_path, raster, engine="ray", workers=2, **kw).summary
+elif mode == "one":
+    r = detect.predict(model_path, raster, **kw).summary
+else:
+    r = detect.predict(model_path, raster, shard=mode, **kw).summary
+print(json.dumps({"tiles": r["tiles"], "seconds": time.perf_counter() - t0, "merged": r.get("merged"),
+                  "worker_peak_rss_mb": [v / 2**20 for v in r.get("worker_peak_rss", {}).values()],
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def scale_out(model: str, raster: Path, work: Path, tile: int, env: dict) -> None:
+    """One process (all cores) vs 2 concurrent shards (one thread each) vs Ray with 2 workers."""
+    import shutil
+    import time
+
+    def launch(mode, out, threads=None):
+        e = dict(env, **({"TF_NUM_INTRAOP_THREADS": str(threads)} if threads else {}))
+        return subprocess.Popen([sys.executable, "-c", SCALE_CHILD, model, str(raster), str(out), str(tile), mode],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+
+    def finish(procs):
+        rows = []
+        for p in procs:
+            out, err = p.communicate()
+            if p.returncode:
+                raise SystemExit(err[-3000:])
+            rows.append(json.loads(out.strip().splitlines()[-1]))
+        return rows
+
+    results = {}
+    for name, modes in (("1 process", [("one", None)]), ("2 shards", [("0/2", 1), ("1/2", 1)]),
+                        ("Ray, 2 workers", [("ray", None)])):
+        out = work / f"scale_{name.split()[0]}_{len(modes)}"
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        rows = finish([launch(mode, out, threads) for mode, threads in modes])
+        wall = time.perf_counter() - t0
+        tiles = sum(r["tiles"] for r in rows)
+        rss = [r["peak_rss_mb"] for r in rows] + [m for r in rows for m in r["worker_peak_rss_mb"]]
+        results[name] = (tiles, wall, rss, out)
+        print(f"{name:<16}{tiles:>6} tiles {wall:8.1f} s {tiles / wall:7.2f} tiles/s  peak RSS per process "
+              f"(MB): {', '.join(f'{m:.0f}' for m in rss)}", flush=True)
+    base = results["1 process"]
+    for name, (tiles, wall, _, out) in results.items():
+        same = (out / "detections.csv").read_text() == (base[3] / "detections.csv").read_text()
+        print(f"{name}: throughput x{(tiles / wall) / (base[0] / base[1]):.2f} of one process; "
+              f"detections.csv {'identical' if same else 'DIFFERS'}")
+
+
 def write_raster(path: Path, size: int) -> None:
     import numpy as np
     import rasterio
@@ -94,6 +153,10 @@ def main() -> None:
                    "config (data/aerial_cpu.yaml, trained --train-budget on data/sample) and a random "
                    "batch-norm ResNet-50 (or --model): tiles/s, s/MP, peak RSS, AP50 on data/sample_val")
     p.add_argument("--train-budget", default="3m", help="--compare-tflite: training time of the light model")
+    p.add_argument("--scale-out", action="store_true",
+                   help="on the first size: one process vs 2 concurrent --shard processes vs --engine ray "
+                   "with 2 workers (wall time from process start, model loading included; peak RSS of "
+                   "each process / Ray worker; detections.csv compared)")
     args = p.parse_args()
     if args.compare_tflite:
         return compare_tflite(args)
@@ -108,6 +171,11 @@ def main() -> None:
                         head_convs=2).save(model)
     rows = []
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if args.scale_out:
+        raster = work / f"scene_{args.sizes[0]}.tif"
+        if not raster.exists():
+            write_raster(raster, args.sizes[0])
+        return scale_out(model, raster, work, args.tile, env)
     for size in args.sizes:
         raster = work / f"scene_{size}.tif"
         if not raster.exists():

@@ -70,8 +70,8 @@ def predict_images(model, items, category_ids, *, options: TileOptions = DEFAULT
         caps.add(det)
     if stats is not None:
         stats += caps
-    elif caps.warning(model):
-        print(caps.warning(model), file=sys.stderr)
+    elif caps.warning(model.model_config.postprocess):
+        print(caps.warning(model.model_config.postprocess), file=sys.stderr)
     return results
 
 

@@ -51,16 +51,52 @@ def draw(image: np.ndarray, det: dict, names) -> np.ndarray:
 
 
 def geojson(det: dict, names, transform, crs, file: str) -> dict:
-    """FeatureCollection of box polygons in the raster's CRS (pixel corners -> map)."""
+    """FeatureCollection of box polygons in the raster's CRS (pixel corners -> map).
+
+    Rings are counter-clockwise in map coordinates (the right-hand rule of
+    RFC 7946): a north-up transform mirrors the y axis, so the pixel corners
+    are visited in the mirrored order then.
+    """
     features = []
+    mirrored = transform.a * transform.e - transform.b * transform.d < 0
     for (x0, y0, x1, y1), lab, score in zip(det["boxes"], det["labels"], det["scores"]):
-        ring = [transform @ (float(x), float(y)) for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0))]
+        corners = ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0))
+        ring = [transform @ (float(x), float(y)) for x, y in (corners[::-1] if mirrored else corners)]
         features.append({"type": "Feature",
                          "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in ring]]},
                          "properties": {"label": names[int(lab)], "score": round(float(score), 5),
                                         "file": file}})
     return {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": crs.to_string()}},
             "features": features}
+
+
+#: Scenes with more pixels than this get no annotated image (``--save-images``).
+MAX_DRAW_PIXELS = 64_000_000
+
+
+def write_scene(out_dir: Path, stem: str, f: Path, source, det: dict, names, save_images: bool) -> None:
+    """A scene's outputs: GeoJSON (georeferenced), annotated image (``save_images``), then its record.
+
+    The record ``detections/STEM.json`` (pixel boxes, and the scene's CRS as
+    WKT and affine transform when georeferenced) is written last: it marks
+    the scene done for a resumed run.
+    """
+    record = {"file": str(f), "width": int(source.width), "height": int(source.height),
+              "detections": records(det, names)}
+    if source.transform is not None:
+        (out_dir / "geojson").mkdir(exist_ok=True)
+        atomic.write_bytes(out_dir / "geojson" / f"{stem}.geojson",
+                           json.dumps(geojson(det, names, source.transform, source.crs, str(f))).encode())
+        record.update(crs=source.crs.to_wkt(), transform=list(source.transform)[:6])
+    if save_images:
+        if source.height * source.width > MAX_DRAW_PIXELS:
+            print(f"\nnote: {f} is too large to draw ({source.width}x{source.height}); "
+                  f"no annotated image", file=sys.stderr)
+        else:
+            full = source.read(0, 0, source.width, source.height)
+            ok, buf = cv2.imencode(".jpg", draw(full, det, names))
+            atomic.write_bytes(out_dir / "images" / f"{stem}.jpg", buf.tobytes())
+    atomic.write_bytes(out_dir / "detections" / f"{stem}.json", json.dumps(record).encode())
 
 
 def records(det: dict, names) -> list[dict]:

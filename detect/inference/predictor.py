@@ -10,6 +10,7 @@ matrix over a whole scene).
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -18,7 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from detect.inference.sources import ArraySource
+from detect.inference.sources import ArraySource, transform_gsd
 from detect.inference.tiling import merge_detections, tile_windows
 
 
@@ -56,22 +57,25 @@ class CapCount:
     tiles: int = 0
     at_max: int = 0
     at_top_k: int = 0
+    blank: int = 0  # tiles skipped as holding no data (counted in ``tiles``)
 
     def add(self, det: dict) -> None:
         """Add one :func:`detect_many` result."""
         self.tiles += det["tiles"]
         self.at_max += det["capped_tiles"]
         self.at_top_k += det["top_k_capped_tiles"]
+        self.blank += det.get("blank_tiles", 0)
 
     def __iadd__(self, other: "CapCount") -> "CapCount":
         self.tiles += other.tiles
         self.at_max += other.at_max
         self.at_top_k += other.at_top_k
+        self.blank += other.blank
         return self
 
-    def warning(self, model) -> str | None:
-        """One line naming the counts and the flag that lifts each cap; None when nothing was cut."""
-        pp = model.model_config.postprocess
+    def warning(self, pp) -> str | None:
+        """One line naming the counts and the flag that lifts each cap (``pp``: the
+        PostprocessConfig the tiles ran with); None when nothing was cut."""
         parts = []
         if self.at_max:
             parts.append(f"{self.at_max} of {self.tiles} tiles reached the detection cap of "
@@ -83,90 +87,177 @@ class CapCount:
         return "warning: " + "; ".join(parts) + "; objects beyond a cap are lost there" if parts else None
 
 
-def read_tile(source, window, scale: float) -> np.ndarray:
-    """The ``window`` (x0, y0, x1, y1 on the image rescaled by ``scale``) of ``source``, ``[h, w, C]``."""
-    x0, y0, x1, y1 = window
+def read_tile(source, window, scale: float, *, skip_blank: bool = False) -> np.ndarray | None:
+    """The ``window`` (x0, y0, x1, y1 on the image rescaled by ``scale``) of ``source``, ``[h, w, C]``.
+
+    With ``skip_blank``, None when the source says the window holds no data
+    (a raster's nodata / mask, or all zeros: see ``RasterSource.read_or_none``).
+    """
+    x0, y0, x1, y1 = (int(v) for v in window)
+    read = getattr(source, "read_or_none", source.read) if skip_blank else source.read
     if scale == 1.0:
-        return source.read(int(x0), int(y0), int(x1), int(y1))
+        return read(x0, y0, x1, y1)
     sx0, sy0 = int(np.floor(x0 / scale)), int(np.floor(y0 / scale))
     sx1 = min(source.width, max(sx0 + 1, int(np.ceil(x1 / scale))))
     sy1 = min(source.height, max(sy0 + 1, int(np.ceil(y1 / scale))))
-    patch = source.read(sx0, sy0, sx1, sy1)
-    out = cv2.resize(patch, (int(x1 - x0), int(y1 - y0)),
+    patch = read(sx0, sy0, sx1, sy1)
+    if patch is None:
+        return None
+    out = cv2.resize(patch, (x1 - x0, y1 - y0),
                      interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     return out.reshape(out.shape[0], out.shape[1], patch.shape[2])  # OpenCV drops a single band's axis
 
 
-class _Merger:
-    """Keeps merged detections; folds in one tile's detections at a time."""
+@dataclass
+class TileResult:
+    """One tile's detections in the coordinates of the (rescaled) scene.
 
-    def __init__(self, height, width, iou_threshold, agnostic=False):
-        self.h, self.w, self.iou, self.agnostic = height, width, iou_threshold, agnostic
-        self.boxes = np.zeros((0, 4), np.float32)
-        self.scores = np.zeros(0, np.float32)
-        self.labels = np.zeros(0, np.int32)
-        self.windows = np.zeros((0, 4), np.int64)
+    ``boxes`` ``[n, 4]`` float32 xyxy, clipped to the tile's window;
+    ``scores`` ``[n]`` float32; ``labels`` ``[n]`` int32; ``at_max``: the tile
+    returned ``max_detections``; ``at_top_k``: fewer, but its candidates
+    above the score threshold exceeded ``pre_nms_top_k`` (see :class:`CapCount`).
+    """
 
-    def add(self, window, boxes, scores, labels):
-        x0, y0, x1, y1 = window
-        b = self.boxes
-        near = (b[:, 0] < x1) & (b[:, 2] > x0) & (b[:, 1] < y1) & (b[:, 3] > y0)
-        pool_boxes = np.concatenate([b[near], boxes])
-        pool_windows = np.concatenate([self.windows[near], np.repeat(np.asarray(window)[None], len(boxes), 0)])
-        mb, ms, ml, idx = merge_detections(
-            pool_boxes, np.concatenate([self.scores[near], scores]),
-            np.concatenate([self.labels[near], labels]), pool_windows,
-            height=self.h, width=self.w, iou_threshold=self.iou, return_index=True, agnostic=self.agnostic)
-        self.boxes = np.concatenate([b[~near], mb])
-        self.scores = np.concatenate([self.scores[~near], ms])
-        self.labels = np.concatenate([self.labels[~near], ml])
-        self.windows = np.concatenate([self.windows[~near], pool_windows[idx]])
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    at_max: bool = False
+    at_top_k: bool = False
 
 
-class _Job:
-    """One source in flight: its tiles (on the rescaled image), merger and cap count."""
+def infer_tiles(model, tiles: list[np.ndarray], windows) -> list[TileResult]:
+    """Run ``tiles`` (``[h, w, C]`` each, at most one batch) through ``model``; one result per tile.
 
-    def __init__(self, model, source, options: TileOptions, scale: float):
-        if scale <= 0:
-            raise ValueError(f"--scale must be > 0, got {scale}")
-        self.source, self.scale = source, scale
-        self.h, self.w = max(1, round(source.height * scale)), max(1, round(source.width * scale))
-        self.windows = tile_windows(self.h, self.w, options.tile, options.overlap)
-        pp = model.model_config.postprocess
-        self.merger = _Merger(self.h, self.w, pp.iou_threshold, pp.agnostic)
-        self.left = len(self.windows)
-        self.capped = self.top_k_capped = 0
-
-    def result(self) -> dict:
-        m = self.merger
-        order = np.argsort(-m.scores, kind="stable")
-        boxes = m.boxes[order]
-        if self.scale != 1.0:
-            boxes = boxes / np.array([self.w / self.source.width, self.h / self.source.height] * 2, np.float32)
-        return {"boxes": boxes, "scores": m.scores[order], "labels": m.labels[order],
-                "tiles": len(self.windows), "capped_tiles": self.capped,
-                "top_k_capped_tiles": self.top_k_capped, "scale": self.scale}
-
-
-def _run_batch(model, batch_items) -> None:
-    tiles = [read_tile(job.source, win, job.scale) for job, win in batch_items]
+    Tiles are zero-padded at the bottom/right to the largest in the batch
+    (the model pads to its size multiple anyway); boxes are clipped to their
+    tile and moved by its window's origin.
+    """
     th, tw = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
     batch = np.zeros((len(tiles), th, tw, tiles[0].shape[2]), np.float32)
     for b, t in enumerate(tiles):
         batch[b, : t.shape[0], : t.shape[1]] = t
     det = model.predict_on_batch(batch)
     pp = model.model_config.postprocess
-    for b, (job, win) in enumerate(batch_items):
+    out = []
+    for b, (x0, y0, x1, y1) in enumerate(windows):
         n = int(det["num_detections"][b])
-        job.capped += n >= pp.max_detections
-        job.top_k_capped += n < pp.max_detections and int(det["num_candidates"][b]) > pp.pre_nms_top_k
         boxes = np.asarray(det["boxes"][b, :n], np.float64)
-        x0, y0, x1, y1 = win
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, x1 - x0) + x0
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, y1 - y0) + y0
-        job.merger.add(win, boxes.astype(np.float32), np.asarray(det["scores"][b, :n]),
-                       np.asarray(det["labels"][b, :n]))
+        out.append(TileResult(boxes.astype(np.float32), np.asarray(det["scores"][b, :n], np.float32),
+                              np.asarray(det["labels"][b, :n], np.int32), at_max=n >= pp.max_detections,
+                              at_top_k=n < pp.max_detections
+                              and int(det["num_candidates"][b]) > pp.pre_nms_top_k))
+    return out
+
+
+class SceneMerger:
+    """A scene's merged detections, folded in one tile at a time, in window order.
+
+    The one merge of ``detect``: :func:`detect_many` feeds it tiles as they
+    come back from the model, :mod:`detect.inference.jobs` feeds it the
+    tiles that shards stored; equal inputs in equal order give equal output.
+    Each fold merges the tile's detections only with kept detections that
+    intersect its window, which keeps the work local.
+    """
+
+    def __init__(self, height: int, width: int, iou_threshold: float, agnostic: bool = False,
+                 abut: float = 0.0):
+        self.h, self.w, self.iou, self.agnostic, self.abut = height, width, iou_threshold, agnostic, abut
+        self.boxes = np.zeros((0, 4), np.float32)
+        self.scores = np.zeros(0, np.float32)
+        self.labels = np.zeros(0, np.int32)
+        self.windows = np.zeros((0, 4), np.float64)
+        self.ids = np.zeros(0, np.int64)
+        self.tiles = self.capped = self.top_k_capped = self.blank = 0
+
+    def add_tile(self, window, tile: TileResult | None) -> None:
+        """Fold in one tile (None: a blank window the model never saw, only counted)."""
+        self.tiles += 1
+        if tile is None:
+            self.blank += 1
+            return
+        self.capped += tile.at_max
+        self.top_k_capped += tile.at_top_k
+        self.add(window, tile.boxes, tile.scores, tile.labels)
+
+    def add(self, window, boxes, scores, labels, ids=None) -> None:
+        """Merge detections found in ``window`` (``ids``: caller's names for them, kept with them)."""
+        x0, y0, x1, y1 = window
+        b, a = self.boxes, self.abut  # boxes that only touch the window count as near when abutting
+        near = (b[:, 0] < x1 + a) & (b[:, 2] > x0 - a) & (b[:, 1] < y1 + a) & (b[:, 3] > y0 - a)
+        ids = np.full(len(boxes), -1, np.int64) if ids is None else np.asarray(ids, np.int64)
+        pool_boxes = np.concatenate([b[near], boxes])
+        pool_windows = np.concatenate([self.windows[near],
+                                       np.repeat(np.asarray(window, np.float64)[None], len(boxes), 0)])
+        pool_ids = np.concatenate([self.ids[near], ids])
+        mb, ms, ml, idx = merge_detections(
+            pool_boxes, np.concatenate([self.scores[near], scores]),
+            np.concatenate([self.labels[near], labels]), pool_windows,
+            height=self.h, width=self.w, iou_threshold=self.iou, return_index=True, agnostic=self.agnostic,
+            abut=self.abut)
+        self.boxes = np.concatenate([b[~near], mb])
+        self.scores = np.concatenate([self.scores[~near], ms])
+        self.labels = np.concatenate([self.labels[~near], ml])
+        self.windows = np.concatenate([self.windows[~near], pool_windows[idx]])
+        self.ids = np.concatenate([self.ids[~near], pool_ids[idx]])
+
+    def result(self, source_height: int, source_width: int, scale: float) -> dict:
+        """Merged detections by descending score, boxes back in source pixels (see :func:`detect_many`)."""
+        order = np.argsort(-self.scores, kind="stable")
+        boxes = self.boxes[order]
+        if scale != 1.0:
+            boxes = boxes / np.array([self.w / source_width, self.h / source_height] * 2, np.float32)
+        return {"boxes": boxes, "scores": self.scores[order], "labels": self.labels[order],
+                "tiles": self.tiles, "capped_tiles": self.capped, "top_k_capped_tiles": self.top_k_capped,
+                "blank_tiles": self.blank, "scale": scale}
+
+
+def scene_grid(height: int, width: int, scale: float, options: "TileOptions") -> tuple[int, int, np.ndarray]:
+    """``(h, w, windows)``: the size of a scene rescaled by ``scale`` and its tile windows ``[T, 4]``."""
+    if scale <= 0:
+        raise ValueError(f"--scale must be > 0, got {scale}")
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    return h, w, tile_windows(h, w, options.tile, options.overlap)
+
+
+class _Job:
+    """One source in flight: its tiles (on the rescaled image) and their merge."""
+
+    def __init__(self, model, source, options: TileOptions, scale: float):
+        self.source, self.scale = source, scale
+        h, w, self.windows = scene_grid(source.height, source.width, scale, options)
+        pp = model.model_config.postprocess
+        self.merger = SceneMerger(h, w, pp.iou_threshold, pp.agnostic)
+        self.left = len(self.windows)
+
+    def result(self) -> dict:
+        return self.merger.result(self.source.height, self.source.width, self.scale)
+
+
+def _run_batch(model, batch_items) -> None:
+    tiles = [read_tile(job.source, win, job.scale, skip_blank=True) for job, win in batch_items]
+    seen = [(t, win) for t, (_, win) in zip(tiles, batch_items) if t is not None]
+    found = iter(infer_tiles(model, [t for t, _ in seen], [w for _, w in seen]) if seen else [])
+    for tile, (job, win) in zip(tiles, batch_items):
+        job.merger.add_tile(win, None if tile is None else next(found))
         job.left -= 1
+
+
+def gsd_scale(model, source, options: TileOptions, gsd_match: bool, name) -> float | None:
+    """Scale that brings a georeferenced raster to the model's training GSD (None: the rule's)."""
+    want = model.model_config.input.gsd
+    if not gsd_match or options.scale is not None or want is None or source.crs is None:
+        return None
+    have = transform_gsd(source.transform, source.crs)
+    if have is None:
+        print(f"\nnote: {name}: CRS {source.crs} is not projected; no GSD matching", file=sys.stderr)
+        return None
+    scale = have / want
+    if abs(scale - 1) > 0.02:
+        print(f"\nnote: {name}: {have:.4g} m/px resampled x{scale:.3g} to the model's {want:.4g} m/px "
+              f"(--no-gsd-match to turn off)", file=sys.stderr)
+    return scale
 
 
 def detect_many(model, sources: Iterable, options: TileOptions = DEFAULT_TILES, *,
@@ -181,8 +272,9 @@ def detect_many(model, sources: Iterable, options: TileOptions = DEFAULT_TILES, 
     [N, 4] xyxy source pixels, "scores" [N], "labels" [N], "tiles",
     "capped_tiles" (tiles that hit ``max_detections``), "top_k_capped_tiles"
     (tiles with fewer, whose candidates exceeded ``pre_nms_top_k``; see
-    :class:`CapCount`), "scale"}`` sorted by
-    descending score, as soon as the source's last tile is done.
+    :class:`CapCount`), "blank_tiles" (windows of a raster that hold only
+    nodata, skipped before the model), "scale"}`` sorted by descending
+    score, as soon as the source's last tile is done.
     """
     opts = options.resolved(model)
     jobs: deque[_Job] = deque()

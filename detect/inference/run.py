@@ -25,26 +25,29 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 from tqdm import tqdm
 
 from detect import atomic
 from detect.datasets.images import BandRule
+from detect.inference.gis import RunOutputs, write_run_outputs
 from detect.inference.outputs import (
     claim_output,
-    draw,
     gather,
-    geojson,
     id_map_for,
     model_digest,
     output_stem,
-    records,
+    write_scene,
 )
-from detect.inference.predictor import DEFAULT_TILES, CapCount, TileOptions, detect_source
+from detect.inference.predictor import (
+    DEFAULT_TILES,
+    CapCount,
+    TileOptions,
+    detect_source,
+    gsd_scale,
+)
 from detect.inference.sources import open_source
 from detect.inference.video import predict_video
 
-MAX_DRAW_PIXELS = 64_000_000
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
 INPUT_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
@@ -75,28 +78,12 @@ def expand_sources(sources: list[str]) -> list[Path]:
     return unique
 
 
-def _gsd_scale(model, source, options: TileOptions, gsd_match: bool, name) -> float | None:
-    """Scale that brings a georeferenced raster to the model's training GSD (None: the rule's)."""
-    want = model.model_config.input.gsd
-    if not gsd_match or options.scale is not None or want is None or source.crs is None:
-        return None
-    from detect.inference.sources import transform_gsd
-
-    have = transform_gsd(source.transform, source.crs)
-    if have is None:
-        print(f"\nnote: {name}: CRS {source.crs} is not projected; no GSD matching", file=sys.stderr)
-        return None
-    scale = have / want
-    if abs(scale - 1) > 0.02:
-        print(f"\nnote: {name}: {have:.4g} m/px resampled x{scale:.3g} to the model's {want:.4g} m/px "
-              f"(--no-gsd-match to turn off)", file=sys.stderr)
-    return scale
-
-
 def predict_files(model, files: list[Path], out_dir: Path | None, options: TileOptions = DEFAULT_TILES, *,
                   save_images: bool = False, overwrite: bool = False,
                   bands: tuple[int, ...] | None = None, stride: int = 1, gsd_match: bool = True,
-                  ground_truth: dict | None = None, on_result=None) -> dict:
+                  ground_truth: dict | None = None, ann: str | None = None, on_result=None,
+                  outputs: RunOutputs | None = None, shard: str | None = None, engine: str = "local",
+                  engine_options: dict | None = None) -> dict:
     """Run over ``files``; returns a summary dict (see module doc for outputs).
 
     Post-processing (thresholds, cap) is the model's: change it with
@@ -110,19 +97,34 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
     path's dict and ``meta`` = {"width", "height", "transform", "crs"}; for
     inputs a rerun skips as done, with the detections read back from their
     record.
+
+    ``outputs``: run-level GIS outputs (:class:`~detect.inference.gis.RunOutputs`).
+    ``shard`` ("I/N") or ``engine="ray"`` (``engine_options``: see
+    :func:`~detect.inference.ray_engine.run_units_ray`) run the inputs as a
+    job of units (:mod:`detect.inference.sharded`); ``ann`` is the path
+    behind ``ground_truth``, for the job's merge.
     """
-    if out_dir is None and save_images:
-        raise ValueError("save_images needs an output folder (out=...)")
+    if out_dir is None and (save_images or shard is not None or engine != "local"):
+        raise ValueError("save_images, shard and engine need an output folder (out=...)")
+    outputs = outputs or RunOutputs()
     rule = options.resolved(model)
     band_rule = BandRule.of(model.model_config, bands)  # a --bands of the wrong count fails here, once
     if out_dir is not None:
         out_dir = Path(out_dir)
-        claim_output(out_dir, {"model": model_digest(model), "tile": rule.tile, "overlap": rule.overlap,
-                               "scale": rule.scale, "bands": list(bands) if bands else None,
-                               "stride": stride, "gsd_match": gsd_match}, overwrite=overwrite)
+        fingerprint = {"model": model_digest(model), "tile": rule.tile, "overlap": rule.overlap,
+                       "scale": rule.scale, "bands": list(bands) if bands else None,
+                       "stride": stride, "gsd_match": gsd_match}
+        claim_output(out_dir, fingerprint, overwrite=overwrite)
         (out_dir / "detections").mkdir(parents=True, exist_ok=True)
         if save_images:
             (out_dir / "images").mkdir(exist_ok=True)
+        if shard is not None or engine != "local":
+            from detect.inference.sharded import predict_job
+
+            return predict_job(model, files, out_dir, options, fingerprint=fingerprint, band_rule=band_rule,
+                               shard=shard, engine=engine, engine_options=engine_options,
+                               gsd_match=gsd_match, ann=ann, save_images=save_images, overwrite=overwrite,
+                               outputs=outputs, on_result=on_result)
     names = model.class_names
     failed, skipped, caps, t0 = [], 0, CapCount(), time.perf_counter()
     for f in tqdm(files, desc="predict", unit="image"):
@@ -156,10 +158,10 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
             continue
         try:
             det = detect_source(model, source, options, progress=True,
-                                scale=_gsd_scale(model, source, options, gsd_match, f))
+                                scale=gsd_scale(model, source, options, gsd_match, f))
             caps.add(det)
             if out_dir is not None:
-                _write_extras(out_dir, stem, f, source, det, names, save_images)
+                write_scene(out_dir, stem, f, source, det, names, save_images)  # its record last: done
         except (OSError, ValueError) as err:
             failed.append(str(f))
             print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
@@ -169,34 +171,18 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
         if on_result is not None:
             on_result(f, None, det, {"width": int(source.width), "height": int(source.height),
                                      "transform": source.transform, "crs": source.crs})
-        if target is not None:
-            record = {"file": str(f), "width": int(source.width), "height": int(source.height),
-                      "detections": records(det, names)}
-            atomic.write_bytes(target, json.dumps(record).encode())  # written last: marks the input done
     seconds = time.perf_counter() - t0
-    if caps.warning(model):
-        print("\n" + caps.warning(model), file=sys.stderr)
-    counts = (gather(out_dir, files, names, id_map=id_map_for(model, ground_truth)) if out_dir is not None
-              else None)
+    if caps.warning(model.model_config.postprocess):
+        print("\n" + caps.warning(model.model_config.postprocess), file=sys.stderr)
+    if caps.blank:
+        print(f"{caps.blank} of {caps.tiles} tiles held only nodata and were skipped", file=sys.stderr)
+    counts = None
+    if out_dir is not None:
+        counts = gather(out_dir, files, names, id_map=id_map_for(model, ground_truth))
+        write_run_outputs(out_dir, files, outputs)
     return {"images": len(files), "skipped_done": skipped, "failed": failed, "tiles": caps.tiles,
-            "seconds": seconds, "objects_per_class": counts, "capped_tiles": caps.at_max,
-            "top_k_capped_tiles": caps.at_top_k}
-
-
-def _write_extras(out_dir: Path, stem: str, f: Path, source, det: dict, names, save_images: bool) -> None:
-    """GeoJSON for a georeferenced raster; the annotated image with ``save_images``."""
-    if source.transform is not None:
-        (out_dir / "geojson").mkdir(exist_ok=True)
-        atomic.write_bytes(out_dir / "geojson" / f"{stem}.geojson",
-                           json.dumps(geojson(det, names, source.transform, source.crs, str(f))).encode())
-    if save_images:
-        if source.height * source.width > MAX_DRAW_PIXELS:
-            print(f"\nnote: {f} is too large to draw ({source.width}x{source.height}); "
-                  f"no annotated image", file=sys.stderr)
-        else:
-            full = source.read(0, 0, source.width, source.height)
-            ok, buf = cv2.imencode(".jpg", draw(full, det, names))
-            atomic.write_bytes(out_dir / "images" / f"{stem}.jpg", buf.tobytes())
+            "blank_tiles": caps.blank, "seconds": seconds, "objects_per_class": counts,
+            "capped_tiles": caps.at_max, "top_k_capped_tiles": caps.at_top_k}
 
 
 def _replay(f: Path, record: dict, band_rule, on_result) -> None:
@@ -210,7 +196,12 @@ def _replay(f: Path, record: dict, band_rule, on_result) -> None:
         for fr in record["frames"]:
             on_result(f, fr["frame"], as_det(fr["detections"]), size)
         return
-    if f.suffix.lower() in {".tif", ".tiff"}:  # georeferencing is in the file's header, cheap to read
+    if "crs" in record:  # georeferencing stored with the record
+        from affine import Affine
+        from rasterio.crs import CRS
+
+        size.update(transform=Affine(*record["transform"]), crs=CRS.from_wkt(record["crs"]))
+    elif f.suffix.lower() in {".tif", ".tiff"}:  # an older record: read the file's header again
         try:
             source = open_source(f, band_rule)
             size.update(transform=source.transform, crs=source.crs)

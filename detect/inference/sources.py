@@ -12,6 +12,11 @@
   (all bands together for RGB, per band for an N-band model)
   but computed once per raster, so every tile uses the same stretch.
   ``transform`` and ``crs`` come from the file for georeferenced output.
+
+``read_or_none`` is ``read`` that says None for a window holding no data: of
+a raster, every pixel masked (its nodata value, internal mask or alpha band)
+or every value of every band zero (the padding around a scene's footprint);
+an in-memory image always has data.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class ArraySource:
 
     def read(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
         return self.image[y0:y1, x0:x1]
+
+    read_or_none = read
 
     def close(self) -> None:
         pass
@@ -83,12 +90,39 @@ class RasterSource:
         return stretch_levels(sample.transpose(1, 2, 0), per_band=self.rule.per_band)  # bands last
 
     def read(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        return self._to_uint8(self._read_raw(x0, y0, x1, y1))
+
+    def read_or_none(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray | None:
+        raw = self._read_raw(x0, y0, x1, y1)
+        if self._blank(raw, x0, y0, x1, y1):
+            return None
+        return self._to_uint8(raw)
+
+    def _read_raw(self, x0, y0, x1, y1) -> np.ndarray:
         from rasterio.windows import Window
 
-        data = self._ds.read(self.bands, window=Window(x0, y0, x1 - x0, y1 - y0))  # [C, h, w]
-        data = np.moveaxis(data, 0, -1)
+        return self._ds.read(self.bands, window=Window(x0, y0, x1 - x0, y1 - y0))  # [C, h, w]
+
+    def _to_uint8(self, raw: np.ndarray) -> np.ndarray:
+        data = np.moveaxis(raw, 0, -1)
         data = data.astype(np.uint8) if self.levels is None else stretch(data, *self.levels)
         return np.ascontiguousarray(data)
+
+    def _blank(self, raw: np.ndarray, x0, y0, x1, y1) -> bool:
+        """No data in this window: all zeros, all the nodata value, or all masked."""
+        if not raw.any():
+            return True
+        from rasterio.enums import MaskFlags
+        from rasterio.windows import Window
+
+        flags = {f for b in self.bands for f in self._ds.mask_flag_enums[b - 1]}
+        if flags <= {MaskFlags.all_valid}:
+            return False
+        if flags == {MaskFlags.nodata} and self._ds.nodata is not None:
+            nodata = self._ds.nodata
+            return bool(np.isnan(raw).all()) if np.isnan(nodata) else bool((raw == nodata).all())
+        # an internal mask or alpha band (or mixed rules): GDAL's combined mask says
+        return not self._ds.read_masks(self.bands, window=Window(x0, y0, x1 - x0, y1 - y0)).any()
 
     def close(self) -> None:
         self._ds.close()

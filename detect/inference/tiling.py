@@ -54,15 +54,32 @@ def _touches_seam(boxes: np.ndarray, windows: np.ndarray, height: int, width: in
             | ((x1 >= wx1 - t) & (wx1 < width)) | ((y1 >= wy1 - t) & (wy1 < height)))
 
 
+def _abutting(boxes: np.ndarray, gap: float, share: float) -> np.ndarray:
+    """``[N, N]``: boxes at most ``gap`` apart along x (or y) that share more than ``share`` of
+    the shorter one's extent along y (or x)."""
+    def along(lo, hi):  # overlap / shorter extent on one axis, and the gap on it
+        overlap = np.minimum(hi[:, None], hi[None, :]) - np.maximum(lo[:, None], lo[None, :])
+        shorter = np.minimum((hi - lo)[:, None], (hi - lo)[None, :])
+        return np.where(shorter > 0, overlap / np.maximum(shorter, 1e-12), 0.0), -overlap
+
+    x_share, x_gap = along(boxes[:, 0], boxes[:, 2])
+    y_share, y_gap = along(boxes[:, 1], boxes[:, 3])
+    return ((np.abs(x_gap) <= gap) & (y_share > share)) | ((np.abs(y_gap) <= gap) & (x_share > share))
+
+
 def merge_detections(boxes, scores, labels, windows, *, height: int, width: int,
                      iou_threshold: float = 0.5, ios_threshold: float = 0.6,
-                     return_index: bool = False, agnostic: bool = False):
+                     return_index: bool = False, agnostic: bool = False, abut: float = 0.0):
     """Merge per-tile detections already in image coordinates.
 
     Args:
       boxes ``[N, 4]`` xyxy, scores ``[N]``, labels ``[N]``; windows ``[N, 4]``:
       the tile each detection came from. ``agnostic``: duplicates of any
       class merge (the model's class-agnostic NMS rule), else same class only.
+      ``abut`` > 0: windows that only touch (scenes of a mosaic) rather than
+      overlap: two boxes that both touch a seam, lie within ``abut`` of each
+      other across it and share more than ``ios_threshold`` of the shorter
+      one's extent along it are also duplicates (the two parts of one cut object).
 
     Returns:
       ``(boxes, scores, labels)`` of the kept detections, by descending score,
@@ -95,6 +112,8 @@ def merge_detections(boxes, scores, labels, windows, *, height: int, width: int,
     win = np.asarray(windows)[order]
     other_tile = (win[:, None, :] != win[None, :, :]).any(-1)
     duplicate = same & other_tile & ((iou > iou_threshold) | ((seam[:, None] | seam[None, :]) & (ios > ios_threshold)))
+    if abut > 0:
+        duplicate |= same & other_tile & seam[:, None] & seam[None, :] & _abutting(boxes, abut, ios_threshold)
 
     keep = greedy_keep(tf.constant(duplicate[None]), tf.ones([1, len(boxes)], tf.bool))[0].numpy()
     # Each dropped box is absorbed by the best-scoring kept box it duplicates.

@@ -70,10 +70,10 @@ def test_pre_nms_cap_is_counted(scene):
     caps.add(det)
     caps.add(det)
     assert "18 of 18 tiles had more candidates above the score threshold than pre_nms_top_k=12" \
-        in caps.warning(model)
+        in caps.warning(model.model_config.postprocess)
     model.set_postprocess(pre_nms_top_k=100_000)  # every candidate considered: nothing to count
     det = detect_image(model, img)
-    assert det["top_k_capped_tiles"] == 0 and CapCount().warning(model) is None
+    assert det["top_k_capped_tiles"] == 0 and CapCount().warning(model.model_config.postprocess) is None
 
 
 def test_evaluate_and_predict_give_the_same_detections(scene, tmp_path, capsys):

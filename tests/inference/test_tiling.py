@@ -57,3 +57,27 @@ def test_different_classes_and_image_edges_are_not_merged():
     assert len(out) == 2  # IoU 0.44, and no seam: both kept
     out, _, _ = merge_detections([[0, 0, 30, 30]] * 2, [0.9, 0.8], [0, 1], windows, height=100, width=100)
     assert len(out) == 2  # class-aware
+
+
+def test_abutting_parts_merge_only_with_abut_and_enough_shared_edge():
+    # scenes [0, 100) and [100, 200) in x touch at x = 100 (a mosaic: no overlap)
+    windows = [[0, 0, 100, 100], [100, 0, 200, 100]]
+    halves = [[80, 10, 100, 40], [100, 12, 130, 40]]  # one object cut at x = 100
+    # tiles (abut 0): parts that only touch are not duplicates
+    out, _, _ = merge_detections(halves, [0.9, 0.8], [1, 1], windows, height=100, width=200)
+    assert len(out) == 2
+    # mosaic: they share 28 of the shorter 28 px of edge (> 0.6): one box, their union
+    out, scores, _ = merge_detections(halves, [0.8, 0.9], [1, 1], windows, height=100, width=200, abut=1.0)
+    np.testing.assert_allclose(out, [[80, 10, 130, 40]])
+    assert scores.tolist() == [pytest.approx(0.9)]
+    # sharing 10 of 30 px of edge (0.33): two objects side by side
+    out, _, _ = merge_detections([[80, 10, 100, 40], [100, 30, 130, 60]], [0.9, 0.8], [1, 1], windows,
+                                 height=100, width=200, abut=1.0)
+    assert len(out) == 2
+    # 3 px apart across the edge: not touching
+    out, _, _ = merge_detections([[80, 10, 97, 40], [100, 10, 130, 40]], [0.9, 0.8], [1, 1], windows,
+                                 height=100, width=200, abut=1.0)
+    assert len(out) == 2
+    # other class: kept apart
+    out, _, _ = merge_detections(halves, [0.9, 0.8], [1, 2], windows, height=100, width=200, abut=1.0)
+    assert len(out) == 2

@@ -1,0 +1,118 @@
+"""Run-level GIS outputs: GeoPackage and RFC 7946 GeoJSON read back with pyogrio, mosaics merged
+across scene edges, several CRSs, geographic and compound CRSs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from detect.api import predict
+from tests.inference.blob_model import BlobModel
+from tests.inference.test_jobs import squares_scene, write_tif
+
+pyogrio = pytest.importorskip("pyogrio")
+shapely = pytest.importorskip("shapely")
+from rasterio.transform import from_origin  # noqa: E402
+
+
+def map_box(transform, box):
+    """Pixel xyxy -> map (xmin, ymin, xmax, ymax) of a north-up transform."""
+    x0, y0 = transform * (box[0], box[1])
+    x1, y1 = transform * (box[2], box[3])
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+
+def test_geopackage_and_wgs84_geojson_read_back(tmp_path, capsys):
+    import pyproj
+
+    t = from_origin(500000.0, 4100000.0, 0.5, 0.5)
+    path = write_tif(tmp_path / "scene.tif", squares_scene(), transform=t)
+    out = tmp_path / "run1"
+    res = predict(BlobModel(tile=96), path, out=out, format="gpkg", geojson_wgs84=True)
+    assert "GIS: 1 scene(s) in CRS EPSG:32633" in capsys.readouterr().err
+    dets = json.loads((out / "detections" / "scene.json").read_text())["detections"]
+    assert len(dets) == len(res[0].boxes) == 8
+
+    assert [name for name, _ in pyogrio.list_layers(out / "detections.gpkg")] == ["run1"]
+    gpkg = pyogrio.read_dataframe(out / "detections.gpkg", layer="run1")
+    assert gpkg.crs.to_epsg() == 32633 and len(gpkg) == 8
+    assert set(gpkg.columns) >= {"class", "score", "scene", "model", "geometry"}
+    assert set(gpkg["model"]) == {"model"}  # an in-memory model without a file or name
+    for (_, row), d in zip(gpkg.iterrows(), dets):
+        np.testing.assert_allclose(row.geometry.bounds, map_box(t, d["box"]), atol=1e-6)
+        assert row["class"] == d["label"] and row["score"] == pytest.approx(d["score"])
+        assert row["scene"] == str(path)
+        assert row.geometry.exterior.is_ccw  # counter-clockwise exterior ring
+
+    per_scene = json.loads((out / "geojson" / "scene.geojson").read_text())
+    assert all(shapely.Polygon(f["geometry"]["coordinates"][0]).exterior.is_ccw for f in per_scene["features"])
+
+    doc = json.loads((out / "detections_wgs84.geojson").read_text())
+    assert "crs" not in doc  # RFC 7946: WGS84 implied
+    to_wgs = pyproj.Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True)
+    for feat, d in zip(doc["features"], dets):
+        ring = np.array(feat["geometry"]["coordinates"][0])
+        assert shapely.Polygon(ring).exterior.is_ccw
+        x0, y0, x1, y1 = map_box(t, d["box"])
+        lon, lat = to_wgs.transform([x0, x1], [y0, y1])
+        np.testing.assert_allclose(ring[:, 0].min(), min(lon), atol=1e-7)  # lon first, 7+ decimals
+        np.testing.assert_allclose(ring[:, 1].max(), max(lat), atol=1e-7)
+        assert 14 < ring[0, 0] < 16 and 36 < ring[0, 1] < 38  # UTM 33N near 500 km E, 4100 km N
+    assert pyogrio.read_dataframe(out / "detections_wgs84.geojson").crs.to_epsg() == 4326
+
+
+def test_mosaic_of_four_files_matches_the_unsplit_raster(tmp_path, capsys):
+    """A 300x360 raster cut into 4 GeoTIFFs along x=180 and y=150, through 3 squares: merged across
+    scene edges, the 4 files give the unsplit raster's 8 boxes, each once."""
+    t = from_origin(500000.0, 4100000.0, 0.5, 0.5)
+    img = squares_scene()
+    img[140:170, 170:195] = (255, 40, 40)  # a square on the corner of all four files
+    whole = write_tif(tmp_path / "whole.tif", img, transform=t)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for name, (y0, y1, x0, x1) in {"nw": (0, 150, 0, 180), "ne": (0, 150, 180, 360),
+                                   "sw": (150, 300, 0, 180), "se": (150, 300, 180, 360)}.items():
+        write_tif(parts / f"{name}.tif", img[y0:y1, x0:x1], transform=t * t.translation(x0, y0))
+    model = BlobModel(tile=96)
+    predict(model, whole, out=tmp_path / "one", merge_across_scenes=True)
+    res = predict(model, parts, out=tmp_path / "four", merge_across_scenes=True)
+    err = capsys.readouterr().err
+    assert sum(len(d.boxes) for d in res) > 9  # cut squares are found in pieces, per file
+    one = pyogrio.read_dataframe(tmp_path / "one" / "merged.geojson")
+    four = pyogrio.read_dataframe(tmp_path / "four" / "merged.geojson")
+    assert len(one) == len(four) == 9
+    a = sorted(tuple(np.round(g.bounds, 6)) for g in one.geometry)
+    b = sorted(tuple(np.round(g.bounds, 6)) for g in four.geometry)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert four.crs.to_epsg() == 32633 and "GIS: 4 scene(s) in CRS EPSG:32633" in err
+
+
+def test_scenes_in_two_crss_merge_within_each_and_say_so(tmp_path, capsys):
+    t = from_origin(500000.0, 4100000.0, 0.5, 0.5)
+    a = write_tif(tmp_path / "a.tif", squares_scene(), transform=t, crs="EPSG:32633")
+    b = write_tif(tmp_path / "b.tif", squares_scene(), transform=t, crs="EPSG:32634")
+    out = tmp_path / "out"
+    predict(BlobModel(tile=96), [a, b], out=out, merge_across_scenes=True, format="gpkg")
+    err = capsys.readouterr().err
+    assert "the scenes are in 2 CRSs; they were merged across scene edges within each CRS only" in err
+    layers = sorted(name for name, _ in pyogrio.list_layers(out / "detections.gpkg"))
+    assert layers == ["out_EPSG_32633", "out_EPSG_32634"]
+    assert (out / "merged_EPSG_32633.geojson").is_file() and (out / "merged_EPSG_32634.geojson").is_file()
+
+
+def test_geographic_and_compound_crs_still_work_and_warn(tmp_path, capsys):
+    geo = write_tif(tmp_path / "geo.tif", squares_scene(), transform=from_origin(15.0, 37.0, 5e-6, 5e-6),
+                    crs="EPSG:4326")
+    out = tmp_path / "g"
+    res = predict(BlobModel(tile=96), geo, out=out, format="gpkg")
+    err = capsys.readouterr().err
+    assert len(res[0].boxes) == 8 and "geographic CRS 'WGS 84' (degrees)" in err
+    assert pyogrio.read_dataframe(out / "detections.gpkg").crs.to_epsg() == 4326
+
+    comp = write_tif(tmp_path / "comp.tif", squares_scene(), crs="EPSG:32633+5773")
+    out = tmp_path / "c"
+    predict(BlobModel(tile=96), comp, out=out, geojson_wgs84=True, format="gpkg")
+    err = capsys.readouterr().err
+    assert "compound CRS" in err and "horizontal part 'WGS 84 / UTM zone 33N'" in err
+    assert pyogrio.read_dataframe(out / "detections.gpkg").crs.to_epsg() == 32633
+    assert len(pyogrio.read_dataframe(out / "detections_wgs84.geojson")) == 8
