@@ -4,8 +4,10 @@ name next to its target, then put in place by one rename.
 A reader (or a resumed run after ``kill -9``) therefore sees either the old
 file or the complete new one, never a partial one. Temporary names keep the
 target's suffix (``model.tmp.keras``, ``plot.tmp.png``) because Keras and
-matplotlib choose the format from it; a leftover temporary file from a
-killed process is harmless and overwritten by the next write.
+matplotlib choose the format from it; they also hold the writer's process
+id, so two processes writing one file at once (the shards of a job) never
+share a temporary file. A leftover temporary file from a killed process is
+harmless: nothing reads ``*.tmpPID-RANDOM.*`` names.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,9 +23,14 @@ from typing import Callable, Iterator
 
 
 def temporary_name(path: str | Path) -> Path:
-    """``dir/name.tmp.suffix`` for ``dir/name.suffix``."""
+    """``dir/name.tmpPID-RANDOM.suffix`` for ``dir/name.suffix``.
+
+    Unique per call, so processes (or threads) that write the same file at
+    once (the shards of one job writing ``predict.json``) never rename each
+    other's temporary file away.
+    """
     path = Path(path)
-    return path.with_name(f"{path.stem}.tmp{path.suffix}")
+    return path.with_name(f"{path.stem}.tmp{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
 
 
 def write_with(path: str | Path, write: Callable[[Path], None]) -> Path:
