@@ -443,7 +443,14 @@ def _run_import(args) -> int:
     return 0
 
 
-_COMMANDS: list = [_add_train, _add_predict, _add_merge, _add_evaluate, _add_export, _add_import]
+def _data_commands() -> list:
+    from detect import cli_data
+
+    return cli_data.COMMANDS
+
+
+_COMMANDS: list = [_add_train, _add_predict, _add_merge, _add_evaluate, _add_export, _add_import,
+                   *_data_commands()]
 
 
 #: Arguments naming inputs, checked before TensorFlow loads: attribute -> kind.
@@ -465,6 +472,8 @@ def _check_inputs(args) -> None:
 
             if is_preset_name(value):
                 continue  # a keras-hub preset name: loaded (or refused) by the importer
+        if name == "images" and args.command == "convert":
+            kind = "path"  # vector labels: one GeoTIFF or a folder of them
         flag = "--" + name.replace("_", "-")
         path = Path(value)
         if kind == "model" and path.suffix == ".keras":
