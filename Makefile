@@ -5,7 +5,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench setup clean
+.PHONY: demo test lint bench setup clean browser
 
 setup: $(STAMP)
 
@@ -20,8 +20,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python tools/demo.py --out out/demo
 
+## Headless Chromium for the HTML viewer's browser test (Debian package), when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) \
+	    && echo "installed chromium" || echo "warning: could not install chromium; the browser test will be skipped"; }
+
 ## The test suite (fails if no tests are collected).
-test: $(STAMP)
+test: $(STAMP) browser
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 lint: $(STAMP)

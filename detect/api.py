@@ -178,7 +178,8 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
             stride: int = 1, gsd_match: bool = True, ann=None, save_images: bool = False,
             overwrite: bool = False, threads: int | None = None, format: str = "geojson",
             geojson_wgs84: bool = False, merge_across_scenes: bool = False, shard: str | None = None,
-            engine: str = "local", address: str | None = None, workers: int = 2) -> Results:
+            engine: str = "local", address: str | None = None, workers: int = 2,
+            html: bool = False) -> Results:
     """Detect objects in ``source``; one :class:`~detect.results.Detections` per image, frame or raster.
 
     ``model``: a loaded detector or a path (``model.keras``, a run folder or
@@ -209,7 +210,8 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
     share of the job and ``engine="ray"`` (``address``, ``workers``) runs
     it on Ray (:mod:`detect.inference.sharded`); the Results then hold the
     detections once the job is merged (none for a shard that leaves units
-    to others).
+    to others). ``html``: also ``OUT/view.html`` (:mod:`detect.view`; with
+    ``ann``, true / false positives and missed objects coloured).
     """
     from detect.inference.gis import RunOutputs
     from detect.inference.run import predict_files
@@ -244,7 +246,8 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
     model_path = model if isinstance(model, (str, Path)) else None
     model = _model(model, threads)
     names = model.class_names
-    if (format == "gpkg" or geojson_wgs84 or merge_across_scenes or shard or engine != "local") and out is None:
+    if (format == "gpkg" or geojson_wgs84 or merge_across_scenes or shard or engine != "local" or html) \
+            and out is None:
         raise ValueError("format='gpkg', geojson_wgs84, merge_across_scenes, shard and engine write files: "
                          "give out=FOLDER")
     with postprocessing(model, score_threshold, iou_threshold, max_detections, agnostic_nms):
@@ -271,6 +274,12 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
                                 gsd_match=gsd_match, ground_truth=gt, ann=str(ann) if ann else None,
                                 on_result=collect, outputs=outputs, shard=shard, engine=engine,
                                 engine_options=engine_options)
+    if html and summary.get("merged", True):
+        from detect.view import write_view
+        from detect.view.sources import items_from_output
+
+        items, names = items_from_output(out, gt)
+        summary["html"] = write_view(items, Path(out) / "view.html", names, title=f"detect predict: {Path(out).name}")
     return Results(found, summary)
 
 
@@ -327,7 +336,7 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
              iou_threshold: float | None = None, max_detections: int | None = None,
              agnostic_nms: bool | None = None, backend: str = "faster-coco-eval", area_ranges: str = "", max_dets="1,10,100",
              operating_point_at: float | None = None, save_predictions=None, report=None,
-             plots=None, threads: int | None = None) -> Report:
+             plots=None, html=None, threads: int | None = None) -> Report:
     """COCO statistics (pycocotools-exact) of a model or of detections against ``ann``.
 
     ``model_or_predictions``: a detector (object, ``.keras`` / ``.tflite`` path
@@ -342,8 +351,9 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
     list (``"1,10,100"`` or a tuple); ``area_ranges`` adds size buckets
     (``"tiny:0:16,small:16:32"``, side length px); ``operating_point_at``
     reports the operating point at that score instead of the best F1.
-    ``save_predictions`` / ``report`` / ``plots``: a results file / a JSON
-    report / a folder of PNG curves to write (none by default).
+    ``save_predictions`` / ``report`` / ``plots`` / ``html``: a results file / a
+    JSON report / a folder of PNG curves / an HTML view (needs ``images``) to
+    write (none by default).
     """
     from detect.evaluation.coco_eval import load_ground_truth
     from detect.evaluation_run import run_evaluation
@@ -351,7 +361,7 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
     if backend not in ("faster-coco-eval", "pycocotools"):
         raise ValueError(f"backend must be 'faster-coco-eval' or 'pycocotools', got {backend!r}")
     common = dict(backend=backend, area_ranges=area_ranges, max_dets=max_dets,
-                  operating_point_at=operating_point_at, report=report, plots=plots)
+                  operating_point_at=operating_point_at, report=report, plots=plots, html=html)
     given = model_or_predictions
     if isinstance(given, Results):
         given = _results_to_coco(given, load_ground_truth(ann))
@@ -360,7 +370,7 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
                                    and not Path(given).is_dir()):
         if iou_threshold is not None or max_detections is not None or agnostic_nms is not None:
             raise ValueError("iou_threshold, max_detections and agnostic_nms apply to a model only")
-        return run_evaluation(ann, predictions=given, score_threshold=score_threshold, **common)
+        return run_evaluation(ann, predictions=given, score_threshold=score_threshold, images=images, **common)
     if images is None:
         raise ValueError("a model needs images (the folder the ground truth's file_name values are in)")
     options = tile_options(tile, overlap, scale, batch_size)

@@ -175,6 +175,9 @@ def _add_evaluate(sub) -> None:
                    help="report the operating point at this score instead of the best-F1 one")
     p.add_argument("--report", help="write everything as JSON here")
     p.add_argument("--plots", help="write precision-recall curves (PNG) into this folder")
+    p.add_argument("--html", metavar="FILE",
+                   help="write an offline HTML view of the detections over the --images: true / false "
+                   "positives and missed objects coloured, score slider at the operating point")
     _add_postprocess_args(p)
     _add_tile_args(p)
     p.set_defaults(handler=_run_evaluate)
@@ -189,13 +192,14 @@ def _run_evaluate(args) -> int:
         e = evaluate(args.model, args.ann, args.images, **_tile_kwargs(args), backend=args.backend,
                      area_ranges=args.area_ranges, max_dets=args.max_dets,
                      operating_point_at=args.operating_point_at, save_predictions=args.save_predictions,
-                     report=args.report, plots=args.plots)
+                     report=args.report, plots=args.plots, html=args.html)
     else:
         if args.iou_threshold is not None or args.max_detections is not None or args.agnostic_nms is not None:
             raise ValueError("--iou-threshold, --max-detections and --agnostic-nms apply with --model only")
-        e = evaluate(args.predictions, args.ann, score_threshold=args.score_threshold, backend=args.backend,
-                     area_ranges=args.area_ranges, max_dets=args.max_dets,
-                     operating_point_at=args.operating_point_at, report=args.report, plots=args.plots)
+        e = evaluate(args.predictions, args.ann, args.images, score_threshold=args.score_threshold,
+                     backend=args.backend, area_ranges=args.area_ranges, max_dets=args.max_dets,
+                     operating_point_at=args.operating_point_at, report=args.report, plots=args.plots,
+                     html=args.html)
     if "predictions" in e.written:
         print(f"wrote {len(e.detections)} detections to {e.written['predictions']}")
     print(e)
@@ -322,6 +326,9 @@ def _add_predict(sub) -> None:
                    "decimated read (per band for an N-band model)")
     p.add_argument("--stride", type=int, default=1, help="videos: every Nth frame (default: %(default)s)")
     p.add_argument("--save-images", action="store_true", help="write annotated images (or video)")
+    p.add_argument("--html", action="store_true",
+                   help="also OUT/view.html: the detections over each image (an overview of a large "
+                   "raster), zoom, pan, class and score filters; offline, one file (see 'detect view')")
     p.add_argument("--overwrite", action="store_true",
                    help="redo every input, also those with outputs (needed when OUT holds results of "
                    "another model or other settings); with --shard: this shard's units")
@@ -360,7 +367,8 @@ def _run_predict(args) -> int:
                       stride=args.stride, gsd_match=not args.no_gsd_match, ann=args.ann,
                       save_images=args.save_images, overwrite=args.overwrite, format=args.format,
                       geojson_wgs84=args.geojson_wgs84, merge_across_scenes=args.merge_across_scenes,
-                      shard=args.shard, engine=args.engine, address=args.address, workers=args.workers)
+                      shard=args.shard, engine=args.engine, address=args.address, workers=args.workers,
+                      html=args.html)
     r = results.summary
     rate = r["tiles"] / r["seconds"] if r["seconds"] > 0 and r["tiles"] else 0.0
     if r.get("merged") is False:  # a shard that left units to others

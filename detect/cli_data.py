@@ -1,4 +1,5 @@
-"""``detect convert`` / ``slice`` / ``doctor``: bringing data in and checking it (parsers and handlers).
+"""``detect convert`` / ``slice`` / ``doctor`` / ``view``: bringing data in, checking it, and looking
+at results (parsers and handlers).
 
 Registered by :mod:`detect.cli` next to the model commands; the same rules
 hold (heavy imports inside handlers, one-line errors with exit code 2).
@@ -122,4 +123,45 @@ def run_doctor(args) -> int:
     return 0 if not report.refused else 2
 
 
-COMMANDS = [add_convert, add_slice, add_doctor]
+def add_view(sub) -> None:
+    p = sub.add_parser(
+        "view", help="an offline HTML page of a predict output: detections over the images",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write one self-contained HTML file (no server, no CDN) that shows the detections of "
+        "a 'detect predict' output folder over their images.\n\n"
+        "  detect view OUT [--ann GT.json] [--out OUT/view.html]\n\n"
+        "Zoom with the wheel, pan by dragging, page with the arrow keys, filter by class and by "
+        "score (slider); labels and scores show on hover. Large rasters are shown as an overview "
+        "read from the file at most --max-side px on the long side. With --ann (matched by file "
+        "name) detections are coloured as true (green) or false (red) positives at IoU 0.5 and "
+        "objects without a detection above the slider as missed (dashed yellow). "
+        "'#image=N&score=S' at the end of the page's address opens image N at score S.")
+    p.add_argument("out_dir", metavar="OUT", help="a 'detect predict --out' folder")
+    p.add_argument("--ann", help="COCO ground truth: colour true / false positives and missed objects")
+    p.add_argument("--out", dest="html", help="the HTML file (default: OUT/view.html)")
+    p.add_argument("--score", type=float, default=0.3, help="the slider's start (default: %(default)s)")
+    p.add_argument("--max-side", type=int, default=1600,
+                   help="long side of the embedded images, px (default: %(default)s)")
+    p.set_defaults(handler=run_view)
+
+
+def run_view(args) -> int:
+    from detect.view import write_view
+    from detect.view.sources import items_from_output
+
+    if not 0 <= args.score <= 1:
+        raise ValueError(f"--score must be in [0, 1], got {args.score}")
+    if args.max_side < 64:
+        raise ValueError(f"--max-side must be at least 64, got {args.max_side}")
+    gt = None
+    if args.ann:
+        from detect.evaluation.coco_eval import load_ground_truth
+
+        gt = load_ground_truth(args.ann)
+    items, names = items_from_output(args.out_dir, gt)
+    write_view(items, args.html or Path(args.out_dir) / "view.html", names, score=args.score,
+               max_side=args.max_side, title=f"detect view: {Path(args.out_dir).resolve().name}")
+    return 0
+
+
+COMMANDS = [add_convert, add_slice, add_doctor, add_view]

@@ -91,7 +91,7 @@ def run_evaluation(ann, *, predictions=None, model=None, images=None, options=No
                    score_threshold: float | None = None, backend: str = "faster-coco-eval",
                    area_ranges: str | None = None, max_dets: str | tuple | None = None,
                    operating_point_at: float | None = None, save_predictions=None,
-                   report=None, plots=None) -> Report:
+                   report=None, plots=None, html=None) -> Report:
     """Evaluate ``predictions`` (a COCO results file) or ``model`` run over ``images``
     against the ground truth ``ann``.
 
@@ -102,8 +102,13 @@ def run_evaluation(ann, *, predictions=None, model=None, images=None, options=No
     when given. ``predictions`` may also be a list of COCO result dicts.
     ``score_threshold`` filters a results file (a model applies its own).
     ``area_ranges`` ``"name:min:max,..."`` and ``max_dets`` ``"1,10,100"`` as
-    on the command line. ``report`` / ``plots``: a JSON file / a folder to write.
+    on the command line. ``report`` / ``plots``: a JSON file / a folder to write;
+    ``html``: a :mod:`detect.view` page of the detections over the ``images``,
+    true / false positives and missed objects coloured, its score slider at
+    the operating point.
     """
+    if html and not images:
+        raise ValueError("--html needs --images (the folder the ground truth's file_name values are in)")
     if (predictions is None) == (model is None):
         raise ValueError("give either predictions (a results file) or a model")
     ranges = parse_area_ranges(area_ranges or "")
@@ -138,4 +143,12 @@ def run_evaluation(ann, *, predictions=None, model=None, images=None, options=No
         from detect.evaluation.plots import write_pr_curves
 
         written["plots"] = (Path(plots), write_pr_curves(result, plots))
+    if html:
+        from detect.view import write_view
+        from detect.view.sources import items_from_evaluation
+
+        items, names = items_from_evaluation(gt, detections, images)
+        threshold = points["overall"]["score_threshold"]
+        written["html"] = write_view(items, html, names, title=f"detect evaluate: {Path(str(ann)).name}",
+                                     score=threshold if threshold is not None else 0.3)
     return Report(result, points, detections, written)

@@ -22,6 +22,44 @@ IOU = 0.5
 MAX_DETS = 100
 
 
+#: :func:`match_image`'s mark of a detection that matched a crowd region (neither right nor wrong).
+CROWD = -2
+
+
+def match_image(det_xywh, gt_xywh, crowd) -> np.ndarray:
+    """pycocotools' matching in one image and category at IoU :data:`IOU`.
+
+    ``det_xywh`` ``[n, 4]`` in descending score order; ``gt_xywh`` ``[m, 4]``
+    with real objects before crowd regions (``crowd`` ``[m]`` bool). Returns,
+    per detection, the index of the object it matched, -1 for none (a false
+    positive) or :data:`CROWD`.
+    """
+    out = -np.ones(len(det_xywh), np.int64)
+    if not len(det_xywh) or not len(gt_xywh):
+        return out
+    crowd = np.asarray(crowd, bool)
+    ious = np.asarray(mask_utils.iou([list(map(float, b)) for b in det_xywh],
+                                     [list(map(float, b)) for b in gt_xywh], crowd.astype(np.uint8).tolist()))
+    taken = np.zeros(len(gt_xywh), bool)
+    for i in range(len(det_xywh)):
+        best, m = IOU, -1  # pycocotools: IoU >= threshold matches
+        for j in range(len(gt_xywh)):
+            if taken[j] and not crowd[j]:
+                continue
+            if m > -1 and not crowd[m] and crowd[j]:
+                break  # a real object already matched; crowd regions come last
+            if ious[i, j] < best:
+                continue
+            best, m = ious[i, j], j
+        if m > -1 and crowd[m]:
+            out[i] = CROWD
+            continue
+        if m > -1:
+            taken[m] = True
+        out[i] = m
+    return out
+
+
 def match_detections(gt: dict, results: list[dict], max_dets: int = MAX_DETS):
     """Per category: (scores [n], is_true_positive [n]) of counted detections, and object counts."""
     gts = defaultdict(list)
@@ -45,23 +83,10 @@ def match_detections(gt: dict, results: list[dict], max_dets: int = MAX_DETS):
             scores[cat] += [r["score"] for r in d]
             hits[cat] += [False] * len(d)
             continue
-        ious = np.asarray(mask_utils.iou([r["bbox"] for r in d], [a["bbox"] for a in g],
-                                         crowd.astype(np.uint8).tolist()))
-        taken = np.zeros(len(g), bool)
-        for i, r in enumerate(d):
-            best, m = IOU, -1  # pycocotools: IoU >= threshold matches
-            for j in range(len(g)):
-                if taken[j] and not crowd[j]:
-                    continue
-                if m > -1 and not crowd[m] and crowd[j]:
-                    break  # a real object already matched; crowd regions come last
-                if ious[i, j] < best:
-                    continue
-                best, m = ious[i, j], j
-            if m > -1 and crowd[m]:
+        matched = match_image([r["bbox"] for r in d], [a["bbox"] for a in g], crowd)
+        for r, m in zip(d, matched):
+            if m == CROWD:
                 continue  # matched a crowd region: ignored
-            if m > -1:
-                taken[m] = True
             scores[cat].append(r["score"])
             hits[cat].append(m > -1)
     return scores, hits, num_gt
