@@ -142,7 +142,8 @@ def run_evaluation(ann, *, predictions=None, model=None, images=None, options=No
     if plots:
         from detect.evaluation.plots import write_pr_curves
 
-        written["plots"] = (Path(plots), write_pr_curves(result, plots))
+        written["plots"] = (Path(plots), write_pr_curves(result, plots, gt=gt, detections=detections,
+                                                         points=points))
     if html:
         from detect.view import write_view
         from detect.view.sources import items_from_evaluation

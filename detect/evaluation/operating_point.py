@@ -92,21 +92,29 @@ def match_detections(gt: dict, results: list[dict], max_dets: int = MAX_DETS):
     return scores, hits, num_gt
 
 
-def _point(scores, hits, num_gt: int, threshold: float | None) -> dict:
-    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    s = np.asarray(scores, np.float64)[order]
+def f1_by_threshold(scores, hits, num_gt: int):
+    """Keeping the detections scoring >= each distinct score (descending): ``(thresholds, f1,
+    true positives, kept)`` arrays (a threshold keeps all tied scores)."""
+    s = np.asarray(scores, np.float64)
+    order = np.argsort(-s, kind="stable")
+    s = s[order]
     tp = np.cumsum(np.asarray(hits, bool)[order])
     kept = np.arange(1, len(s) + 1)
+    last = np.r_[s[1:] != s[:-1], True] if len(s) else np.zeros(0, bool)
+    prec, rec = tp / kept, tp / max(num_gt, 1)
+    f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0.0)
+    return s[last], f1[last], tp[last], kept[last]
+
+
+def _point(scores, hits, num_gt: int, threshold: float | None) -> dict:
     if threshold is None:
-        if len(s) == 0:
+        t, f1, tp, kept = f1_by_threshold(scores, hits, num_gt)
+        if len(t) == 0:
             return _row(None, 0, 0, num_gt)
-        last_of_score = np.r_[s[1:] != s[:-1], True]  # a threshold keeps all tied scores
-        prec = tp / kept
-        rec = tp / max(num_gt, 1)
-        f1 = np.where(prec + rec > 0, 2 * prec * rec / np.maximum(prec + rec, 1e-12), 0.0)
-        f1 = np.where(last_of_score, f1, -1.0)
         i = int(np.argmax(f1))  # first maximum = highest threshold
-        return _row(float(s[i]), int(tp[i]), int(kept[i]), num_gt)
+        return _row(float(t[i]), int(tp[i]), int(kept[i]), num_gt)
+    s = np.sort(np.asarray(scores, np.float64))[::-1]
+    tp = np.cumsum(np.asarray(hits, bool)[np.argsort(-np.asarray(scores, np.float64), kind="stable")])
     n = int((s >= threshold).sum())
     return _row(float(threshold), int(tp[n - 1]) if n else 0, n, num_gt)
 

@@ -38,7 +38,9 @@ def test_evaluate_predictions_file(tmp_path):
     assert report["area_ranges"][1]["max_side"] == "inf"
     assert {"overall", "per_class"} <= set(report["operating_point"])
     assert [r["category_id"] for r in report["per_class"]] == [1, 3, 7]  # ints, not strings
-    assert len(list((tmp_path / "plots").glob("*.png"))) == 1 + len(gt["categories"])
+    # all classes, one per class, F1 against the threshold, the confusion matrix
+    assert len(list((tmp_path / "plots").glob("*.png"))) == 3 + len(gt["categories"])
+    assert (tmp_path / "plots" / "confusion_matrix.csv").is_file()
 
 
 def test_evaluate_reports_bad_input_without_traceback(tmp_path):
