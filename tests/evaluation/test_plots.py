@@ -31,7 +31,8 @@ def test_confusion_matrix_golden():
     assert confusion_matrix(gt, dets, [1, 2], 0.0).tolist() == [[2, 0, 0], [1, 0, 0], [0, 2, 0]]
 
 
-def many_class_set(k=80, rng=np.random.default_rng(0)):
+def many_class_set(k=80):
+    rng = np.random.default_rng(0)
     cats = [{"id": i + 1, "name": f"class {i}"} for i in range(k)]
     gt = {"images": [{"id": 1, "width": 4000, "height": 4000}], "categories": cats, "annotations": []}
     dets = []
