@@ -8,6 +8,7 @@ A run folder holds::
       epoch-0004/       one committed epoch: checkpoint.keras (weights + optimizer),
       epoch-0005/       state.json ({"epoch", "steps_per_epoch"}) and metrics.csv
     metrics.csv         a copy of the newest committed epoch's metrics.csv
+    curves.png          losses, learning rate and validation AP per epoch (from metrics.csv)
     logs/               TensorBoard
     model.keras         the final model (written once training ends)
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from detect import atomic
+from detect.curves import write_curves
 from detect.files import check_model_file
 
 #: Committed epochs kept in ``checkpoints/`` (the newest, and one to fall back to).
@@ -64,6 +66,7 @@ class RunFolder:
         self.meta = self.path / "run.yaml"
         self.checkpoints = self.path / "checkpoints"
         self.metrics = self.path / "metrics.csv"
+        self.curves = self.path / "curves.png"
         self.model = self.path / "model.keras"
         self.logs = self.path / "logs"
 
@@ -90,6 +93,7 @@ class RunFolder:
         _file_op_done("rename")
         atomic.write_text(self.metrics, metrics_csv(metrics))
         _file_op_done("metrics copy")
+        write_curves(metrics, self.curves)
         for old in self.committed()[KEEP:]:
             shutil.rmtree(old, ignore_errors=True)
             _file_op_done("prune")
@@ -100,6 +104,7 @@ class RunFolder:
     def restore_metrics(self, checkpoint: Checkpoint) -> None:
         """Make ``metrics.csv`` the resumed epoch's (rows of later, lost epochs go)."""
         atomic.write_text(self.metrics, metrics_csv(checkpoint.metrics))
+        write_curves(checkpoint.metrics, self.curves)
 
     def committed(self) -> list[Path]:
         """Committed epoch folders, newest first."""
@@ -138,12 +143,14 @@ def _read_checkpoint(folder: Path) -> Checkpoint:
 
 
 def metrics_csv(rows: list[dict]) -> str:
-    """Rows as CSV; columns in order of first appearance (a row without a column leaves it empty)."""
+    """Rows as CSV; columns in order of first appearance (a row without a column leaves it empty);
+    a column empty or NaN in every row is left out."""
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
+    columns = [c for c in columns if any(str(r.get(c, "")).strip().lower() not in ("", "nan") for r in rows)]
     out = io.StringIO()
-    writer = csv.DictWriter(out, columns, lineterminator="\n")
+    writer = csv.DictWriter(out, columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()

@@ -36,7 +36,7 @@ def test_run_directory_contents(data, tmp_path):
     engine.train(cfg(), train_ann=ann, train_images=images, val_ann=ann, val_images=images,
                  run_dir=tmp_path / "run", verbose=0)
     run = tmp_path / "run"
-    assert {"config.yaml", "checkpoints", "metrics.csv", "model.keras", "logs"} <= {
+    assert {"config.yaml", "checkpoints", "metrics.csv", "curves.png", "model.keras", "logs"} <= {
         p.name for p in run.iterdir()}
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch-0001", "epoch-0002"]
     rows = (run / "metrics.csv").read_text().splitlines()
