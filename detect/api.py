@@ -179,7 +179,8 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
             overwrite: bool = False, threads: int | None = None, format: str = "geojson",
             geojson_wgs84: bool = False, merge_across_scenes: bool = False, shard: str | None = None,
             engine: str = "local", address: str | None = None, workers: int = 2,
-            html: bool = False) -> Results:
+            html: bool = False, line_width: int | None = None, hide_labels: bool = False,
+            hide_scores: bool = False) -> Results:
     """Detect objects in ``source``; one :class:`~detect.results.Detections` per image, frame or raster.
 
     ``model``: a loaded detector or a path (``model.keras``, a run folder or
@@ -212,12 +213,18 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
     detections once the job is merged (none for a shard that leaves units
     to others). ``html``: also ``OUT/view.html`` (:mod:`detect.view`; with
     ``ann``, true / false positives and missed objects coloured).
+    ``line_width``, ``hide_labels``, ``hide_scores``: how ``save_images``
+    draws (:class:`~detect.inference.outputs.DrawStyle`).
     """
     from detect.inference.gis import RunOutputs
+    from detect.inference.outputs import DrawStyle
     from detect.inference.run import predict_files
 
     if stride < 1:
         raise ValueError(f"stride must be >= 1, got {stride}")
+    if line_width is not None and not 1 <= line_width <= 50:
+        raise ValueError(f"line_width must be 1..50 pixels, got {line_width}")
+    style = DrawStyle(line_width, labels=not hide_labels, scores=not hide_scores)
     if format not in ("geojson", "gpkg"):
         raise ValueError(f"format must be 'geojson' or 'gpkg', got {format!r}")
     if engine not in ("local", "ray"):
@@ -273,7 +280,7 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
                                 save_images=save_images, overwrite=overwrite, bands=bands, stride=stride,
                                 gsd_match=gsd_match, ground_truth=gt, ann=str(ann) if ann else None,
                                 on_result=collect, outputs=outputs, shard=shard, engine=engine,
-                                engine_options=engine_options)
+                                engine_options=engine_options, style=style)
     if html and summary.get("merged", True):
         from detect.view import write_view
         from detect.view.sources import items_from_output

@@ -326,6 +326,11 @@ def _add_predict(sub) -> None:
                    "decimated read (per band for an N-band model)")
     p.add_argument("--stride", type=int, default=1, help="videos: every Nth frame (default: %(default)s)")
     p.add_argument("--save-images", action="store_true", help="write annotated images (or video)")
+    p.add_argument("--line-width", type=int, metavar="PX",
+                   help="--save-images: box outline width (default: 1 px per started 800 px of the "
+                   "image's long side)")
+    p.add_argument("--hide-labels", action="store_true", help="--save-images: boxes only, no text")
+    p.add_argument("--hide-scores", action="store_true", help="--save-images: class names without scores")
     p.add_argument("--html", action="store_true",
                    help="also OUT/view.html: the detections over each image (an overview of a large "
                    "raster), zoom, pan, class and score filters; offline, one file (see 'detect view')")
@@ -368,7 +373,8 @@ def _run_predict(args) -> int:
                       save_images=args.save_images, overwrite=args.overwrite, format=args.format,
                       geojson_wgs84=args.geojson_wgs84, merge_across_scenes=args.merge_across_scenes,
                       shard=args.shard, engine=args.engine, address=args.address, workers=args.workers,
-                      html=args.html)
+                      html=args.html, line_width=args.line_width, hide_labels=args.hide_labels,
+                      hide_scores=args.hide_scores)
     r = results.summary
     rate = r["tiles"] / r["seconds"] if r["seconds"] > 0 and r["tiles"] else 0.0
     if r.get("merged") is False:  # a shard that left units to others

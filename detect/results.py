@@ -103,15 +103,17 @@ class Detections:
                  "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
                  "score": float(s)} for b, lab, s in zip(self.boxes, self.labels, self.scores)]
 
-    def plot(self, image: np.ndarray | None = None) -> np.ndarray:
+    def plot(self, image: np.ndarray | None = None, *, line_width: int | None = None,
+             hide_labels: bool = False, hide_scores: bool = False) -> np.ndarray:
         """An annotated RGB uint8 copy of ``image`` (default: the source, read again), drawn as
-        ``detect predict --save-images`` draws."""
-        from detect.inference.outputs import draw
+        ``detect predict --save-images`` draws (same ``line_width`` / ``hide_*`` options)."""
+        from detect.inference.outputs import DrawStyle, draw
 
         if image is None:
             image = self._read_source()
         out = draw(np.asarray(image, np.uint8), {"boxes": self.boxes, "scores": self.scores,
-                                                  "labels": self.labels}, self.names)
+                                                  "labels": self.labels}, self.names,
+                   DrawStyle(line_width, labels=not hide_labels, scores=not hide_scores))
         return out[..., ::-1].copy()  # draw returns BGR (OpenCV's order)
 
     def _read_source(self) -> np.ndarray:

@@ -11,6 +11,7 @@ import io
 import json
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -38,15 +39,74 @@ def display_rgb(image: np.ndarray) -> np.ndarray:
     return image[:, :, :3]
 
 
-def draw(image: np.ndarray, det: dict, names) -> np.ndarray:
+@dataclass(frozen=True)
+class DrawStyle:
+    """How annotated images and videos are drawn (``--line-width``, ``--hide-labels``, ``--hide-scores``).
+
+    ``line_width`` None: 1 px per started 800 px of the image's long side.
+    Labels are placed above their box (inside it when the box is at the top
+    edge) in descending score order, and one that would overlap a label
+    already drawn is left out, so text never piles up on dense scenes.
+    """
+
+    line_width: int | None = None
+    labels: bool = True
+    scores: bool = True
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+#: Lines scaled to the image, labels with scores.
+DEFAULT_STYLE = DrawStyle()
+
+
+def label_places(det: dict, names, style: DrawStyle, shape) -> list[tuple[int, str, tuple]]:
+    """``[(detection index, text, (x0, y0, x1, y1) of the text)]`` of the labels to draw on an
+    image of ``shape`` (see :class:`DrawStyle`), in descending score order."""
+    if not style.labels:
+        return []
+    h, w = shape[:2]
+    font_scale = _font_scale(style, shape)
+    scores = np.asarray(det["scores"], np.float64)
+    placed = []
+    for i in np.argsort(-scores, kind="stable"):
+        x0, y0 = float(det["boxes"][i][0]), float(det["boxes"][i][1])
+        label = int(det["labels"][i])
+        text = f"{names[label]} {scores[i]:.2f}" if style.scores else f"{names[label]}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_PLAIN, font_scale, 1)
+        ty = int(y0) - 3 if y0 - th - 4 >= 0 else int(y0) + th + 3  # above the box, else inside it
+        tx = int(min(max(0, x0), max(0, w - tw)))
+        box = (tx, ty - th - 1, tx + tw, ty + base)
+        if any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for _, _, b in placed):
+            continue  # would cover another label
+        placed.append((int(i), text, box))
+    return placed
+
+
+def _line_width(style: DrawStyle, shape) -> int:
+    return style.line_width or max(1, -(-max(shape[:2]) // 800))
+
+
+def _font_scale(style: DrawStyle, shape) -> float:
+    return 0.8 * max(1.0, _line_width(style, shape) * 0.75)
+
+
+def draw(image: np.ndarray, det: dict, names, style: DrawStyle = DEFAULT_STYLE) -> np.ndarray:
     """Annotated BGR copy (class colours, names and scores) of an RGB image; of an N-band
-    image, bands 1-3 are shown as RGB (one band as grey)."""
+    image, bands 1-3 are shown as RGB (one band as grey). See :class:`DrawStyle`."""
     out = cv2.cvtColor(np.ascontiguousarray(display_rgb(image)), cv2.COLOR_RGB2BGR)
-    for (x0, y0, x1, y1), label, score in zip(det["boxes"], det["labels"], det["scores"]):
+    width = _line_width(style, out.shape)
+    for (x0, y0, x1, y1), label in zip(det["boxes"], det["labels"]):
         c = COLOURS[int(label) % len(COLOURS)][::-1]
-        cv2.rectangle(out, (int(x0), int(y0)), (int(x1), int(y1)), c, 1)
-        cv2.putText(out, f"{names[int(label)]} {score:.2f}", (int(x0), max(10, int(y0) - 3)),
-                    cv2.FONT_HERSHEY_PLAIN, 0.8, c, 1)
+        for k in range(width):  # nested 1-px outlines: exactly `width` px, inside the box's extent
+            cv2.rectangle(out, (int(x0) + k, int(y0) + k), (int(x1) - k, int(y1) - k), c, 1)
+    scale = _font_scale(style, out.shape)
+    for i, text, (tx, _, _, ty) in label_places(det, names, style, out.shape):
+        c = COLOURS[int(det["labels"][i]) % len(COLOURS)][::-1]
+        base = cv2.getTextSize(text, cv2.FONT_HERSHEY_PLAIN, scale, 1)[1]
+        cv2.putText(out, text, (tx, ty - base), cv2.FONT_HERSHEY_PLAIN, scale, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(out, text, (tx, ty - base), cv2.FONT_HERSHEY_PLAIN, scale, c, 1, cv2.LINE_AA)
     return out
 
 
@@ -74,7 +134,8 @@ def geojson(det: dict, names, transform, crs, file: str) -> dict:
 MAX_DRAW_PIXELS = 64_000_000
 
 
-def write_scene(out_dir: Path, stem: str, f: Path, source, det: dict, names, save_images: bool) -> None:
+def write_scene(out_dir: Path, stem: str, f: Path, source, det: dict, names, save_images: bool,
+                style: DrawStyle = DEFAULT_STYLE) -> None:
     """A scene's outputs: GeoJSON (georeferenced), annotated image (``save_images``), then its record.
 
     The record ``detections/STEM.json`` (pixel boxes, and the scene's CRS as
@@ -94,7 +155,7 @@ def write_scene(out_dir: Path, stem: str, f: Path, source, det: dict, names, sav
                   f"no annotated image", file=sys.stderr)
         else:
             full = source.read(0, 0, source.width, source.height)
-            ok, buf = cv2.imencode(".jpg", draw(full, det, names))
+            ok, buf = cv2.imencode(".jpg", draw(full, det, names, style))
             atomic.write_bytes(out_dir / "images" / f"{stem}.jpg", buf.tobytes())
     atomic.write_bytes(out_dir / "detections" / f"{stem}.json", json.dumps(record).encode())
 

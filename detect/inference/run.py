@@ -31,6 +31,8 @@ from detect import atomic
 from detect.datasets.images import BandRule
 from detect.inference.gis import RunOutputs, write_run_outputs
 from detect.inference.outputs import (
+    DEFAULT_STYLE,
+    DrawStyle,
     claim_output,
     gather,
     id_map_for,
@@ -83,7 +85,7 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
                   bands: tuple[int, ...] | None = None, stride: int = 1, gsd_match: bool = True,
                   ground_truth: dict | None = None, ann: str | None = None, on_result=None,
                   outputs: RunOutputs | None = None, shard: str | None = None, engine: str = "local",
-                  engine_options: dict | None = None) -> dict:
+                  engine_options: dict | None = None, style: DrawStyle = DEFAULT_STYLE) -> dict:
     """Run over ``files``; returns a summary dict (see module doc for outputs).
 
     Post-processing (thresholds, cap) is the model's: change it with
@@ -102,7 +104,8 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
     ``shard`` ("I/N") or ``engine="ray"`` (``engine_options``: see
     :func:`~detect.inference.ray_engine.run_units_ray`) run the inputs as a
     job of units (:mod:`detect.inference.sharded`); ``ann`` is the path
-    behind ``ground_truth``, for the job's merge.
+    behind ``ground_truth``, for the job's merge. ``style``: how annotated
+    images and videos are drawn.
     """
     if out_dir is None and (save_images or shard is not None or engine != "local"):
         raise ValueError("save_images, shard and engine need an output folder (out=...)")
@@ -113,7 +116,8 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
         out_dir = Path(out_dir)
         fingerprint = {"model": model_digest(model), "tile": rule.tile, "overlap": rule.overlap,
                        "scale": rule.scale, "bands": list(bands) if bands else None,
-                       "stride": stride, "gsd_match": gsd_match}
+                       "stride": stride, "gsd_match": gsd_match,
+                       **({"draw": style.to_dict()} if save_images else {})}
         claim_output(out_dir, fingerprint, overwrite=overwrite)
         (out_dir / "detections").mkdir(parents=True, exist_ok=True)
         if save_images:
@@ -124,7 +128,7 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
             return predict_job(model, files, out_dir, options, fingerprint=fingerprint, band_rule=band_rule,
                                shard=shard, engine=engine, engine_options=engine_options,
                                gsd_match=gsd_match, ann=ann, save_images=save_images, overwrite=overwrite,
-                               outputs=outputs, on_result=on_result)
+                               outputs=outputs, on_result=on_result, style=style)
     names = model.class_names
     failed, skipped, caps, t0 = [], 0, CapCount(), time.perf_counter()
     for f in tqdm(files, desc="predict", unit="image"):
@@ -141,7 +145,7 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
                     on_result(f, index, det, {"width": size[0], "height": size[1], "transform": None, "crs": None})
             try:
                 record, video_caps = predict_video(model, f, out_dir, stem, options, stride=stride,
-                                                   save_images=save_images, on_frame=frame_done)
+                                                   save_images=save_images, on_frame=frame_done, style=style)
             except (OSError, ValueError) as err:
                 failed.append(str(f))
                 print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
@@ -161,7 +165,7 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
                                 scale=gsd_scale(model, source, options, gsd_match, f))
             caps.add(det)
             if out_dir is not None:
-                write_scene(out_dir, stem, f, source, det, names, save_images)  # its record last: done
+                write_scene(out_dir, stem, f, source, det, names, save_images, style)  # its record last: done
         except (OSError, ValueError) as err:
             failed.append(str(f))
             print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)

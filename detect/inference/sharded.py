@@ -21,7 +21,14 @@ from tqdm import tqdm
 from detect.datasets.images import BandRule
 from detect.inference import jobs
 from detect.inference.gis import RunOutputs, write_run_outputs
-from detect.inference.outputs import gather, id_map_for, output_stem, write_scene
+from detect.inference.outputs import (
+    DEFAULT_STYLE,
+    DrawStyle,
+    gather,
+    id_map_for,
+    output_stem,
+    write_scene,
+)
 from detect.inference.predictor import CapCount, gsd_scale
 from detect.inference.sources import RASTER_SUFFIXES, open_source
 
@@ -63,7 +70,8 @@ def read_header(path: Path) -> Header:
 def predict_job(model, files: list[Path], out_dir: Path, options, *, fingerprint: dict, band_rule: BandRule,
                 shard=None, engine: str = "local", engine_options: dict | None = None,
                 gsd_match: bool = True, ann: str | None = None, save_images: bool = False,
-                overwrite: bool = False, outputs: RunOutputs | None = None, on_result=None) -> dict:
+                overwrite: bool = False, outputs: RunOutputs | None = None, on_result=None,
+                style: DrawStyle = DEFAULT_STYLE) -> dict:
     """Run this process's share of the job for ``files`` (``options``: TileOptions, None fields the
     model's rule); merge when every unit is done. Returns :func:`predict_files`' summary."""
     from detect.inference.run import VIDEO_SUFFIXES
@@ -91,6 +99,7 @@ def predict_job(model, files: list[Path], out_dir: Path, options, *, fingerprint
                 "model_config": model.model_config.to_dict(),  # names, ids, caps: the merge needs no model
                 "iou_threshold": pp.iou_threshold, "agnostic": pp.agnostic,
                 "bands": list(band_rule.bands), "ann": ann, "save_images": save_images,
+                "draw": style.to_dict(),
                 "outputs": (outputs or RunOutputs()).to_dict()}
     job = jobs.build_job(kept, heads, scales, rule, stems=[output_stem(f, files) for f in kept],
                          settings=settings)
@@ -159,7 +168,8 @@ def merge_job(out_dir: Path, *, on_result=None, job: dict | None = None) -> dict
             print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
             continue
         try:
-            write_scene(out_dir, scene["stem"], f, source, det, names, job["save_images"])
+            write_scene(out_dir, scene["stem"], f, source, det, names, job["save_images"],
+                        DrawStyle(**job.get("draw", {})))
         finally:
             source.close()
         if on_result is not None:

@@ -7,14 +7,18 @@ import sys
 from pathlib import Path
 
 import cv2
+from tqdm import tqdm
 
-from detect.inference.outputs import draw, records
+from detect.inference.outputs import DEFAULT_STYLE, DrawStyle, draw, records
 from detect.inference.predictor import CapCount, TileOptions, detect_image
+from detect.inference.video_writer import VideoWriter
 
 
 def predict_video(model, path: Path, out_dir: Path | None, stem: str, options: TileOptions, *,
-                  stride: int, save_images: bool, on_frame=None) -> tuple[dict, CapCount]:
-    """Every ``stride``-th frame; returns (record, cap counts). Annotated video if ``save_images``.
+                  stride: int, save_images: bool, on_frame=None,
+                  style: DrawStyle = DEFAULT_STYLE) -> tuple[dict, CapCount]:
+    """Every ``stride``-th frame, with a progress bar per frame; returns (record, cap counts).
+    With ``save_images`` an annotated H.264 video (:mod:`detect.inference.video_writer`).
 
     ``on_frame(index, det, (width, height))`` is called with each frame's
     detections (the inference path's dict) as it is done.
@@ -26,6 +30,8 @@ def predict_video(model, path: Path, out_dir: Path | None, stem: str, options: T
     fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
     writer, tmp, frames, caps, index, size = None, None, [], CapCount(), 0, None
     names = model.class_names
+    bar = tqdm(total=-(-total // stride) if total > 0 else None, desc=f"  {path.name}", unit="frame",
+               leave=False)
     try:
         while True:
             ok, bgr = cap.read()
@@ -44,15 +50,16 @@ def predict_video(model, path: Path, out_dir: Path | None, stem: str, options: T
                 frames.append({"frame": index, "detections": records(det, names)})
                 if save_images:
                     if writer is None:
-                        tmp = out_dir / "images" / f"{stem}.tmp.mp4"
-                        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"),
-                                                 max(fps / stride, 1.0), size)
-                    writer.write(draw(rgb, det, names))
+                        tmp = out_dir / "images" / f"{stem}.tmp{os.getpid()}.mp4"
+                        writer = VideoWriter(tmp, max(fps / stride, 1.0), size)
+                    writer.write(draw(rgb, det, names, style))
+                bar.update(1)
             index += 1
     finally:
         cap.release()
+        bar.close()
         if writer is not None:
-            writer.release()
+            writer.close()
     if not frames:
         raise ValueError("no frame could be decoded")
     if tmp is not None:
