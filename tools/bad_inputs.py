@@ -207,6 +207,23 @@ def build_cases(work: Path) -> list[tuple[str, list[str], int, str]]:
                                                  "--address", "127.0.0.1:9", one], 2, "no Ray head answers there"),
         ("merge: folder without a job", ["merge", str(work / "p3")], 2, "has no job.json"),
     ]
+    yolo = work / "yolo"
+    yolo.mkdir(exist_ok=True)
+    _write(yolo / "classes.txt", "car\n")
+    stem = Path(base["images"][0]["file_name"]).stem
+    _write(yolo / f"{stem}.txt", "0 0.5 0.5 0.2 0.2\n3 0.5 0.5 0.1 0.1\n")
+    cases += [
+        ("convert: YOLO class id beyond the classes", ["convert", "--from", "yolo", str(yolo), "--images", str(images),
+                                                      "--out", str(work / "y.json")], 2,
+         f"{stem}.txt: line 2: class id 3 is not in the 1 classes"),
+        ("convert: CSV without the DeepForest columns", ["convert", "--from", "csv", str(_write(work / "x.csv", "a,b\n")),
+                                                        "--images", str(images), "--out", str(work / "c.json")], 2,
+         "missing column(s) image_path"),
+        ("slice: --min-visible 0", ["slice", "--ann", str(ann), "--images", str(images), "--out", str(work / "chips"),
+                                    "--min-visible", "0"], 2, "--min-visible must be in (0, 1]"),
+        ("doctor: annotation file missing", ["doctor", str(work / "nope.json"), "--images", str(images)], 2,
+         "nope.json"),
+    ]
     gt = Path(ann)
     good = work / "dt.json"
     _write(good, [{"image_id": base["images"][0]["id"], "category_id": base["categories"][0]["id"],

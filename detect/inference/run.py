@@ -116,8 +116,7 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
         out_dir = Path(out_dir)
         fingerprint = {"model": model_digest(model), "tile": rule.tile, "overlap": rule.overlap,
                        "scale": rule.scale, "bands": list(bands) if bands else None,
-                       "stride": stride, "gsd_match": gsd_match,
-                       **({"draw": style.to_dict()} if save_images else {})}
+                       "stride": stride, "gsd_match": gsd_match}  # drawing options shape no detection
         claim_output(out_dir, fingerprint, overwrite=overwrite)
         (out_dir / "detections").mkdir(parents=True, exist_ok=True)
         if save_images:
