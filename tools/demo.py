@@ -4,10 +4,12 @@
 1. ``detect train`` on ``data/sample`` (48 generated aerial scenes) with
    ``data/sample_config.yaml``, validating on ``data/sample_val`` each epoch;
 2. ``detect evaluate`` of the trained model on ``data/sample_val``
-   (COCO statistics, per-class table, operating point, report, PR plots);
+   (COCO statistics, per-class table, operating point, report, plots, and
+   ``view.html``: the detections over the scenes, TP / FP / missed);
 3. annotated validation scenes with the detections above the best-F1 threshold;
 4. ``detect predict`` over a larger bundled scene (``data/sample_scene``,
-   1024 x 1024, tiled) at that threshold: CSV, COCO results, annotated image.
+   1024 x 1024, tiled) at that threshold: CSV, COCO results, annotated image,
+   ``scene/view.html``.
 
 Everything lands in ``--out`` (default ``out/demo``). An existing run there is
 reused (``--retrain`` starts over).
@@ -74,7 +76,7 @@ def main(argv=None) -> int:
     report = args.out / "report.json"
     if detect(["evaluate", "--ann", str(val_dir / "annotations.json"), "--model", str(run / "model.keras"),
                "--images", str(val_dir / "images"), "--save-predictions", str(args.out / "detections.json"),
-               "--report", str(report), "--plots", str(args.out / "plots")]):
+               "--report", str(report), "--plots", str(args.out / "plots"), "--html", str(args.out / "view.html")]):
         return 1
     rep = json.loads(report.read_text())
     names = {c["category_id"]: c["name"] for c in rep["per_class"]}
@@ -83,11 +85,12 @@ def main(argv=None) -> int:
          args.out / "annotated")
     if detect(["predict", "--model", str(run / "model.keras"), "--out", str(args.out / "scene"),
                "--tile", "256", "--overlap", "0.25", "--score-threshold", f"{threshold:.3f}",
-               "--save-images", "--overwrite", str(ROOT / "data" / "sample_scene" / "images")]):
+               "--save-images", "--html", "--overwrite", str(ROOT / "data" / "sample_scene" / "images")]):
         return 1
     print(f"\nvalidation AP50 {rep['stats'][1]:.3f}, AP {rep['stats'][0]:.3f}; annotated scenes "
           f"(score >= {threshold:.2f}) in {args.out / 'annotated'}; "
-          f"tiled detection over data/sample_scene in {args.out / 'scene'}")
+          f"tiled detection over data/sample_scene in {args.out / 'scene'}; open {args.out / 'view.html'} "
+          f"in a browser to page through the validation detections")
     return 0
 
 
