@@ -195,6 +195,9 @@ def write_run_outputs(out_dir: Path, files: list[Path], outs: RunOutputs) -> dic
     for note in sorted(notes):
         print(note, file=sys.stderr)
     if outs.merge_across_scenes:
+        print(f"merged across scene edges: {report.get('merged_duplicates', 0)} detection(s) joined one of "
+              f"another scene", file=sys.stderr)
+    if outs.merge_across_scenes:
         for k, (group, frame) in enumerate(zip(groups, frames)):
             name = "merged.geojson" if len(groups) == 1 else f"merged_{_crs_tag(group[0].crs, k)}.geojson"
             atomic.write_with(out_dir / name, lambda p, fr=frame: pyogrio.write_dataframe(

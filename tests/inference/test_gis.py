@@ -85,6 +85,8 @@ def test_mosaic_of_four_files_matches_the_unsplit_raster(tmp_path, capsys):
     b = sorted(tuple(np.round(g.bounds, 6)) for g in four.geometry)
     np.testing.assert_allclose(a, b, atol=1e-6)
     assert four.crs.to_epsg() == 32633 and "GIS: 4 scene(s) in CRS EPSG:32633" in err
+    # 2 cut objects: one in 2 parts, one in 4: 1 + 3 parts joined another scene's
+    assert "merged across scene edges: 4 detection(s) joined one of another scene" in err
 
 
 def test_scenes_in_two_crss_merge_within_each_and_say_so(tmp_path, capsys):
