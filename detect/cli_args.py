@@ -1,0 +1,38 @@
+"""Argument groups several ``detect`` commands share (post-processing, the input rule)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_postprocess_args(p) -> None:
+    """--score-threshold / --iou-threshold / --max-detections: applied exactly (NMS rebuilt)."""
+    g = p.add_argument_group("post-processing (default: the model's own settings)")
+    g.add_argument("--score-threshold", type=float,
+                   help="keep detections scoring above this; a value below the model's own works")
+    g.add_argument("--iou-threshold", type=float, help="NMS and tile-merge IoU threshold")
+    g.add_argument("--max-detections", type=int,
+                   help="detections kept per tile / image (a warning counts tiles that reach it)")
+    g.add_argument("--agnostic-nms", action=argparse.BooleanOptionalAction, default=None,
+                   help="class-agnostic NMS: each box keeps its best class and suppresses boxes of "
+                   "any class (one label per object; keras-hub's and keras-cv's rule); "
+                   "--no-agnostic-nms: per class. Default: the model's setting (per class unless imported)")
+
+
+def add_tile_args(p) -> None:
+    g = p.add_argument_group("input rule (default: the one the model was trained with)")
+    g.add_argument("--tile", type=int, help="tile side in model pixels")
+    g.add_argument("--overlap", type=float, help="tile overlap, fraction of the tile")
+    g.add_argument("--scale", type=float,
+                   help="resample imagery by this factor (model pixels per image pixel) instead "
+                   "of the model's rule")
+    g.add_argument("--batch-size", type=int, default=4, help="tiles per batch (default: %(default)s)")
+    g.add_argument("--threads", type=int,
+                   help="a .tflite --model: LiteRT interpreter threads (default: all cores)")
+
+
+def tile_kwargs(args) -> dict:
+    """The tiling and post-processing options as keywords of :func:`detect.predict` / ``evaluate``."""
+    return dict(tile=args.tile, overlap=args.overlap, scale=args.scale, batch_size=args.batch_size,
+                score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
+                max_detections=args.max_detections, agnostic_nms=args.agnostic_nms, threads=args.threads)
