@@ -85,7 +85,10 @@ def build_job(files: list[Path], headers: list, scales: list[float], options, *,
     scenes, units = [], []
     for s, (f, head, scale, stem) in enumerate(zip(files, headers, scales, stems)):
         h, w, windows = scene_grid(head.height, head.width, scale, options)
-        scenes.append({"file": str(f), "stem": stem, "height": int(head.height), "width": int(head.width),
+        # "file" as given (it names the scene in the outputs); "path" absolute, for a shard or a merge
+        # started from another working directory
+        scenes.append({"file": str(f), "path": str(Path(f).resolve()), "stem": stem,
+                       "height": int(head.height), "width": int(head.width),
                        "scale": float(scale), "tiles": len(windows)})
         area = (windows[:, 2] - windows[:, 0]) * (windows[:, 3] - windows[:, 1])
         for k, first in enumerate(range(0, len(windows), UNIT_TILES)):
@@ -189,7 +192,7 @@ def run_units(model, job: dict, units: list[Unit], out_dir: Path, open_scene, *,
                     source.close()
                 source, source_scene = None, unit.scene
                 try:
-                    source = open_scene(Path(scene["file"]))
+                    source = open_scene(Path(scene["path"]))
                 except (OSError, ValueError) as err:
                     print(f"\nerror: {scene['file']}: {err} (its units are not done)", file=sys.stderr)
                     stats["failed_scenes"].append(scene["file"])

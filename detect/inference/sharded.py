@@ -98,7 +98,8 @@ def predict_job(model, files: list[Path], out_dir: Path, options, *, fingerprint
     settings = {"fingerprint": fingerprint, "files": [str(f) for f in files], "failed": failed,
                 "model_config": model.model_config.to_dict(),  # names, ids, caps: the merge needs no model
                 "iou_threshold": pp.iou_threshold, "agnostic": pp.agnostic,
-                "bands": list(band_rule.bands), "ann": ann, "save_images": save_images,
+                "bands": list(band_rule.bands), "ann": str(Path(ann).resolve()) if ann else None,
+                "save_images": save_images,
                 "draw": style.to_dict(),
                 "outputs": (outputs or RunOutputs()).to_dict()}
     job = jobs.build_job(kept, heads, scales, rule, stems=[output_stem(f, files) for f in kept],
@@ -162,7 +163,8 @@ def merge_job(out_dir: Path, *, on_result=None, job: dict | None = None) -> dict
         caps.add(det)
         f = Path(scene["file"])
         try:
-            source = open_source(f, band_rule) if job["save_images"] else _Described(f)
+            path = Path(scene["path"])
+            source = open_source(path, band_rule) if job["save_images"] else _Described(path)
         except (OSError, ValueError) as err:
             failed.append(str(f))
             print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)

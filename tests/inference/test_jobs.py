@@ -184,3 +184,18 @@ def test_windows_of_only_nodata_are_skipped_and_counted(tmp_path, kind, capsys):
     if kind != "mask_16bit":  # (16-bit data is stretched: colours differ)
         # the squares left of the nodata edge are found (the one at x 130..158 cut at 150)
         assert len(res[0].boxes) == 4
+
+
+def test_merge_from_another_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    write_tif(tmp_path / "a" / "scene.tif", squares_scene(200, 200))
+    monkeypatch.chdir(tmp_path / "a")
+    model = BlobModel(tile=96)
+    predict(model, "scene.tif", out="out", shard="0/2")
+    predict(model, "scene.tif", out="out", shard="1/2")  # merges
+    want = read_outputs(tmp_path / "a" / "out")
+    (tmp_path / "a" / "out" / "detections" / "scene.json").unlink()
+    monkeypatch.chdir(tmp_path / "b")  # e.g. a dependent SLURM job started elsewhere
+    assert main(["merge", str(tmp_path / "a" / "out")]) == 0
+    assert read_outputs(tmp_path / "a" / "out") == want and want[0]["scene.json"]["file"] == "scene.tif"
