@@ -329,7 +329,7 @@ def _check_inputs(args) -> None:
                 continue  # a keras-hub preset name: loaded (or refused) by the importer
         if name == "images" and args.command == "convert":
             kind = "path"  # vector labels: one GeoTIFF or a folder of them
-        flag = "--" + name.replace("_", "-")
+        flag = "ANN" if args.command == "doctor" and name == "ann" else "--" + name.replace("_", "-")
         path = Path(value)
         if kind == "model" and path.suffix == ".keras":
             check_model_file(path)
