@@ -327,7 +327,8 @@ def from_vector(labels: Path, images: Path, *, label_field: str | None = None,
     report, out = ConvertReport(), _Builder()
     frame = gpd.read_file(labels, layer=layer, engine="pyogrio")
     if frame.crs is None:
-        raise ValueError(f"{labels}: the layer has no CRS; set one (e.g. ogr2ogr -a_srs EPSG:XXXX)")
+        raise ValueError(f"{labels}: the layer has no CRS; assign the one it was drawn in, e.g. "
+                         f"ogr2ogr -a_srs EPSG:32633 fixed.gpkg {labels.name}")
     field_name = label_field or next((c for c in ("label", "class", "name", "category") if c in frame.columns), None)
     if label_field and label_field not in frame.columns:
         raise ValueError(f"{labels}: no field {label_field!r}; fields: {', '.join(map(str, frame.columns[:-1]))}")

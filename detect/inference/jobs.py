@@ -207,13 +207,9 @@ def run_units(model, job: dict, units: list[Unit], out_dir: Path, open_scene, *,
                 print(f"\nerror: {scene['file']}: unit {unit.index}: {err} (not done)", file=sys.stderr)
                 stats["failed_units"] += 1
                 continue
-            results: list[TileResult | None] = [None] * len(tiles)
+            results: list[TileResult | None] = []
             for start in range(0, len(tiles), batch):
-                seen = [k for k in range(start, min(start + batch, len(tiles))) if tiles[k] is not None]
-                if seen:
-                    found = infer_tiles(model, [tiles[k] for k in seen], [windows[k] for k in seen])
-                    for k, r in zip(seen, found):
-                        results[k] = r
+                results += infer_tiles(model, tiles[start:start + batch], windows[start:start + batch])
             save_unit(unit_path(out_dir, job, unit), results)
             stats["tiles"] += len(tiles)
             stats["blank_tiles"] += sum(t is None for t in tiles)
@@ -237,13 +233,21 @@ def missing_units(out_dir: Path, job: dict) -> list[Unit]:
     return [u for u in units_of(job) if not unit_path(out_dir, job, u).is_file()]
 
 
-def merge_scene(out_dir: Path, job: dict, scene_index: int) -> dict:
-    """One scene's detections from its unit files (see :meth:`SceneMerger.result`)."""
+def units_by_scene(job: dict) -> dict[int, list[Unit]]:
+    """The job's units grouped by scene, in window order."""
+    out: dict[int, list[Unit]] = {}
+    for u in units_of(job):
+        out.setdefault(u.scene, []).append(u)
+    return out
+
+
+def merge_scene(out_dir: Path, job: dict, scene_index: int, units: list[Unit]) -> dict:
+    """One scene's detections from the files of its ``units`` (see :meth:`SceneMerger.result`)."""
     scene = job["scenes"][scene_index]
     opts = _Options(job["tile"], job["overlap"])
     h, w, windows = scene_grid(scene["height"], scene["width"], scene["scale"], opts)
     merger = SceneMerger(h, w, job["iou_threshold"], job["agnostic"])
-    for unit in (u for u in units_of(job) if u.scene == scene_index):
+    for unit in units:
         for t, tile in zip(range(unit.first, unit.stop), load_unit(unit_path(out_dir, job, unit))):
             merger.add_tile(windows[t], tile)
     return merger.result(scene["height"], scene["width"], scene["scale"])

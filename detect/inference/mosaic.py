@@ -17,7 +17,8 @@ scene lets a widened box meet the next scene's part, which is how an
 object on the corner of four scenes becomes one box.
 
 Only boxes that can meet another scene's boxes take part (those touching
-their own scene's edge, or inside another scene's extent), which keeps
+an inner edge of their own scene, by the seam test of
+:mod:`detect.inference.tiling`, or inside another scene's extent), which keeps
 the merge local however many scenes there are.
 """
 
@@ -26,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from detect.inference.predictor import SceneMerger
-from detect.inference.tiling import EDGE_TOLERANCE
+from detect.inference.tiling import EDGE_TOLERANCE, touches_seam
 
 
 def _map_boxes(scene) -> np.ndarray:
@@ -70,9 +71,8 @@ def merge_mosaic(group: list, iou_threshold: float, agnostic: bool = False):
     candidates, offset = [], 0
     for k, s in enumerate(north):
         g = grid(_map_boxes(s))
-        w, tol = windows[k], EDGE_TOLERANCE
-        at_edge = ((g[:, 0] <= w[0] + tol) | (g[:, 1] <= w[1] + tol)
-                   | (g[:, 2] >= w[2] - tol) | (g[:, 3] >= w[3] - tol))
+        w = windows[k]
+        at_edge = touches_seam(g, np.repeat(w[None], len(g), 0), merger.h, merger.w)
         others = np.delete(windows, k, 0)
         inside_other = ((g[:, None, 0] < others[None, :, 2]) & (g[:, None, 2] > others[None, :, 0])
                         & (g[:, None, 1] < others[None, :, 3]) & (g[:, None, 3] > others[None, :, 1])).any(1)

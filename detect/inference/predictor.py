@@ -125,29 +125,33 @@ class TileResult:
     at_top_k: bool = False
 
 
-def infer_tiles(model, tiles: list[np.ndarray], windows) -> list[TileResult]:
+def infer_tiles(model, tiles: list[np.ndarray | None], windows) -> list[TileResult | None]:
     """Run ``tiles`` (``[h, w, C]`` each, at most one batch) through ``model``; one result per tile.
 
-    Tiles are zero-padded at the bottom/right to the largest in the batch
-    (the model pads to its size multiple anyway); boxes are clipped to their
-    tile and moved by its window's origin.
+    A None tile (a blank window, see :func:`read_tile`) never reaches the
+    model and gives None. Tiles are zero-padded at the bottom/right to the
+    largest in the batch (the model pads to its size multiple anyway); boxes
+    are clipped to their tile and moved by its window's origin.
     """
-    th, tw = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
-    batch = np.zeros((len(tiles), th, tw, tiles[0].shape[2]), np.float32)
-    for b, t in enumerate(tiles):
-        batch[b, : t.shape[0], : t.shape[1]] = t
+    seen = [k for k, t in enumerate(tiles) if t is not None]
+    out: list[TileResult | None] = [None] * len(tiles)
+    if not seen:
+        return out
+    th, tw = max(tiles[k].shape[0] for k in seen), max(tiles[k].shape[1] for k in seen)
+    batch = np.zeros((len(seen), th, tw, tiles[seen[0]].shape[2]), np.float32)
+    for b, k in enumerate(seen):
+        batch[b, : tiles[k].shape[0], : tiles[k].shape[1]] = tiles[k]
     det = model.predict_on_batch(batch)
     pp = model.model_config.postprocess
-    out = []
-    for b, (x0, y0, x1, y1) in enumerate(windows):
+    for b, k in enumerate(seen):
+        x0, y0, x1, y1 = windows[k]
         n = int(det["num_detections"][b])
         boxes = np.asarray(det["boxes"][b, :n], np.float64)
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, x1 - x0) + x0
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, y1 - y0) + y0
-        out.append(TileResult(boxes.astype(np.float32), np.asarray(det["scores"][b, :n], np.float32),
-                              np.asarray(det["labels"][b, :n], np.int32), at_max=n >= pp.max_detections,
-                              at_top_k=n < pp.max_detections
-                              and int(det["num_candidates"][b]) > pp.pre_nms_top_k))
+        out[k] = TileResult(boxes.astype(np.float32), np.asarray(det["scores"][b, :n], np.float32),
+                            np.asarray(det["labels"][b, :n], np.int32), at_max=n >= pp.max_detections,
+                            at_top_k=n < pp.max_detections and int(det["num_candidates"][b]) > pp.pre_nms_top_k)
     return out
 
 
@@ -237,10 +241,8 @@ class _Job:
 
 def _run_batch(model, batch_items) -> None:
     tiles = [read_tile(job.source, win, job.scale, skip_blank=True) for job, win in batch_items]
-    seen = [(t, win) for t, (_, win) in zip(tiles, batch_items) if t is not None]
-    found = iter(infer_tiles(model, [t for t, _ in seen], [w for _, w in seen]) if seen else [])
-    for tile, (job, win) in zip(tiles, batch_items):
-        job.merger.add_tile(win, None if tile is None else next(found))
+    for (job, win), result in zip(batch_items, infer_tiles(model, tiles, [w for _, w in batch_items])):
+        job.merger.add_tile(win, result)
         job.left -= 1
 
 

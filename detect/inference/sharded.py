@@ -142,9 +142,9 @@ def merge_job(out_dir: Path, *, on_result=None, job: dict | None = None) -> dict
     out_dir = Path(out_dir)
     job = job or jobs.read_job(out_dir)
     missing = jobs.missing_units(out_dir, job)
-    incomplete = sorted({u.scene for u in missing})
+    incomplete = {u.scene for u in missing}
     if missing:
-        names = [job["scenes"][s]["file"] for s in incomplete]
+        names = [job["scenes"][s]["file"] for s in sorted(incomplete)]
         print(f"warning: {len(missing)} unit(s) of {len(incomplete)} scene(s) are not done, so those scenes "
               f"are left out: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''} (run the missing "
               f"shards, then merge again)", file=sys.stderr)
@@ -156,10 +156,11 @@ def merge_job(out_dir: Path, *, on_result=None, job: dict | None = None) -> dict
     if job["save_images"]:
         (out_dir / "images").mkdir(exist_ok=True)
     caps, failed = CapCount(), list(job["failed"])
+    by_scene = jobs.units_by_scene(job)
     for s, scene in enumerate(tqdm(job["scenes"], desc="merge", unit="scene")):
         if s in incomplete:
             continue
-        det = jobs.merge_scene(out_dir, job, s)
+        det = jobs.merge_scene(out_dir, job, s, by_scene.get(s, []))
         caps.add(det)
         f = Path(scene["file"])
         try:

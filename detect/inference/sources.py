@@ -79,6 +79,8 @@ class RasterSource:
         self.transform = self._ds.transform if self._ds.crs else None
         self.crs = self._ds.crs
         self.levels = None if self._ds.dtypes[0] == "uint8" else self._stretch_levels()
+        # how GDAL masks the bands read (all valid, nodata value, mask band, alpha), for read_or_none
+        self._mask_flags = {f for b in self.bands for f in self._ds.mask_flag_enums[b - 1]}
 
     def _stretch_levels(self):
         from rasterio.enums import Resampling
@@ -115,7 +117,7 @@ class RasterSource:
         from rasterio.enums import MaskFlags
         from rasterio.windows import Window
 
-        flags = {f for b in self.bands for f in self._ds.mask_flag_enums[b - 1]}
+        flags = self._mask_flags
         if flags <= {MaskFlags.all_valid}:
             return False
         if flags == {MaskFlags.nodata} and self._ds.nodata is not None:

@@ -45,7 +45,7 @@ def tile_windows(height: int, width: int, tile: int, overlap: float) -> np.ndarr
                      for y in starts(height) for x in starts(width)], np.int64)
 
 
-def _touches_seam(boxes: np.ndarray, windows: np.ndarray, height: int, width: int) -> np.ndarray:
+def touches_seam(boxes: np.ndarray, windows: np.ndarray, height: int, width: int) -> np.ndarray:
     """``[N]`` bool: box touches an edge of its own tile that is inside the image."""
     x0, y0, x1, y1 = boxes.T
     wx0, wy0, wx1, wy1 = windows.T.astype(np.float64)
@@ -93,7 +93,7 @@ def merge_detections(boxes, scores, labels, windows, *, height: int, width: int,
     labels = np.asarray(labels)
     order = np.argsort(-scores, kind="stable")
     boxes, scores, labels = boxes[order], scores[order], labels[order]
-    seam = _touches_seam(boxes, np.asarray(windows)[order], height, width)
+    seam = touches_seam(boxes, np.asarray(windows)[order], height, width)
 
     x0 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
     y0 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
