@@ -19,6 +19,9 @@ def _gt_by_name(gt: dict, class_names, by_id: bool = False) -> dict:
     cats = {c["id"]: index.get(c["name"]) for c in gt["categories"]}
     files = {im["id"]: im["id"] if by_id else Path(im["file_name"]).name for im in gt["images"]}
     out = {key: ([], [], []) for key in files.values()}
+    if len(out) < len(files):  # by file name: images of other folders with the same name
+        print(f"warning: {len(files) - len(out)} ground-truth image(s) share a file name with another; "
+              f"their objects are pooled under that name in the view", file=sys.stderr)
     for a in gt["annotations"]:
         if cats.get(a["category_id"]) is None or a["image_id"] not in files:
             continue
