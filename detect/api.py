@@ -341,7 +341,7 @@ def _predict_arrays(model, items, options) -> Results:
 def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None, overlap: float | None = None,
              scale: float | None = None, batch_size: int = 4, score_threshold: float | None = None,
              iou_threshold: float | None = None, max_detections: int | None = None,
-             agnostic_nms: bool | None = None, backend: str = "faster-coco-eval", area_ranges: str = "", max_dets="1,10,100",
+             agnostic_nms: bool | None = None, backend: str = "detect", area_ranges: str = "", max_dets="1,10,100",
              operating_point_at: float | None = None, save_predictions=None, report=None,
              plots=None, html=None, threads: int | None = None) -> Report:
     """COCO statistics (pycocotools-exact) of a model or of detections against ``ann``.
@@ -362,11 +362,12 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
     JSON report / a folder of PNG curves / an HTML view (needs ``images``) to
     write (none by default).
     """
+    from detect.evaluation import BACKENDS
     from detect.evaluation.coco_eval import load_ground_truth
     from detect.evaluation_run import run_evaluation
 
-    if backend not in ("faster-coco-eval", "pycocotools"):
-        raise ValueError(f"backend must be 'faster-coco-eval' or 'pycocotools', got {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     common = dict(backend=backend, area_ranges=area_ranges, max_dets=max_dets,
                   operating_point_at=operating_point_at, report=report, plots=plots, html=html)
     given = model_or_predictions

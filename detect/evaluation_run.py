@@ -88,7 +88,7 @@ class Report:
 
 
 def run_evaluation(ann, *, predictions=None, model=None, images=None, options=None,
-                   score_threshold: float | None = None, backend: str = "faster-coco-eval",
+                   score_threshold: float | None = None, backend: str = "detect",
                    area_ranges: str | None = None, max_dets: str | tuple | None = None,
                    operating_point_at: float | None = None, save_predictions=None,
                    report=None, plots=None, html=None) -> Report:

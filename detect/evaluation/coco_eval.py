@@ -1,8 +1,10 @@
-"""COCO box mAP through pycocotools or faster-coco-eval, plus per-class and size buckets.
+"""COCO box mAP exactly as pycocotools computes it, plus per-class and size buckets.
 
-Both backends implement pycocotools' algorithm; ``faster-coco-eval`` (the
-default) does it in C++ and gives the same 12 statistics, which the tests
-check case by case. The 12 numbers are printed in pycocotools' order and
+Three backends implement pycocotools' algorithm: ``detect`` (the default,
+:mod:`detect.evaluation.arrays`: arrays and compiled loops, bit-identical
+precision/recall arrays), ``faster-coco-eval`` (C++) and ``pycocotools``
+itself; the tests check the 12 statistics of each against pycocotools case
+by case. The 12 numbers are printed in pycocotools' order and
 wording by :func:`summary_lines`.
 
 Custom size buckets (``AreaRange``) are given in pixels of *side length*
@@ -15,12 +17,12 @@ import contextlib
 import io
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-BACKENDS = ("faster-coco-eval", "pycocotools")
+BACKENDS = ("detect", "faster-coco-eval", "pycocotools")
 
 #: pycocotools' summary rows: (AP or AR, IoU label, area label, index into maxDets).
 #: ``None``: pycocotools' first statistic uses the literal maxDets=100 whatever the
@@ -104,8 +106,6 @@ class EvalResult:
     recall_thresholds: np.ndarray  # [101]
     max_dets: tuple = DEFAULT_MAX_DETS
     ap_at_max_dets: float = -1.0  # AP (IoU 0.50:0.95, area all) at the largest maxDets
-    cocoGt: object = field(repr=False, default=None)
-    cocoDt: object = field(repr=False, default=None)
 
 
 def _read_json(path: Path, what: str):
@@ -136,32 +136,52 @@ def load_results(results, gt: dict, *, source: str = "results") -> list[dict]:
     unknown image ids, unknown category ids, non-finite numbers. Boxes with
     negative width or height are refused too (COCO xywh).
     """
+    return _checked_results(results, gt, source)[0]
+
+
+def _checked_results(results, gt: dict, source: str = "results"):
+    """(results list, ResultArrays) after the checks of :func:`load_results`."""
     if not isinstance(results, list):
         path = Path(results)
         source = str(path)
         results = _read_json(path, "results")
         if not isinstance(results, list):
             raise ValueError(f"{source}: a COCO results file is a JSON list of detections")
-    if not _looks_valid(results, gt):
+    arrays = _result_arrays(results)
+    if arrays is None or not arrays.valid_for(gt):
         raise ValueError(f"{source}: " + "; ".join(_diagnose(results, gt)))
-    return results
+    return results, arrays
 
 
-def _looks_valid(results: list, gt: dict) -> bool:
-    """Vectorized check of every rule :func:`_diagnose` spells out (fast path)."""
-    if not results:
-        return True
+@dataclass
+class ResultArrays:
+    """A results list as columns, in list order."""
+
+    image_id: np.ndarray  # [N]
+    category_id: np.ndarray  # [N]
+    boxes: np.ndarray  # [N, 4] float64 xywh
+    score: np.ndarray  # [N] float64
+
+    def valid_for(self, gt: dict) -> bool:
+        """Every rule :func:`_diagnose` spells out, vectorized (the fast path)."""
+        if not len(self.score):
+            return True
+        return bool(np.isin(self.image_id, [im["id"] for im in gt["images"]]).all()
+                    and np.isin(self.category_id, [c["id"] for c in gt["categories"]]).all()
+                    and np.isfinite(self.boxes).all() and np.isfinite(self.score).all()
+                    and (self.boxes[:, 2:4] >= 0).all())
+
+
+def _result_arrays(results: list) -> ResultArrays | None:
+    """Columns of a results list; None when an entry is malformed (then :func:`_diagnose` says
+    which)."""
     try:
-        img = np.array([r["image_id"] for r in results])
-        cat = np.array([r["category_id"] for r in results])
-        nums = np.array([[*r["bbox"], r["score"]] for r in results], dtype=np.float64)
+        boxes = np.array([r["bbox"] for r in results], np.float64).reshape(len(results), 4)
+        return ResultArrays(np.array([r["image_id"] for r in results]),
+                            np.array([r["category_id"] for r in results]), boxes,
+                            np.array([r["score"] for r in results], np.float64))
     except (KeyError, TypeError, ValueError):
-        return False
-    return bool(
-        nums.ndim == 2 and nums.shape[1] == 5
-        and np.isin(img, [im["id"] for im in gt["images"]]).all()
-        and np.isin(cat, [c["id"] for c in gt["categories"]]).all()
-        and np.isfinite(nums).all() and (nums[:, 2:4] >= 0).all())
+        return None
 
 
 def _diagnose(results: list, gt: dict) -> list[str]:
@@ -222,16 +242,35 @@ def _coco_from_dict(coco_cls, data: dict):
     return coco
 
 
-def evaluate(gt, results, *, backend: str = "faster-coco-eval",
-             area_ranges: list[AreaRange] = (), max_dets=DEFAULT_MAX_DETS) -> EvalResult:
-    """COCO box evaluation of ``results`` (list or path) against ``gt`` (dict or path).
+@dataclass
+class _Params:
+    """The parts of pycocotools' ``Params`` the summary reads."""
 
-    ``max_dets``: pycocotools' ``params.maxDets`` (detections per image
-    counted); the statistics equal pycocotools run with the same list.
-    """
-    max_dets = parse_max_dets(max_dets)
-    gt = load_ground_truth(gt)
-    results = load_results(results, gt)
+    iouThrs: np.ndarray  # noqa: N815 (pycocotools' names)
+    recThrs: np.ndarray  # noqa: N815
+    areaRngLbl: list  # noqa: N815
+    maxDets: list  # noqa: N815
+    catIds: list  # noqa: N815
+
+
+def _run_arrays(gt: dict, arrays: ResultArrays, area_ranges, max_dets):
+    """The ``detect`` backend (:mod:`detect.evaluation.arrays`)."""
+    from detect.evaluation import arrays as ev
+
+    ranges = [*ev.AREA_RANGES, *(r.area for r in area_ranges)]
+    ground = ev.ground_arrays(gt)
+    dets = ev.detection_arrays(arrays.image_id, arrays.category_id, arrays.boxes, arrays.score,
+                               ground, max_dets[-1])
+    state, _ = ev.match(ground, dets, area_ranges=ranges)
+    precision, recall = ev.accumulate(ground, dets, state, max_dets, area_ranges=ranges)
+    params = _Params(ev.IOU_THRESHOLDS, ev.RECALL_THRESHOLDS,
+                     [*ev.AREA_LABELS, *(r.name for r in area_ranges)], list(max_dets),
+                     ground.category_ids.tolist())
+    return precision, recall, params
+
+
+def _run_library(backend: str, gt: dict, results: list, area_ranges, max_dets):
+    """pycocotools or faster-coco-eval through their documented calls."""
     coco_cls, eval_cls = _backend(backend)
     coco_gt = _coco_from_dict(coco_cls, gt)
     # pycocotools' loadRes fails on an empty list; an empty results set is a
@@ -244,16 +283,35 @@ def evaluate(gt, results, *, backend: str = "faster-coco-eval",
         coco_dt = _coco_from_dict(coco_cls, dt_data)
     ev = eval_cls(coco_gt, coco_dt, "bbox")
     ev.params.maxDets = list(max_dets)
-    base = len(ev.params.areaRng)
     for r in area_ranges:
         ev.params.areaRng.append(r.area)
         ev.params.areaRngLbl.append(r.name)
     with contextlib.redirect_stdout(io.StringIO()):
         ev.evaluate()
         ev.accumulate()
-    precision = np.asarray(ev.eval["precision"])  # [T, R, K, A, M]
-    recall = np.asarray(ev.eval["recall"])  # [T, K, A, M]
-    cat_ids = [int(c) for c in ev.params.catIds]  # NumPy ints from faster-coco-eval
+    return np.asarray(ev.eval["precision"]), np.asarray(ev.eval["recall"]), ev.params
+
+
+def evaluate(gt, results, *, backend: str = "detect",
+             area_ranges: list[AreaRange] = (), max_dets=DEFAULT_MAX_DETS) -> EvalResult:
+    """COCO box evaluation of ``results`` (list or path) against ``gt`` (dict or path).
+
+    ``max_dets``: pycocotools' ``params.maxDets`` (detections per image
+    counted); the statistics equal pycocotools run with the same list.
+    ``backend``: ``detect`` (:mod:`detect.evaluation.arrays`), or the
+    libraries ``faster-coco-eval`` / ``pycocotools`` (to cross-check).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown evaluation backend {backend!r}; choose from {BACKENDS}")
+    max_dets = parse_max_dets(max_dets)
+    gt = load_ground_truth(gt)
+    results, arrays = _checked_results(results, gt)
+    if backend == "detect":
+        precision, recall, params = _run_arrays(gt, arrays, area_ranges, max_dets)
+    else:
+        precision, recall, params = _run_library(backend, gt, results, area_ranges, max_dets)
+    base = len(BUILTIN_AREAS)
+    cat_ids = [int(c) for c in params.catIds]  # NumPy ints from faster-coco-eval
     names = {c["id"]: c.get("name", str(c["id"])) for c in gt["categories"]}
     num_gt = {c: 0 for c in cat_ids}
     for a in gt["annotations"]:
@@ -276,12 +334,11 @@ def evaluate(gt, results, *, backend: str = "faster-coco-eval",
     area_stats = {r.name: {"AP": ap(a=base + j), "AP50": ap(t=0, a=base + j)}
                   for j, r in enumerate(area_ranges)}
     return EvalResult(
-        stats=_summarize(precision, recall, ev.params), category_ids=cat_ids,
+        stats=_summarize(precision, recall, params), category_ids=cat_ids,
         category_names=[names[c] for c in cat_ids], per_class=per_class,
         area_ranges=list(area_ranges), area_stats=area_stats,
-        precision_iou50=precision[0, :, :, 0, -1], recall_thresholds=np.asarray(ev.params.recThrs),
-        max_dets=max_dets, ap_at_max_dets=_mean_valid(precision[:, :, :, 0, -1]),
-        cocoGt=coco_gt, cocoDt=coco_dt)
+        precision_iou50=precision[0, :, :, 0, -1], recall_thresholds=np.asarray(params.recThrs),
+        max_dets=max_dets, ap_at_max_dets=_mean_valid(precision[:, :, :, 0, -1]))
 
 
 def _summarize(precision, recall, params) -> list[float]:

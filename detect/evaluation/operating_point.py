@@ -13,10 +13,9 @@ recall, F1 and the count error (detections kept minus objects present).
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 import numpy as np
-from pycocotools import mask as mask_utils
+
+from detect.evaluation import arrays
 
 IOU = 0.5
 MAX_DETS = 100
@@ -30,65 +29,36 @@ def match_image(det_xywh, gt_xywh, crowd) -> np.ndarray:
     """pycocotools' matching in one image and category at IoU :data:`IOU`.
 
     ``det_xywh`` ``[n, 4]`` in descending score order; ``gt_xywh`` ``[m, 4]``
-    with real objects before crowd regions (``crowd`` ``[m]`` bool). Returns,
-    per detection, the index of the object it matched, -1 for none (a false
-    positive) or :data:`CROWD`.
+    (any order: pycocotools visits real objects before crowd regions, and so
+    does this); ``crowd`` ``[m]`` bool. Returns, per detection, the index of
+    the object it matched, -1 for none (a false positive) or :data:`CROWD`.
     """
-    out = -np.ones(len(det_xywh), np.int64)
-    if not len(det_xywh) or not len(gt_xywh):
-        return out
     crowd = np.asarray(crowd, bool)
-    ious = np.asarray(mask_utils.iou([list(map(float, b)) for b in det_xywh],
-                                     [list(map(float, b)) for b in gt_xywh], crowd.astype(np.uint8).tolist()))
-    taken = np.zeros(len(gt_xywh), bool)
-    for i in range(len(det_xywh)):
-        best, m = IOU, -1  # pycocotools: IoU >= threshold matches
-        for j in range(len(gt_xywh)):
-            if taken[j] and not crowd[j]:
-                continue
-            if m > -1 and not crowd[m] and crowd[j]:
-                break  # a real object already matched; crowd regions come last
-            if ious[i, j] < best:
-                continue
-            best, m = ious[i, j], j
-        if m > -1 and crowd[m]:
-            out[i] = CROWD
-            continue
-        if m > -1:
-            taken[m] = True
-        out[i] = m
-    return out
+    matched = arrays.match_one_image(det_xywh, gt_xywh, crowd, IOU)
+    return np.where((matched >= 0) & crowd[np.maximum(matched, 0)] if len(crowd) else False,
+                    CROWD, matched)
 
 
 def match_detections(gt: dict, results: list[dict], max_dets: int = MAX_DETS):
-    """Per category: (scores [n], is_true_positive [n]) of counted detections, and object counts."""
-    gts = defaultdict(list)
-    for a in gt["annotations"]:
-        gts[(a["image_id"], a["category_id"])].append(a)
-    dts = defaultdict(list)
-    for r in results:
-        dts[(r["image_id"], r["category_id"])].append(r)
-    scores = defaultdict(list)
-    hits = defaultdict(list)
-    num_gt = defaultdict(int)
-    for key in set(gts) | set(dts):
-        cat = key[1]
-        g = sorted(gts.get(key, []), key=lambda a: bool(a.get("iscrowd", 0)))  # objects first
-        crowd = np.array([bool(a.get("iscrowd", 0)) for a in g], bool)
-        num_gt[cat] += int((~crowd).sum())
-        d = sorted(dts.get(key, []), key=lambda r: -r["score"])[:max_dets]
-        if not d:
-            continue
-        if not g:
-            scores[cat] += [r["score"] for r in d]
-            hits[cat] += [False] * len(d)
-            continue
-        matched = match_image([r["bbox"] for r in d], [a["bbox"] for a in g], crowd)
-        for r, m in zip(d, matched):
-            if m == CROWD:
-                continue  # matched a crowd region: ignored
-            scores[cat].append(r["score"])
-            hits[cat].append(m > -1)
+    """Per category id: (scores [n], is_true_positive [n]) of counted detections, and object
+    counts (crowd regions are not objects; a detection matching one is not counted)."""
+    from detect.evaluation.coco_eval import ResultArrays, _result_arrays
+
+    ground = arrays.ground_arrays(gt)
+    cols = _result_arrays(results) if results else ResultArrays(*(np.zeros(0),) * 2,
+                                                                 np.zeros((0, 4)), np.zeros(0))
+    dets = arrays.detection_arrays(cols.image_id, cols.category_id, cols.boxes, cols.score,
+                                   ground, max_dets)
+    _, matched = arrays.match(ground, dets, [IOU], [(-np.inf, np.inf)])
+    crowd = ground.crowd[np.maximum(matched, 0)] & (matched >= 0)
+    n_images = max(len(ground.image_ids), 1)
+    d_cat, g_cat = dets.key // n_images, ground.key // n_images
+    scores, hits, num_gt = {}, {}, {}
+    for k, cid in enumerate(ground.category_ids.tolist()):
+        counted = (d_cat == k) & ~crowd
+        scores[cid] = dets.score[counted]
+        hits[cid] = matched[counted] >= 0
+        num_gt[cid] = int(((g_cat == k) & ~ground.crowd).sum())
     return scores, hits, num_gt
 
 
@@ -136,8 +106,11 @@ def operating_points(gt: dict, results: list[dict], category_ids, *,
     largest ``maxDets``).
     """
     scores, hits, num_gt = match_detections(gt, results, max_dets)
-    per_class = {c: _point(scores[c], hits[c], num_gt[c], score_threshold) for c in category_ids}
-    all_scores = [s for c in category_ids for s in scores[c]]
-    all_hits = [h for c in category_ids for h in hits[c]]
-    overall = _point(all_scores, all_hits, sum(num_gt[c] for c in category_ids), score_threshold)
+    none = np.zeros(0)
+    per_class = {c: _point(scores.get(c, none), hits.get(c, none), num_gt.get(c, 0), score_threshold)
+                 for c in category_ids}
+    all_scores = np.concatenate([none, *(scores.get(c, none) for c in category_ids)])
+    all_hits = np.concatenate([none.astype(bool), *(hits.get(c, none) for c in category_ids)])
+    overall = _point(all_scores, all_hits, sum(num_gt.get(c, 0) for c in category_ids),
+                     score_threshold)
     return {"overall": overall, "per_class": per_class}

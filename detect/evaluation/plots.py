@@ -105,7 +105,8 @@ def _f1_figure(result, gt, detections, points, top):
     scores, hits, num_gt = match_detections(gt, detections)
     fig, ax = plt.subplots(figsize=(7, 5))
     cats = result.category_ids
-    t, f, _, _ = f1_by_threshold([s for c in cats for s in scores[c]], [h for c in cats for h in hits[c]],
+    t, f, _, _ = f1_by_threshold(np.concatenate([[], *(scores[c] for c in cats)]),
+                                 np.concatenate([[], *(hits[c] for c in cats)]).astype(bool),
                                  sum(num_gt[c] for c in cats))
     ax.plot(t, f, "k", lw=2, label="all classes")
     for k in top:
