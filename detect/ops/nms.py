@@ -77,6 +77,17 @@ def _scan(scores, score_threshold):
 _scan_jit = _jit(_scan)
 
 
+def _scan_any(scores, score_threshold):
+    """One pass over ``scores [B, N, K]``: whether each box has a pair above the threshold
+    ``[B, N]``, and how many boxes do ``[B]`` (cheaper than the maximum)."""
+    above = tf.reduce_any(scores > score_threshold, axis=2)
+    return above, tf.reduce_sum(tf.cast(above, tf.int32), axis=1)
+
+
+_scan_any_jit = _jit(_scan_any)
+_box_max_jit = _jit(lambda scores: tf.reduce_max(scores, axis=2))
+
+
 def _bucket(count: tf.Tensor, cap) -> tf.Tensor:
     """Largest count over the batch, rounded up to a multiple of _K_BUCKET, at most cap."""
     needed = tf.reduce_max(tf.concat([count, [0]], axis=0))
@@ -85,27 +96,86 @@ def _bucket(count: tf.Tensor, cap) -> tf.Tensor:
 
 
 def _top_candidates(scores: tf.Tensor, k, score_threshold, static_shapes: bool):
-    """Top ``k`` (box, class) pairs of ``scores [B, N, K]`` -> scores, box idx, class,
-    and the count of pairs above the threshold before the cut (``[B]``; see
+    """The (box, class) pairs that enter NMS: the top ``k`` of ``scores [B, N, K]`` above
+    the threshold -> scores, box idx, class (``[B, k']`` each; padding scores below the
+    threshold), and the count of pairs above the threshold before the cut (``[B]``; see
     ``NMSResult.num_candidates``).
 
-    Two cheap stages instead of one top_k over all N * K pairs, with the same
-    result: let ``U`` be the k-th largest per-box maximum score. At least k
-    pairs score ``>= U``, so every pair in the top k scores ``>= U`` and its box
-    is among the k boxes with the largest maximum. Only those k boxes' k * K
-    pairs need ranking. Exactly tied scores rank by box index, then class
-    index (a stable sort's order, as torchvision's NMS); which of several
-    boxes tied at the k-th largest maximum enter the pool is unspecified.
+    The order of the k' columns is either the precedence order (score descending,
+    exactly tied scores by box index then class index, as a stable sort, i.e.
+    torchvision's order) or, when nothing was cut, index order; NMS reads
+    precedence from scores and column order, so both give the same answer.
 
-    Unless ``static_shapes``, k shrinks to the most pairs above the score
+    Unless ``static_shapes``, k' shrinks to the most pairs above the score
     threshold in any image of the batch (rounded up to a multiple of 128):
-    candidates below the threshold can never be kept, and the dense NMS
-    work grows with k squared.
+    candidates below the threshold can never be kept, and the NMS work grows
+    with k'. When no image has more than ``k`` boxes above the threshold (the
+    common case of a trained detector) the pairs are gathered directly
+    (:func:`_gathered_candidates`), else ranked in two top-k stages
+    (:func:`_pooled_candidates`); both give the same candidates.
     """
+    if static_shapes:
+        box_max, boxes_above = _scan(scores, score_threshold)
+        return _pooled_candidates(scores, box_max, boxes_above, k, score_threshold, True)
+    above, boxes_above = _scan_any_jit(scores, score_threshold)
+    return tf.cond(
+        tf.reduce_max(tf.concat([boxes_above, [0]], 0)) <= k,
+        lambda: _gathered_candidates(scores, above, k, score_threshold),
+        lambda: _pooled_candidates(scores, _box_max_jit(scores), boxes_above, k,
+                                   score_threshold, False))
+
+
+def _gathered_candidates(scores, above, k, score_threshold):
+    """Every pair above the threshold, found with two ``tf.where`` (boxes, then their
+    classes). In index order when no image has more than ``k``; else each image's pairs
+    are put in precedence order and cut at ``k``."""
+    b = tf.shape(scores)[0]
+    box = tf.where(above)  # [P, 2] (image, box), in index order
+    box_scores = tf.gather_nd(scores, box)  # [P, K]
+    pair = tf.where(box_scores > score_threshold)  # [Q, 2] (row of `box`, class), index order
+    pair_scores = tf.gather_nd(box_scores, pair)
+    image = tf.cast(tf.gather(box[:, 0], pair[:, 0]), tf.int32)
+    box_idx = tf.cast(tf.gather(box[:, 1], pair[:, 0]), tf.int32)
+    cls = tf.cast(pair[:, 1], tf.int32)
+    count = tf.math.bincount(image, minlength=b, maxlength=b)  # [B]
+    k_pairs = tf.minimum(_bucket(tf.minimum(count, k), k), tf.size(scores[0]))  # no pairs: none
+
+    def place(order):
+        """Columns for the pairs ``order`` lists (grouped by image, in column order)."""
+        img = tf.gather(image, order)
+        rank = tf.range(tf.shape(order)[0]) - tf.gather(tf.cumsum(count, exclusive=True), img)
+        inside = rank < k  # the pre-NMS cut
+        at = tf.boolean_mask(tf.stack([img, rank], 1), inside)
+        order = tf.boolean_mask(order, inside)
+
+        def put(values, fill):
+            return tf.tensor_scatter_nd_update(tf.fill([b, k_pairs], fill), at,
+                                               tf.gather(values, order))
+
+        return (put(pair_scores, tf.constant(-float("inf"), scores.dtype)),
+                put(box_idx, 0), put(cls, 0))
+
+    def precedence_order():
+        order = tf.argsort(-pair_scores, stable=True)
+        return tf.gather(order, tf.argsort(tf.gather(image, order), stable=True))
+
+    top_scores, boxes, classes = tf.cond(
+        tf.reduce_max(tf.concat([count, [0]], 0)) <= k,
+        lambda: place(tf.range(tf.shape(image)[0])),
+        lambda: place(precedence_order()))
+    return top_scores, boxes, classes, count
+
+
+def _pooled_candidates(scores, box_max, boxes_above, k, score_threshold, static_shapes: bool):
+    """Two cheap top-k stages instead of one over all N * K pairs, with the same result:
+    let ``U`` be the k-th largest per-box maximum score. At least k pairs score
+    ``>= U``, so every pair in the top k scores ``>= U`` and its box is among the k
+    boxes with the largest maximum. Only those k boxes' k * K pairs need ranking.
+    Which of several boxes tied at the k-th largest maximum enter the pool is
+    unspecified."""
     b = tf.shape(scores)[0]
     n = tf.shape(scores)[1]
     num_classes = tf.shape(scores)[2]
-    box_max, boxes_above = (_scan if static_shapes else _scan_jit)(scores, score_threshold)
     k_boxes = tf.minimum(k, n)
     if not static_shapes:
         k_boxes = tf.minimum(k_boxes, _bucket(boxes_above, k))
@@ -127,21 +197,24 @@ def _top_candidates(scores: tf.Tensor, k, score_threshold, static_shapes: bool):
     return top_scores, box_idx, pair_idx % num_classes, pairs_total
 
 
-def greedy_keep(suppresses: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
-    """Solve the greedy recurrence for score-sorted candidates.
+def greedy_keep(suppresses: tf.Tensor, valid: tf.Tensor, earlier: tf.Tensor | None = None) -> tf.Tensor:
+    """Solve the greedy recurrence.
 
     Args:
       suppresses: ``[B, k, k]`` bool, ``[b, j, i]`` true when candidate ``j``
-        would suppress ``i`` (only ``j < i`` entries are read).
+        would suppress ``i`` (only entries where ``j`` comes earlier are read).
       valid: ``[B, k]`` bool, candidates eligible at all.
+      earlier: ``[B, k, k]`` bool, ``[b, j, i]`` true when ``j`` is visited
+        before ``i`` (a strict total order); default: column order (``j < i``).
 
     Returns:
       ``[B, k]`` bool keep mask, identical to sequential greedy NMS.
     """
     k = tf.shape(valid)[1]
-    earlier = tf.linalg.band_part(tf.ones([k, k], tf.bool), 0, -1)  # j <= i
-    earlier &= ~tf.eye(k, dtype=tf.bool)  # j < i
-    s = tf.cast(suppresses & earlier[None] & valid[:, :, None], tf.float32)
+    if earlier is None:
+        earlier = tf.linalg.band_part(tf.ones([k, k], tf.bool), 0, -1)  # j <= i
+        earlier = (earlier & ~tf.eye(k, dtype=tf.bool))[None]  # j < i
+    s = tf.cast(suppresses & earlier & valid[:, :, None], tf.float32)
 
     def step(keep):
         hit = tf.linalg.matvec(s, tf.cast(keep, tf.float32), transpose_a=True)
@@ -160,14 +233,94 @@ def greedy_keep(suppresses: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
     return keep
 
 
-def _keep_mask(cand, cls, valid, iou_threshold):
-    """Greedy keep mask for score-sorted candidates ``[B, k, 4]`` / ``[B, k]``."""
+def _precedes(scores):
+    """``[B, k, k]``: candidate ``j`` is visited before ``i`` (higher score; on a tie the
+    lower column)."""
+    k = tf.shape(scores)[1]
+    lower = tf.range(k)[:, None] < tf.range(k)[None, :]
+    s_j, s_i = scores[:, :, None], scores[:, None, :]
+    return (s_j > s_i) | ((s_j == s_i) & lower[None])
+
+
+def _keep_mask(cand, cls, valid, scores, iou_threshold):
+    """Greedy keep mask for candidates ``[B, k, 4]`` / ``[B, k]`` visited in precedence
+    order (:func:`_precedes`), whatever their column order."""
     same_class = tf.equal(cls[:, :, None], cls[:, None, :])
     suppresses = (pairwise_iou(cand, cand) > iou_threshold) & same_class
-    return greedy_keep(suppresses, valid)
+    return greedy_keep(suppresses, valid, _precedes(scores))
 
 
 _dense_keep = _jit(_keep_mask)
+
+
+def _size_bucket(x, floor: int):
+    """Smallest of 16, 20, 24, 32, 40, 48, 64, 80, ... (2^n times 1, 1.25 or 1.5) that is
+    >= max(x, floor): few distinct XLA shapes, at most 25% padding."""
+    x = tf.maximum(tf.cast(x, tf.float32), float(floor))
+    p = tf.round(2.0 ** tf.math.ceil(tf.math.log(x) / tf.math.log(2.0)))  # power of two >= x
+    size = tf.where(p * 0.75 >= x, p * 0.75, p)
+    size = tf.where(p * 0.625 >= x, p * 0.625, size)
+    return tf.cast(size, tf.int32)
+
+
+def _grid_keep(cand, scores, key, counts, iou_threshold, width):
+    """:func:`_keep_mask` solved per class on a ``[B, K + 1, m]`` grid.
+
+    ``key`` ``[B, k]``: sorted ``class * k + column`` (invalid candidates with class
+    ``K``), so each class's candidates are consecutive and in column order;
+    ``counts`` ``[B, K + 1]`` candidates per class; ``m`` = ``width``'s length and
+    ``K + 1`` its width (shapes, so that XLA compiles them as constants).
+    """
+    b, k = tf.shape(key)[0], tf.shape(key)[1]
+    m, rows = tf.shape(width)[0], tf.shape(width)[1]
+    cls, col = key // k, key % k
+    slot = tf.range(k)[None, :] - tf.gather(tf.cumsum(counts, axis=1, exclusive=True), cls,
+                                            batch_dims=1)
+    real = cls < rows - 1
+    image = tf.broadcast_to(tf.range(b)[:, None], [b, k])
+    # Invalid candidates all land on the extra row's last cell (scatter_nd sums them),
+    # which is never live.
+    at = tf.stack([image, cls, tf.where(real, slot, m - 1)], -1)
+    shape = tf.stack([b, rows, m])
+    grid = tf.scatter_nd(at, tf.gather(cand, col, batch_dims=1), tf.concat([shape, [4]], 0))
+    grid_scores = tf.scatter_nd(at, tf.gather(scores, col, batch_dims=1), shape)
+    live = tf.scatter_nd(at, tf.cast(real, tf.int32), shape) > 0
+    flat = b * rows
+    kept = _keep_mask(tf.reshape(grid, [flat, m, 4]), tf.zeros([flat, m], tf.int32),
+                      tf.reshape(live, [flat, m]), tf.reshape(grid_scores, [flat, m]),
+                      iou_threshold)
+    kept = tf.gather_nd(tf.reshape(kept, shape), at) & real  # [B, k] in key order
+    return tf.scatter_nd(tf.stack([image, col], -1), tf.cast(kept, tf.int32), [b, k]) > 0
+
+
+_grid_keep_jit = _jit(_grid_keep)
+
+
+def _class_keep(cand, cls, valid, scores, iou_threshold, num_classes):
+    """The greedy keep mask of :func:`_keep_mask`, solved class by class.
+
+    Candidates of different classes never suppress each other, so the
+    ``[k, k]`` problem splits into one ``[m, m]`` problem per class (``m`` the
+    most candidates of one class in the batch, rounded up by
+    :func:`_size_bucket`): with several classes far less work, same answer.
+    The single ``[k, k]`` problem is solved instead when splitting does not pay
+    (one class, or one class holding most candidates).
+    """
+    if num_classes is None or num_classes < 2:
+        return _dense_keep(cand, cls, valid, scores, iou_threshold)
+    k = tf.shape(valid)[1]
+    group = tf.where(valid, cls, num_classes)
+    counts = tf.math.bincount(group, minlength=num_classes + 1, maxlength=num_classes + 1,
+                              axis=-1)
+    m = _size_bucket(tf.reduce_max(counts[:, :num_classes]), 16)
+
+    def split():
+        key = tf.sort(group * k + tf.range(k)[None, :], axis=1)  # TF's sort: XLA's CPU one is slow
+        return _grid_keep_jit(cand, scores, key, counts, iou_threshold,
+                              tf.zeros(tf.stack([m, num_classes + 1])))
+
+    return tf.cond(2 * (num_classes + 1) * m * m <= k * k, split,
+                   lambda: _dense_keep(cand, cls, valid, scores, iou_threshold))
 
 
 def batched_nms(
@@ -215,16 +368,19 @@ def batched_nms(
     valid = (top_scores > score_threshold) & tf.math.is_finite(top_scores)
     valid &= tf.reduce_all(tf.math.is_finite(cand), axis=-1)
 
-    keep = _dense_keep(cand, cls, valid, tf.constant(iou_threshold, tf.float32))
+    iou = tf.constant(iou_threshold, tf.float32)
+    if static_shapes:
+        keep = _dense_keep(cand, cls, valid, top_scores, iou)
+    else:
+        keep = _class_keep(cand, cls, valid, top_scores, iou,
+                           None if agnostic else scores.shape[-1])
     if agnostic:
         cls = tf.gather(best_class, box_idx, batch_dims=1)
 
-    # The first D kept candidates, in score order: rank kept ones by position.
+    # The first D kept candidates in precedence order: top_k ranks equal scores by column.
     k = tf.shape(keep)[1]
     d = tf.minimum(max_detections, k)
-    position = tf.range(k, 0, -1)[None, :]  # earlier = larger
-    order_key = tf.where(keep, position, tf.zeros_like(position))
-    _, sel = tf.math.top_k(order_key, k=d, sorted=True)  # [B, d]
+    _, sel = tf.math.top_k(tf.where(keep, top_scores, -float("inf")), k=d, sorted=True)  # [B, d]
     num = tf.minimum(tf.reduce_sum(tf.cast(keep, tf.int32), axis=1), d)
     live = tf.range(d)[None, :] < num[:, None]
 

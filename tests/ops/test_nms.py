@@ -39,12 +39,13 @@ def clustered_case(rng, b, n, k):
 
 
 @pytest.mark.parametrize("iou_thr", [0.3, 0.5, 0.7])
-def test_matches_python_reference(rng, iou_thr):
+@pytest.mark.parametrize("top_k", [150, 60])  # 80 boxes above the threshold: gathered, pooled
+def test_matches_python_reference(rng, iou_thr, top_k):
     boxes, scores = clustered_case(rng, 3, 80, 4)
     r = nms(boxes, scores, iou_threshold=iou_thr, score_threshold=0.2,
-                    max_detections=50, pre_nms_top_k=150)
+                    max_detections=50, pre_nms_top_k=top_k)
     for b in range(3):
-        ref = reference_nms(boxes[b], scores[b], iou_thr, 0.2, 50, 150)
+        ref = reference_nms(boxes[b], scores[b], iou_thr, 0.2, 50, top_k)
         n = int(r.num_detections[b])
         assert n == len(ref) and n > 5
         np.testing.assert_allclose(r.boxes[b, :n], boxes[b, [p[0] for p in ref]])
@@ -110,6 +111,40 @@ def test_nan_scores_and_boxes_are_dropped():
     r = nms(boxes, scores, score_threshold=0.05, max_detections=3)
     assert int(r.num_detections[0]) == 1
     np.testing.assert_allclose(r.boxes[0, 0], [20, 20, 30, 30])
+
+
+@pytest.mark.parametrize("top_k", [1000, 300, 64])
+def test_both_candidate_routes_give_the_same_candidates(rng, top_k):
+    """Gathering the pairs above the threshold equals ranking them in two top-k stages: the
+    same (score, box, class) candidates and counts, cut or not (the gathered route may
+    leave them in index order when nothing is cut: NMS reads precedence from the scores)."""
+    from detect.ops.nms import _gathered_candidates, _pooled_candidates, _scan
+
+    _, scores = clustered_case(rng, 3, 200, 5)
+    scores[1] *= 0.17  # images with very different numbers of candidates
+    scores[2, 10:] = 0.0
+    thr = tf.constant(0.15)
+    box_max, boxes_above = _scan(tf.constant(scores), thr)
+    got = _gathered_candidates(tf.constant(scores), tf.constant(scores > 0.15).numpy().any(2),
+                               top_k, thr)
+    want = _pooled_candidates(tf.constant(scores), box_max, boxes_above, top_k, thr, False)
+    counts = got[3].numpy()
+    assert counts.max() > 300 and counts.min() < 60
+    for b in range(3):
+        if int(boxes_above[b]) <= top_k:  # else the pooled count is a lower bound above top_k
+            assert int(got[3][b]) == int(want[3][b])
+        else:
+            assert int(got[3][b]) >= int(want[3][b]) > top_k
+
+        def candidates(out, b=b):
+            s, box, cls = (t[b].numpy() for t in out[:3])
+            live = s > 0.15
+            return sorted(zip(-s[live], box[live], cls[live]))
+
+        assert candidates(got) == candidates(want)
+        assert len(candidates(got)) == min(counts[b], top_k)
+        if counts[b] > top_k:  # cut: in precedence order
+            assert (np.diff(got[0][b].numpy()) <= 0).all()
 
 
 def test_max_detections_and_top_k_truncate(rng):
@@ -192,3 +227,28 @@ def test_exactly_tied_scores_are_visited_in_index_order(rng):
     assert int(r.num_detections[0]) == 1
     tie = nms(np.float32([[[0, 0, 10, 10], [1, 0, 11, 10]]]), np.float32([[[0.5], [0.5]]]))
     np.testing.assert_allclose(tie.boxes[0, 0], [0, 0, 10, 10])  # box 0 kept, box 1 suppressed
+
+
+@pytest.mark.parametrize("num_classes", [2, 6])
+def test_per_class_grid_keep_equals_whole_problem(rng, num_classes):
+    """The class-by-class solution equals the single [k, k] one, ties and invalid rows included,
+    with candidates in any column order (precedence comes from the scores)."""
+    from detect.ops.nms import _dense_keep, _grid_keep_jit, _size_bucket
+
+    boxes, _ = clustered_case(rng, 3, 96, 1)
+    scores = tf.constant(rng.choice(np.float32([0.3, 0.6, 0.9]), size=(3, 96)))
+    cls = tf.constant(rng.integers(0, num_classes, (3, 96)), tf.int32)
+    valid = tf.constant(rng.uniform(size=(3, 96)) < 0.8)
+    iou = tf.constant(0.4)
+    k = 96
+    group = tf.where(valid, cls, num_classes)
+    counts = tf.math.bincount(group, minlength=num_classes + 1, maxlength=num_classes + 1, axis=-1)
+    m = _size_bucket(tf.reduce_max(counts[:, :num_classes]), 16)
+    key = tf.sort(group * k + tf.range(k)[None, :], axis=1)
+    got = _grid_keep_jit(tf.constant(boxes), scores, key, counts, iou,
+                         tf.zeros(tf.stack([m, num_classes + 1])))
+    want = _dense_keep(tf.constant(boxes), cls, valid, scores, iou)
+    np.testing.assert_array_equal(got, want)
+    assert 10 < int(tf.reduce_sum(tf.cast(want, tf.int32))) < int(tf.reduce_sum(tf.cast(valid, tf.int32)))
+    assert [int(_size_bucket(x, 16)) for x in (1, 17, 20, 21, 25, 33, 49, 65, 97, 129)] == \
+        [16, 20, 20, 24, 32, 40, 64, 80, 128, 160]
