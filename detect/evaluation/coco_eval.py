@@ -175,6 +175,9 @@ class ResultArrays:
 def _result_arrays(results: list) -> ResultArrays | None:
     """Columns of a results list; None when an entry is malformed (then :func:`_diagnose` says
     which)."""
+    if not results:
+        return ResultArrays(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)),
+                            np.zeros(0))
     try:
         boxes = np.array([r["bbox"] for r in results], np.float64).reshape(len(results), 4)
         return ResultArrays(np.array([r["image_id"] for r in results]),

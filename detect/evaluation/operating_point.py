@@ -42,11 +42,10 @@ def match_image(det_xywh, gt_xywh, crowd) -> np.ndarray:
 def match_detections(gt: dict, results: list[dict], max_dets: int = MAX_DETS):
     """Per category id: (scores [n], is_true_positive [n]) of counted detections, and object
     counts (crowd regions are not objects; a detection matching one is not counted)."""
-    from detect.evaluation.coco_eval import ResultArrays, _result_arrays
+    from detect.evaluation.coco_eval import _checked_results
 
     ground = arrays.ground_arrays(gt)
-    cols = _result_arrays(results) if results else ResultArrays(*(np.zeros(0),) * 2,
-                                                                 np.zeros((0, 4)), np.zeros(0))
+    _, cols = _checked_results(results, gt)  # a clear error for malformed results
     dets = arrays.detection_arrays(cols.image_id, cols.category_id, cols.boxes, cols.score,
                                    ground, max_dets)
     _, matched = arrays.match(ground, dets, [IOU], [(-np.inf, np.inf)])

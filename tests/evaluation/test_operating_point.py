@@ -59,3 +59,8 @@ def test_recall_at_lowest_threshold_matches_pycocotools(seed):
         want = ev.eval["recall"][0, k, 0, -1]  # IoU 0.5, area all, maxDets 100
         got = points["per_class"][c]["recall"] if points["per_class"][c]["true_count"] else -1
         assert got == pytest.approx(max(want, -1), abs=1e-12)
+
+
+def test_malformed_results_are_refused_by_name():
+    with pytest.raises(ValueError, match="category ids not in the ground truth: \\[9\\]"):
+        operating_points(_gt(), [*DETS, {**det(0.5, [0, 0, 1, 1]), "category_id": 9}], [1])
