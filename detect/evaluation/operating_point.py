@@ -33,10 +33,16 @@ def match_image(det_xywh, gt_xywh, crowd) -> np.ndarray:
     does this); ``crowd`` ``[m]`` bool. Returns, per detection, the index of
     the object it matched, -1 for none (a false positive) or :data:`CROWD`.
     """
-    crowd = np.asarray(crowd, bool)
     matched = arrays.match_one_image(det_xywh, gt_xywh, crowd, IOU)
-    return np.where((matched >= 0) & crowd[np.maximum(matched, 0)] if len(crowd) else False,
-                    CROWD, matched)
+    return np.where(_took_crowd(matched, np.asarray(crowd, bool)), CROWD, matched)
+
+
+def _took_crowd(matched: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+    """Per detection: it matched a crowd region (``matched``: object row or -1)."""
+    out = np.zeros(len(matched), bool)
+    hit = np.flatnonzero(matched >= 0)
+    out[hit] = crowd[matched[hit]]
+    return out
 
 
 def match_detections(gt: dict, results: list[dict], max_dets: int = MAX_DETS):
@@ -49,7 +55,7 @@ def match_detections(gt: dict, results: list[dict], max_dets: int = MAX_DETS):
     dets = arrays.detection_arrays(cols.image_id, cols.category_id, cols.boxes, cols.score,
                                    ground, max_dets)
     _, matched = arrays.match(ground, dets, [IOU], [(-np.inf, np.inf)])
-    crowd = ground.crowd[np.maximum(matched, 0)] & (matched >= 0)
+    crowd = _took_crowd(matched, ground.crowd)
     n_images = max(len(ground.image_ids), 1)
     d_cat, g_cat = dets.key // n_images, ground.key // n_images
     scores, hits, num_gt = {}, {}, {}

@@ -64,3 +64,9 @@ def test_recall_at_lowest_threshold_matches_pycocotools(seed):
 def test_malformed_results_are_refused_by_name():
     with pytest.raises(ValueError, match="category ids not in the ground truth: \\[9\\]"):
         operating_points(_gt(), [*DETS, {**det(0.5, [0, 0, 1, 1]), "category_id": 9}], [1])
+
+
+def test_detections_without_any_ground_truth_are_false_positives():
+    gt = {**_gt(), "annotations": []}
+    p = operating_points(gt, DETS, [1])["overall"]
+    assert p["true_positives"] == 0 and p["true_count"] == 0 and p["predicted_count"] >= 1
