@@ -69,7 +69,7 @@ def _scan(scores, score_threshold):
 
     Boxes, not (box, class) pairs, are counted here: counting pairs over all
     N * K scores costs twice the maximum itself (measured), and the pairs that
-    matter are counted in the pool (see :func:`_top_candidates`)."""
+    matter are counted in the pool (see :func:`_pooled_candidates`)."""
     box_max = tf.reduce_max(scores, axis=2)
     return box_max, tf.reduce_sum(tf.cast(box_max > score_threshold, tf.int32), axis=1)
 
@@ -85,7 +85,6 @@ def _scan_any(scores, score_threshold):
 
 
 _scan_any_jit = _jit(_scan_any)
-_box_max_jit = _jit(lambda scores: tf.reduce_max(scores, axis=2))
 
 
 def _bucket(count: tf.Tensor, cap) -> tf.Tensor:
@@ -121,8 +120,8 @@ def _top_candidates(scores: tf.Tensor, k, score_threshold, static_shapes: bool):
     return tf.cond(
         tf.reduce_max(tf.concat([boxes_above, [0]], 0)) <= k,
         lambda: _gathered_candidates(scores, above, k, score_threshold),
-        lambda: _pooled_candidates(scores, _box_max_jit(scores), boxes_above, k,
-                                   score_threshold, False))
+        lambda: _pooled_candidates(scores, _scan_jit(scores, score_threshold)[0], boxes_above,
+                                   k, score_threshold, False))
 
 
 def _gathered_candidates(scores, above, k, score_threshold):
