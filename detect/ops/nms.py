@@ -262,32 +262,72 @@ def _size_bucket(x, floor: int):
     return tf.cast(size, tf.int32)
 
 
-def _grid_keep(cand, scores, key, counts, iou_threshold, width):
-    """:func:`_keep_mask` solved per class on a ``[B, K + 1, m]`` grid.
+def _next_fit(counts, width):
+    """Classes packed into rows of ``m`` slots (``m`` = ``width``'s length, at least the
+    largest count), in class order, a new row when the next class does not fit (next fit):
+    ``counts`` ``[B, K]`` -> ``(row, start)`` ``[B, K]`` each (a class's row and first slot)
+    and the number of rows for the whole batch, rounded up by :func:`_size_bucket`.
+
+    Packing saves nothing when most rows would hold one class anyway (classes of more
+    than ``m / 2`` candidates): then every class gets its own row, the plain layout."""
+    m = tf.shape(width)[0]
+    b, num_classes = tf.shape(counts)[0], tf.shape(counts)[1]
+
+    def body(c, row, fill, rows, starts):
+        n = counts[:, c]
+        new_row = fill + n > m
+        row = tf.where(new_row, row + 1, row)
+        start = tf.where(new_row, 0, fill)
+        return (c + 1, row, start + n, rows.write(c, row), starts.write(c, start))
+
+    zeros = tf.zeros([b], tf.int32)
+    _, last, fill, rows, starts = tf.while_loop(
+        lambda c, *_: c < num_classes, body,
+        (0, zeros, zeros, tf.TensorArray(tf.int32, num_classes), tf.TensorArray(tf.int32, num_classes)))
+    needed = _size_bucket(tf.reduce_max(last + tf.cast(fill > 0, tf.int32)), 1)
+    packed = needed < num_classes
+    row = tf.where(packed, tf.transpose(rows.stack()), tf.range(num_classes)[None, :])
+    start = tf.where(packed, tf.transpose(starts.stack()), 0)
+    return row, start, tf.minimum(needed, num_classes)
+
+
+_next_fit_jit = _jit(_next_fit)
+
+
+def _grid_keep(cand, scores, key, counts, row, start, iou_threshold, grid):
+    """:func:`_keep_mask` solved on a ``[B, R, m]`` grid (``grid``'s shape, so that XLA
+    compiles it as constants) whose rows hold whole classes (:func:`_next_fit`).
 
     ``key`` ``[B, k]``: sorted ``class * k + column`` (invalid candidates with class
     ``K``), so each class's candidates are consecutive and in column order;
-    ``counts`` ``[B, K + 1]`` candidates per class; ``m`` = ``width``'s length and
-    ``K + 1`` its width (shapes, so that XLA compiles them as constants).
+    ``counts`` ``[B, K + 1]`` candidates per class; ``row``, ``start`` ``[B, K]`` where
+    each class goes. Classes sharing a row never suppress each other (the class is
+    part of :func:`_keep_mask`'s test).
     """
     b, k = tf.shape(key)[0], tf.shape(key)[1]
-    m, rows = tf.shape(width)[0], tf.shape(width)[1]
-    cls, col = key // k, key % k
-    slot = tf.range(k)[None, :] - tf.gather(tf.cumsum(counts, axis=1, exclusive=True), cls,
+    rows, m = tf.shape(grid)[0], tf.shape(grid)[1]
+    num_classes = tf.shape(row)[1]
+    key_cls, col = key // k, key % k
+    real = key_cls < num_classes
+    c = tf.minimum(key_cls, num_classes - 1)
+    rank = tf.range(k)[None, :] - tf.gather(tf.cumsum(counts, axis=1, exclusive=True), key_cls,
                                             batch_dims=1)
-    real = cls < rows - 1
     image = tf.broadcast_to(tf.range(b)[:, None], [b, k])
     # Invalid candidates all land on the extra row's last cell (scatter_nd sums them),
     # which is never live.
-    at = tf.stack([image, cls, tf.where(real, slot, m - 1)], -1)
-    shape = tf.stack([b, rows, m])
-    grid = tf.scatter_nd(at, tf.gather(cand, col, batch_dims=1), tf.concat([shape, [4]], 0))
-    grid_scores = tf.scatter_nd(at, tf.gather(scores, col, batch_dims=1), shape)
-    live = tf.scatter_nd(at, tf.cast(real, tf.int32), shape) > 0
-    flat = b * rows
-    kept = _keep_mask(tf.reshape(grid, [flat, m, 4]), tf.zeros([flat, m], tf.int32),
-                      tf.reshape(live, [flat, m]), tf.reshape(grid_scores, [flat, m]),
-                      iou_threshold)
+    at = tf.stack([image, tf.where(real, tf.gather(row, c, batch_dims=1), rows),
+                   tf.where(real, tf.gather(start, c, batch_dims=1) + rank, m - 1)], -1)
+    shape = tf.stack([b, rows + 1, m])
+    flat = b * (rows + 1)
+
+    def put(values):
+        return tf.reshape(tf.scatter_nd(at, values, tf.concat([shape, tf.shape(values)[2:]], 0)),
+                          tf.concat([[flat, m], tf.shape(values)[2:]], 0))
+
+    kept = _keep_mask(put(tf.gather(cand, col, batch_dims=1)),
+                      put(tf.where(real, key_cls, 0)),
+                      put(tf.cast(real, tf.int32)) > 0,
+                      put(tf.gather(scores, col, batch_dims=1)), iou_threshold)
     kept = tf.gather_nd(tf.reshape(kept, shape), at) & real  # [B, k] in key order
     return tf.scatter_nd(tf.stack([image, col], -1), tf.cast(kept, tf.int32), [b, k]) > 0
 
@@ -296,14 +336,15 @@ _grid_keep_jit = _jit(_grid_keep)
 
 
 def _class_keep(cand, cls, valid, scores, iou_threshold, num_classes):
-    """The greedy keep mask of :func:`_keep_mask`, solved class by class.
+    """The greedy keep mask of :func:`_keep_mask`, solved on a grid of whole classes.
 
     Candidates of different classes never suppress each other, so the
-    ``[k, k]`` problem splits into one ``[m, m]`` problem per class (``m`` the
-    most candidates of one class in the batch, rounded up by
-    :func:`_size_bucket`): with several classes far less work, same answer.
-    The single ``[k, k]`` problem is solved instead when splitting does not pay
-    (one class, or one class holding most candidates).
+    ``[k, k]`` problem splits into rows of ``m`` slots, each holding whole
+    classes (``m`` the most candidates of one class in the batch, rounded up by
+    :func:`_size_bucket`; classes packed by :func:`_next_fit`): with several
+    classes far less work, same answer. The single ``[k, k]`` problem is solved
+    instead when splitting does not pay (one class, or one class holding most
+    candidates).
     """
     if num_classes is None or num_classes < 2:
         return _dense_keep(cand, cls, valid, scores, iou_threshold)
@@ -312,13 +353,13 @@ def _class_keep(cand, cls, valid, scores, iou_threshold, num_classes):
     counts = tf.math.bincount(group, minlength=num_classes + 1, maxlength=num_classes + 1,
                               axis=-1)
     m = _size_bucket(tf.reduce_max(counts[:, :num_classes]), 16)
+    row, start, r = _next_fit_jit(counts[:, :num_classes], tf.zeros([m]))
 
     def split():
         key = tf.sort(group * k + tf.range(k)[None, :], axis=1)  # TF's sort: XLA's CPU one is slow
-        return _grid_keep_jit(cand, scores, key, counts, iou_threshold,
-                              tf.zeros(tf.stack([m, num_classes + 1])))
+        return _grid_keep_jit(cand, scores, key, counts, row, start, iou_threshold, tf.zeros([r, m]))
 
-    return tf.cond(2 * (num_classes + 1) * m * m <= k * k, split,
+    return tf.cond(2 * (r + 1) * m * m <= k * k, split,
                    lambda: _dense_keep(cand, cls, valid, scores, iou_threshold))
 
 

@@ -229,11 +229,12 @@ def test_exactly_tied_scores_are_visited_in_index_order(rng):
     np.testing.assert_allclose(tie.boxes[0, 0], [0, 0, 10, 10])  # box 0 kept, box 1 suppressed
 
 
-@pytest.mark.parametrize("num_classes", [2, 6])
+@pytest.mark.parametrize("num_classes", [2, 6, 12])
 def test_per_class_grid_keep_equals_whole_problem(rng, num_classes):
-    """The class-by-class solution equals the single [k, k] one, ties and invalid rows included,
-    with candidates in any column order (precedence comes from the scores)."""
-    from detect.ops.nms import _dense_keep, _grid_keep_jit, _size_bucket
+    """The grid solution (whole classes packed in rows) equals the single [k, k] one, ties
+    and invalid rows included, with candidates in any column order (precedence comes from
+    the scores)."""
+    from detect.ops.nms import _dense_keep, _grid_keep_jit, _next_fit_jit, _size_bucket
 
     boxes, _ = clustered_case(rng, 3, 96, 1)
     scores = tf.constant(rng.choice(np.float32([0.3, 0.6, 0.9]), size=(3, 96)))
@@ -244,11 +245,30 @@ def test_per_class_grid_keep_equals_whole_problem(rng, num_classes):
     group = tf.where(valid, cls, num_classes)
     counts = tf.math.bincount(group, minlength=num_classes + 1, maxlength=num_classes + 1, axis=-1)
     m = _size_bucket(tf.reduce_max(counts[:, :num_classes]), 16)
+    row, start, rows = _next_fit_jit(counts[:, :num_classes], tf.zeros([m]))
+    if num_classes == 12:  # several classes share a row
+        assert int(rows) < num_classes
     key = tf.sort(group * k + tf.range(k)[None, :], axis=1)
-    got = _grid_keep_jit(tf.constant(boxes), scores, key, counts, iou,
-                         tf.zeros(tf.stack([m, num_classes + 1])))
+    got = _grid_keep_jit(tf.constant(boxes), scores, key, counts, row, start, iou, tf.zeros(tf.stack([rows, m])))
     want = _dense_keep(tf.constant(boxes), cls, valid, scores, iou)
     np.testing.assert_array_equal(got, want)
     assert 10 < int(tf.reduce_sum(tf.cast(want, tf.int32))) < int(tf.reduce_sum(tf.cast(valid, tf.int32)))
     assert [int(_size_bucket(x, 16)) for x in (1, 17, 20, 21, 25, 33, 49, 65, 97, 129)] == \
         [16, 20, 20, 24, 32, 40, 64, 80, 128, 160]
+
+
+def test_next_fit_packs_whole_classes_in_order():
+    """By hand: rows of 10 slots; a class starts a new row when it does not fit."""
+    from detect.ops.nms import _next_fit_jit
+
+    counts = tf.constant([[4, 5, 2, 10, 0, 3, 7], [0, 0, 0, 0, 0, 0, 0]], tf.int32)
+    row, start, rows = _next_fit_jit(counts, tf.zeros([10]))
+    np.testing.assert_array_equal(row[0], [0, 0, 1, 2, 2, 3, 3])
+    np.testing.assert_array_equal(start[0], [0, 4, 0, 0, 10, 0, 3])
+    np.testing.assert_array_equal(row[1], 0)  # no candidates: one (empty) row
+    assert int(rows) == 4
+    # classes too large to share rows: one row per class
+    row, start, rows = _next_fit_jit(tf.constant([[6, 6, 6, 6]]), tf.zeros([10]))
+    np.testing.assert_array_equal(row, [[0, 1, 2, 3]])
+    np.testing.assert_array_equal(start, 0)
+    assert int(rows) == 4
