@@ -4,7 +4,8 @@
 1. Source domain: dense generated aerial scenes (``tools/make_dense_aerial.py``:
    touching tree crowns and parked cars of 10-40 px on varied ground,
    classes ``tree`` and ``car``). A detector is trained on ``--source`` scenes
-   for ``--pretrain`` minutes with ``data/aerial_cpu.yaml``.
+   for ``--pretrain`` minutes with ``data/aerial_cpu.yaml``: the model one starts
+   from is trained on more data and for longer than the new domain allows.
 2. Target domain: ``--target`` other scenes (another seed) seen through another
    sensor (bands permuted, a gamma curve, less contrast, more noise), where
    ``tree`` is no longer labelled (a class removed: crowns are still there,
@@ -24,9 +25,10 @@
 Prints AP50 and AP per arm and budget, and how long fine-tuning needed to reach
 scratch's AP50 at the largest budget (the first budget at which it did; the
 target is a quarter of that budget). Budgets are wall-clock: run nothing else
-meanwhile. About ``pretrain + 2 * sum(budgets)`` minutes plus evaluation.
+meanwhile. About ``pretrain + 2 * sum(budgets)`` minutes plus evaluation (the data
+and the source detector are kept in ``--work`` and reused).
 
-    python tools/benchmark_transfer.py                        # pretrain 10m; 2m, 5m, 10m
+    python tools/benchmark_transfer.py                        # pretrain 30m on 128 scenes; 2m, 5m, 10m
     python tools/benchmark_transfer.py --pretrain 2m --budgets 1m,2m --source 16 --target 8 --test 4
 """
 
@@ -122,9 +124,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=Path("/tmp/detect_benchmark_transfer"),
                    help="data and runs go here (data and the pretrained source are reused when present)")
-    p.add_argument("--pretrain", default="10m", help="time budget of the source-domain detector")
+    p.add_argument("--pretrain", default="30m", help="time budget of the source-domain detector")
     p.add_argument("--budgets", default="2m,5m,10m", help="comma-separated --time-budget values per arm")
-    p.add_argument("--source", type=int, default=64, help="source-domain training scenes")
+    p.add_argument("--source", type=int, default=128, help="source-domain training scenes")
     p.add_argument("--target", type=int, default=20, help="target-domain training scenes")
     p.add_argument("--test", type=int, default=20, help="target-domain test scenes")
     p.add_argument("--size", type=int, default=512, help="scene side, px")
@@ -145,12 +147,12 @@ def main(argv=None) -> int:
                   for c in coco["categories"]}
         print(f"{name}: {len(coco['images'])} scenes, boxes {counts} ({ann.parent})", flush=True)
 
-    pretrained = work / f"pretrained_{args.pretrain}"
+    pretrained = work / f"pretrained_{args.source}x{args.size}_{args.pretrain}"
     if not (pretrained / "model.keras").is_file():
         shutil.rmtree(pretrained, ignore_errors=True)
         seconds = _detect("train", "--train-ann", str(source_ann), "--train-images", str(source_dir / "images"),
                           "--config", config, "--time-budget", args.pretrain, "--out", str(pretrained),
-                          log=work / f"pretrained_{args.pretrain}.train.log")
+                          log=work / f"{pretrained.name}.train.log")
         print(f"source detector: {seconds:.0f} s ({pretrained})", flush=True)
 
     rows, per_class = {}, {}
