@@ -313,8 +313,8 @@ def _grid_keep(cand, scores, key, counts, row, start, iou_threshold, grid):
     rank = tf.range(k)[None, :] - tf.gather(tf.cumsum(counts, axis=1, exclusive=True), key_cls,
                                             batch_dims=1)
     image = tf.broadcast_to(tf.range(b)[:, None], [b, k])
-    # Invalid candidates all land on the extra row's last cell (scatter_nd sums them),
-    # which is never live.
+    # Invalid candidates all land on the extra row's last cell (scatter_nd sums them, class
+    # and box included), which is never live.
     at = tf.stack([image, tf.where(real, tf.gather(row, c, batch_dims=1), rows),
                    tf.where(real, tf.gather(start, c, batch_dims=1) + rank, m - 1)], -1)
     shape = tf.stack([b, rows + 1, m])
@@ -324,8 +324,7 @@ def _grid_keep(cand, scores, key, counts, row, start, iou_threshold, grid):
         return tf.reshape(tf.scatter_nd(at, values, tf.concat([shape, tf.shape(values)[2:]], 0)),
                           tf.concat([[flat, m], tf.shape(values)[2:]], 0))
 
-    kept = _keep_mask(put(tf.gather(cand, col, batch_dims=1)),
-                      put(tf.where(real, key_cls, 0)),
+    kept = _keep_mask(put(tf.gather(cand, col, batch_dims=1)), put(c),
                       put(tf.cast(real, tf.int32)) > 0,
                       put(tf.gather(scores, col, batch_dims=1)), iou_threshold)
     kept = tf.gather_nd(tf.reshape(kept, shape), at) & real  # [B, k] in key order
