@@ -35,12 +35,15 @@ def postprocess(
       (-1 padding), "num_detections" [B] int32, "num_candidates" [B] int32
       (class scores above the threshold before ``pre_nms_top_k``)}``.
     """
-    boxes = box_coder.decode(anchors, tf.cast(box_deltas, tf.float32), variances)
-    if config.clip_boxes:
-        boxes = clip_boxes(boxes, image_size)
+    def decode(deltas, box_idx):
+        # Only the NMS candidates' deltas: decoding all N anchors cost more than the NMS
+        # itself (light config: 13 ms for 4 tiles of 193k anchors, not XLA-fused).
+        boxes = box_coder.decode(tf.gather(anchors, box_idx), deltas, variances)
+        return clip_boxes(boxes, image_size) if config.clip_boxes else boxes
+
     scores = tf.sigmoid(tf.cast(cls_logits, tf.float32))
     r = batched_nms(
-        boxes, scores,
+        tf.cast(box_deltas, tf.float32), scores, decode=decode,
         iou_threshold=config.iou_threshold, score_threshold=config.score_threshold,
         max_detections=config.max_detections, pre_nms_top_k=config.pre_nms_top_k,
         static_shapes=static_shapes, agnostic=config.agnostic,

@@ -372,12 +372,14 @@ def batched_nms(
     pre_nms_top_k: int,
     static_shapes: bool = False,
     agnostic: bool = False,
+    decode=None,
 ) -> NMSResult:
     """Class-aware (or class-agnostic) exact greedy NMS over a batch.
 
     Args:
       boxes: ``[B, N, 4]`` xyxy boxes (any consistent units), shared by all
-        classes.
+        classes; with ``decode``, any per-box rows ``[B, N, R]`` it turns into
+        boxes.
       scores: ``[B, N, K]`` per-class scores (e.g. sigmoid probabilities).
       iou_threshold: a kept box suppresses same-class boxes with IoU strictly
         greater than this.
@@ -390,6 +392,10 @@ def batched_nms(
         default sizes the dense work to the candidates above
         ``score_threshold``, which is much faster when few pass; the
         detections are the same either way.
+      decode: optional ``decode(rows [B, k, R], box_idx [B, k]) -> [B, k, 4]``
+        xyxy, applied to the candidates' rows of ``boxes`` only: a detector's
+        box deltas are decoded for the k candidates, not for all N anchors
+        (element-wise, so the boxes equal decoding all N, then gathering).
 
     Returns:
       :class:`NMSResult` with fixed shapes ``[B, D, ...]``, detections sorted
@@ -404,6 +410,8 @@ def batched_nms(
         scores, pre_nms_top_k, tf.constant(score_threshold, tf.float32), static_shapes
     )
     cand = tf.gather(boxes, box_idx, batch_dims=1)  # [B, k, 4]
+    if decode is not None:
+        cand = tf.cast(decode(cand, box_idx), tf.float32)
     valid = (top_scores > score_threshold) & tf.math.is_finite(top_scores)
     valid &= tf.reduce_all(tf.math.is_finite(cand), axis=-1)
 

@@ -166,6 +166,30 @@ def test_xla_compilable(rng):
     np.testing.assert_allclose(got.boxes, want.boxes)
 
 
+@pytest.mark.parametrize("static_shapes", [False, True])
+@pytest.mark.parametrize("agnostic", [False, True])
+def test_decode_only_the_candidates_equals_decoding_all(rng, static_shapes, agnostic):
+    """``decode`` sees each candidate's own row and index: NMS over rows decoded on demand
+    equals NMS over all boxes decoded first (here: rows are offsets from per-box origins,
+    one of them NaN so validity is read from the decoded box)."""
+    boxes, scores = clustered_case(rng, 2, 90, 3)
+    scores[1, 7] = 0.99
+    origin = rng.uniform(-20, 20, size=(90, 2)).astype(np.float32)
+    rows = boxes - np.tile(origin, 2)[None]
+    rows[1, 7] = np.nan
+
+    def decode(r, idx):
+        return r + tf.tile(tf.gather(origin, idx), [1, 1, 2])
+
+    kw = dict(score_threshold=0.3, max_detections=40, pre_nms_top_k=100, static_shapes=static_shapes,
+              agnostic=agnostic)
+    got = nms(rows, scores, decode=decode, **kw)
+    want = nms(np.where(np.isnan(rows), np.nan, boxes), scores, **kw)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+    assert not np.isclose(got.scores[1], 0.99).any() and int(got.num_detections[1]) > 3  # NaN box dropped
+
+
 def reference_agnostic_nms(boxes, scores, iou_thr, score_thr, max_det):
     """Brute force: each box once, with its best class (lowest index on a tie) and score;
     greedy over all of them regardless of class."""
