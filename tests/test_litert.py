@@ -64,6 +64,27 @@ def test_group_norm_as_4d_ops_equals_keras_group_norm():
     np.testing.assert_allclose(got[1, :, :, 3:6], hand, atol=2e-5)
 
 
+@pytest.mark.parametrize("mode,bands", [("caffe", 3), ("torch", 3), ("bands", 4)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_numba_normalisation_equals_the_keras_layer_then_zero_padding(mode, bands, dtype):
+    """The LiteRT path normalises in numba; the values must be the Keras layer's, bit for bit
+    (same float32 operations), with zeros in the padding ``RetinaNet.call`` adds."""
+    from detect.litert import _Normalization, _normalized_padded
+    from detect.models.backbones import ImageNormalization, normalization_affine
+
+    extra = {"band_mean": (90.0, 80.5, 70.25, 60.0), "band_std": (30.0, 20.0, 25.5, 10.0)} if mode == "bands" else {}
+    config = tiny_config(input_bands=bands, input_normalization=mode, **extra)
+    batch = np.random.default_rng(1).uniform(0, 255, (2, 37, 50, bands)).astype(dtype)
+    got = _normalized_padded(_Normalization(config), batch, 32)
+    assert got.shape == (2, 64, 64, bands) and got.dtype == np.float32
+    want = np.asarray(ImageNormalization(*normalization_affine(config)[1:], normalization_affine(config)[0])(
+        batch.astype(np.float32)))
+    np.testing.assert_array_equal(got[:, :37, :50], want)
+    assert not got[:, 37:].any() and not got[:, :, 50:].any()
+    if mode == "caffe":  # BGR order: the first output band is blue minus its mean
+        np.testing.assert_array_equal(got[0, 0, 0, 0], np.float32(batch[0, 0, 0, 2]) - np.float32(103.939))
+
+
 def test_float32_file_gives_the_keras_network_outputs(random_model, tmp_path):
     path = export_tflite(random_model, tmp_path / "m.tflite")
     lite = LiteRTModel(path, threads=1)
@@ -167,3 +188,6 @@ def test_bad_files_and_tiles_are_refused_with_the_reason(random_model, tmp_path)
         export_tflite(random_model, path)
     with pytest.raises(ValueError, match="--calibration"):
         export_tflite(random_model, tmp_path / "q.tflite", quantize="int8")
+    # images with other bands than the network's: named, not read out of bounds by the kernel
+    with pytest.raises(ValueError, match=r"takes images \[B, h, w, 3\], got an array of shape \(1, 64, 64, 4\)"):
+        LiteRTModel(path).predict_on_batch(np.zeros((1, 64, 64, 4), np.uint8))
