@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -239,8 +240,11 @@ class _Job:
         return self.merger.result(self.source.height, self.source.width, self.scale)
 
 
-def _run_batch(model, batch_items) -> None:
-    tiles = [read_tile(job.source, win, job.scale, skip_blank=True) for job, win in batch_items]
+def _read_batch(batch_items) -> list[np.ndarray | None]:
+    return [read_tile(job.source, win, job.scale, skip_blank=True) for job, win in batch_items]
+
+
+def _infer_batch(model, batch_items, tiles) -> None:
     for (job, win), result in zip(batch_items, infer_tiles(model, tiles, [w for _, w in batch_items])):
         job.merger.add_tile(win, result)
         job.left -= 1
@@ -281,25 +285,37 @@ def detect_many(model, sources: Iterable, options: TileOptions = DEFAULT_TILES, 
     opts = options.resolved(model)
     jobs: deque[_Job] = deque()
     queue: list[tuple[_Job, tuple]] = []
+    # The next batch's tiles are read on a thread while the model runs the current one
+    # (raster reads and resampling release the GIL): one batch ahead, in order.
+    reader = ThreadPoolExecutor(1, thread_name_prefix="detect-read")
+    ahead: deque[tuple[list, Future]] = deque()
     bar = tqdm(total=0, unit="tile", desc="  tiles", leave=False, disable=not progress)
 
     def drain(final: bool):
-        while len(queue) >= opts.batch_size or (final and queue):
-            chunk, queue[:] = queue[:opts.batch_size], queue[opts.batch_size:]
-            _run_batch(model, chunk)
+        while True:
+            while len(ahead) < 2 and (len(queue) >= opts.batch_size or (final and queue)):
+                chunk, queue[:] = queue[:opts.batch_size], queue[opts.batch_size:]
+                ahead.append((chunk, reader.submit(_read_batch, chunk)))
+            if not ahead:
+                break
+            chunk, tiles = ahead.popleft()
+            _infer_batch(model, chunk, tiles.result())
             bar.update(len(chunk))
         while jobs and jobs[0].left == 0:
             yield jobs.popleft().result()
 
-    for source in sources:
-        job = _Job(model, source, opts, scale_for(source) if scale_for else opts.scale)
-        bar.total += len(job.windows)
-        bar.refresh()
-        jobs.append(job)
-        queue.extend((job, w) for w in job.windows)
-        yield from drain(False)
-    yield from drain(True)
-    bar.close()
+    try:
+        for source in sources:
+            job = _Job(model, source, opts, scale_for(source) if scale_for else opts.scale)
+            bar.total += len(job.windows)
+            bar.refresh()
+            jobs.append(job)
+            queue.extend((job, w) for w in job.windows)
+            yield from drain(False)
+        yield from drain(True)
+    finally:  # no read may outlive the generator: the caller closes the sources next
+        reader.shutdown(wait=True, cancel_futures=True)
+        bar.close()
 
 
 def detect_source(model, source, options: TileOptions = DEFAULT_TILES, *, progress: bool = False,

@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 
+from detect.inference.predictor import TileOptions
+from detect.inference.sources import ArraySource
 from detect.inference.tiling import merge_detections, tile_windows
 
 
@@ -81,3 +83,52 @@ def test_abutting_parts_merge_only_with_abut_and_enough_shared_edge():
     # other class: kept apart
     out, _, _ = merge_detections(halves, [0.9, 0.8], [1, 2], windows, height=100, width=200, abut=1.0)
     assert len(out) == 2
+
+
+class _CountingSource(ArraySource):
+    """An ArraySource that records its reads (thread-safely enough: one reader thread)
+    and raises on its ``fail_at``-th read."""
+
+    def __init__(self, image, name, fail_at=None):
+        super().__init__(image, name)
+        self.reads, self.fail_at, self.closed = 0, fail_at, False
+
+    def read(self, *window):
+        assert not self.closed, f"{self.name} read after close"
+        self.reads += 1
+        if self.reads == self.fail_at:
+            raise OSError(f"{self.name}: bad block")
+        return super().read(*window)
+
+    read_or_none = read
+
+
+def test_read_ahead_gives_each_source_its_own_tiles_and_surfaces_read_errors():
+    """Tiles are read one batch ahead on a thread: results equal one source at a time,
+    a read error reaches the caller, and closing the generator early leaves no read
+    running (the caller closes its sources right after)."""
+    from detect.inference.predictor import detect_many, detect_source
+    from tests.inference.blob_model import BlobModel
+    from tests.models.conftest import square_scenes
+
+    model = BlobModel(tile=64, overlap=0.25)
+    images = square_scenes(5, size=150, seed=4)[0].astype(np.uint8)
+    opts = TileOptions(batch_size=3)
+    together = list(detect_many(model, [ArraySource(im, f"i{k}") for k, im in enumerate(images)], opts))
+    for im, det in zip(images, together):
+        alone = detect_source(model, ArraySource(im), opts)
+        np.testing.assert_array_equal(det["boxes"], alone["boxes"])
+        assert det["tiles"] == alone["tiles"] == 9 and len(det["boxes"]) >= 1
+
+    bad = [_CountingSource(im, f"s{k}", fail_at=5 if k == 2 else None) for k, im in enumerate(images)]
+    with pytest.raises(OSError, match="s2: bad block"):
+        list(detect_many(model, bad, opts))
+
+    sources = [_CountingSource(im, f"c{k}") for k, im in enumerate(images)]
+    gen = detect_many(model, iter(sources), opts)
+    next(gen)
+    gen.close()  # joins the reader thread
+    for s in sources:
+        s.closed = True
+    reads = [s.reads for s in sources]
+    assert reads[0] == 9 and sum(reads) < 45  # not everything was read ahead
