@@ -30,8 +30,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-CHILD = r"""
-import json, resource, sys, time, os
+# The child's own peak: Linux's ru_maxrss survives fork + exec, so a child started by a
+# parent that had just converted a ResNet-50 reported the parent's 5 GB; VmHWM is the
+# peak of the child's own address space.
+PEAK = r"""
+def peak_rss_mb():
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+"""
+
+CHILD = PEAK + r"""
+import json, sys, time, os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from pathlib import Path
 import numpy as np
@@ -58,12 +71,12 @@ if len(sys.argv) > 6:  # --compare-tflite: AP50 on an annotated set, same tiles 
     ann, images = sys.argv[6], sys.argv[7]
     ap50 = detect.evaluate(model, ann, images, tile=tile, save_predictions=None).stats[1]
 print(json.dumps({"tiles": r["tiles"], "seconds": seconds, "ap50": ap50,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mb()}))
 """
 
 
-SCALE_CHILD = r"""
-import json, resource, sys, time, os
+SCALE_CHILD = PEAK + r"""
+import json, sys, time, os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 t0 = time.perf_counter()
 import detect
@@ -77,7 +90,7 @@ else:
     r = detect.predict(model_path, raster, shard=mode, **kw).summary
 print(json.dumps({"tiles": r["tiles"], "seconds": time.perf_counter() - t0, "merged": r.get("merged"),
                   "worker_peak_rss_mb": [v / 2**20 for v in r.get("worker_peak_rss", {}).values()],
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": peak_rss_mb()}))
 """
 
 
