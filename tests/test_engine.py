@@ -234,20 +234,22 @@ def test_train_out_folder_policy(data, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_trained_tiny_model_detects_well_above_chance(tmp_path):
-    """Train on generated square scenes (as a COCO dataset), evaluate AP50 on them."""
+    """Train on generated square scenes (as a COCO dataset), evaluate AP50 on them. 32 scenes
+    for 30 epochs, not 8 for 120: the same 240 steps with a quarter of the epoch ends
+    (each checkpoints), 94 s -> 28 s."""
 
     from detect.datasets.coco import load_coco
     from detect.evaluation import evaluate
     from detect.inference.coco_dataset import predict_samples
     from tests.models.conftest import square_scenes, write_square_dataset
 
-    images, targets = square_scenes(8, size=128, seed=11)
+    images, targets = square_scenes(32, size=128, seed=11)
     gt = write_square_dataset(tmp_path / "img", images, targets, ["red", "green", "blue"])
     (tmp_path / "ann.json").write_text(json.dumps(gt))
     c = DetectConfig().with_overrides([
         *TINY, "model.backbone_width=16", "model.fpn_channels=32", "model.head_convs=2",
         "data.image_size=128", "data.scale_jitter=[]", "data.color_jitter=false",
-        "train.epochs=120", "train.batch_size=4", "train.optimizer=adamw",
+        "train.epochs=30", "train.batch_size=4", "train.optimizer=adamw",
         "train.learning_rate=0.003", "train.warmup_steps=10"])
     model = engine.train(c, train_ann=tmp_path / "ann.json", train_images=tmp_path / "img",
                          run_dir=tmp_path / "run", verbose=0)
