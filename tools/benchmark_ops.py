@@ -7,7 +7,9 @@
 - ``pairwise_iou`` and anchor generation at 1024 x 1024.
 
 Times are medians over repeats, each op inside a ``tf.function`` and warmed up
-first. Only ratios measured in the same run are meaningful on a shared machine.
+first; the two NMS take turns in five rounds of --repeats back-to-back calls (see
+``block_medians``). Only ratios measured in the same run are meaningful on a
+shared machine.
 
     python tools/benchmark_ops.py [--batch 8] [--boxes 50000] [--classes 20]
 """
@@ -67,6 +69,26 @@ def retinanet_like_load(rng, batch, n, k, *, dense: bool, image=1024.0):
     return tf.constant(boxes), tf.constant(scores)
 
 
+def block_medians(fns, *args, repeats: int, rounds: int = 5) -> list[float]:
+    """Each function's time: the median over ``rounds`` of the median of ``repeats``
+    back-to-back calls, the functions taking turns round by round, so that a burst of load
+    on a shared machine shifts one round of each, not one function's whole measurement.
+    Back-to-back calls measure steady throughput (caches and threads warm, as right after
+    a network's forward pass); after ~50 ms idle every call is slower (see the README)."""
+    for fn in fns:
+        fn(*args)  # trace / compile
+    rounds_of = [[] for _ in fns]
+    for _ in range(rounds):
+        for fn, medians in zip(fns, rounds_of):
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, fn(*args))
+                times.append(time.perf_counter() - t0)
+            medians.append(statistics.median(times))
+    return [statistics.median(m) for m in rounds_of]
+
+
 def same_detections(ours, theirs) -> bool:
     for b in range(ours.num_detections.shape[0]):
         n = int(ours.num_detections[b])
@@ -112,8 +134,7 @@ def main() -> None:
         same = same_detections(ours_fn(boxes, scores), tf_fn(boxes, scores))
         all_same &= same
         print(f"  same detections as combined_non_max_suppression: {same}")
-        t_ours = median_time(ours_fn, boxes, scores, repeats=args.repeats)
-        t_tf = median_time(tf_fn, boxes, scores, repeats=args.repeats)
+        t_ours, t_tf = block_medians([ours_fn, tf_fn], boxes, scores, repeats=args.repeats)
         print(f"  batched_nms                      {t_ours * 1e3:8.2f} ms")
         print(f"  tf.image.combined_nms            {t_tf * 1e3:8.2f} ms")
         print(f"  speed-up (combined / ours)       {t_tf / t_ours:8.2f} x")

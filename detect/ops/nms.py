@@ -14,6 +14,12 @@ more leading index per step, so it reaches the greedy answer after at most
 suppression chain). Each step is one batched matrix-vector product, so the
 whole thing is a few dense ops on ``[B, k, k]`` with no per-box Python loop.
 
+Candidates of different classes never suppress each other, so the pairs above
+the score threshold are laid out on a grid whose rows hold whole classes
+(:func:`_grid`) and each row of ``m`` slots is its own ``[m, m]`` problem:
+with several classes far less work than one ``[k, k]``. Under XLA
+(``static_shapes``) the ``[k, k]`` problem is solved as it is.
+
 No ``tf.image.*non_max_suppression*`` is used; tests compare against a
 pure-Python greedy reference and against ``tf.image.non_max_suppression``.
 """
@@ -48,9 +54,16 @@ class NMSResult(NamedTuple):
     num_candidates: tf.Tensor
 
 
-#: Candidate counts are rounded up to a multiple of this, so the XLA-compiled
-#: dense part sees only a handful of distinct shapes.
+#: The pool's sizes (boxes, pairs) are rounded up to a multiple of this, so that
+#: they take only a handful of distinct values.
 _K_BUCKET = 128
+
+
+def _dims(x: tf.Tensor) -> list:
+    """``x``'s dimensions: Python ints where known when tracing (fewer ops in the graph:
+    each dynamic one is a node run per call), else scalar tensors."""
+    dynamic = tf.shape(x)
+    return [d if d is not None else dynamic[i] for i, d in enumerate(x.shape)]
 
 
 def _jit(fn):
@@ -64,44 +77,46 @@ def _jit(fn):
 
 
 def _scan(scores, score_threshold):
-    """One pass over ``scores [B, N, K]``: per-box maximum ``[B, N]`` and the
-    number of boxes whose maximum is above the threshold ``[B]``.
+    """One pass over ``scores [B, N, K]``: per-box maximum ``[B, N]``, whether it is above
+    the threshold ``[B, N]``, and how many boxes are ``[B]``.
 
-    Boxes, not (box, class) pairs, are counted here: counting pairs over all
-    N * K scores costs twice the maximum itself (measured), and the pairs that
-    matter are counted in the pool (see :func:`_pooled_candidates`)."""
+    Boxes, not (box, class) pairs, are counted here: counting pairs over all N * K scores
+    costs about twice the maximum itself (measured), and the pairs that matter are counted
+    once they are gathered. Both candidate routes read this one pass (the pooled route
+    ranks boxes by their maximum): a second pass over the scores costs as much as the
+    whole scan. ``reduce_max`` runs at the memory floor of a plain ``reduce_sum``; a
+    boolean ``reduce_any`` was 20% slower on one 2-core Xeon, and anything that selects
+    per score before the maximum (to rule NaN out explicitly) more than twice as slow.
+
+    NaN: a NaN pair is never a candidate (pairs are tested one by one when gathered), but
+    whether a NaN hides the other scores of its box in this maximum depends on the
+    backend (XLA on CPU skips it, TensorFlow's kernel returns NaN, dropping the box)."""
     box_max = tf.reduce_max(scores, axis=2)
-    return box_max, tf.reduce_sum(tf.cast(box_max > score_threshold, tf.int32), axis=1)
+    above = box_max > score_threshold
+    return box_max, above, tf.reduce_sum(tf.cast(above, tf.int32), axis=1)
 
 
 _scan_jit = _jit(_scan)
 
 
-def _scan_any(scores, score_threshold):
-    """One pass over ``scores [B, N, K]``: whether each box has a pair above the threshold
-    ``[B, N]``, and how many boxes do ``[B]`` (cheaper than the maximum)."""
-    above = tf.reduce_any(scores > score_threshold, axis=2)
-    return above, tf.reduce_sum(tf.cast(above, tf.int32), axis=1)
+def _scan_halves(scores, score_threshold):
+    """:func:`_scan` as two XLA calls over the two contiguous halves of ``scores``, which
+    the executor runs at once: where one core does not saturate memory this is faster
+    (sparse load of benchmark_ops on one machine: one call 1.97-2.07 ms, two 1.67-1.87;
+    on another, equal).
 
-
-_scan_any_jit = _jit(_scan_any)
-
-
-def _scan_any_halves(scores, score_threshold):
-    """:func:`_scan_any` as two XLA calls over the two contiguous halves of ``scores``
-    (viewed as ``[2B, N / 2, K]``; N odd: one call), which the executor runs at once.
-    The scan reads all N * K scores and one core does not saturate memory (sparse load
-    of benchmark_ops: one call 1.97-2.07 ms, two 1.67-1.87)."""
-    b, n, k = tf.shape(scores)[0], tf.shape(scores)[1], tf.shape(scores)[2]
-
-    def halves():
-        rows = tf.reshape(scores, [2 * b, n // 2, k])  # image i's halves are rows 2i, 2i + 1
-        first, c1 = _scan_any_jit(rows[:b], score_threshold)
-        second, c2 = _scan_any_jit(rows[b:], score_threshold)
-        counts = tf.reduce_sum(tf.reshape(tf.concat([c1, c2], 0), [b, 2]), axis=1)
-        return tf.reshape(tf.concat([first, second], 0), [b, n]), counts
-
-    return tf.cond(n % 2 == 0, halves, lambda: _scan_any_jit(scores, score_threshold))
+    Returns ``box_max, above, h, counts``: ``box_max`` and ``above`` are the view
+    ``[h * B, N / h]`` (image i's halves are rows 2i and 2i + 1; ``h`` = 2, or 1 when N is
+    odd) as a pair of its rows ``[:B]`` and ``[B:]`` (then empty), each straight from its
+    XLA call; ``counts``: the boxes above the threshold per image ``[B]``.
+    """
+    b, n, k = _dims(scores)
+    h = (2 if n % 2 == 0 else 1) if isinstance(n, int) else tf.where(n % 2 == 0, 2, 1)
+    rows = tf.reshape(scores, [h * b, n // h, k])
+    max1, above1, c1 = _scan_jit(rows[:b], score_threshold)
+    max2, above2, c2 = _scan_jit(rows[b:], score_threshold)
+    counts = tf.reduce_sum(tf.reshape(tf.concat([c1, c2], 0), [b, h]), axis=1)
+    return (max1, max2), (above1, above2), h, counts
 
 
 def _bucket(count: tf.Tensor, cap) -> tf.Tensor:
@@ -111,87 +126,113 @@ def _bucket(count: tf.Tensor, cap) -> tf.Tensor:
     return tf.minimum(cap, tf.maximum(needed, _K_BUCKET))
 
 
-def _top_candidates(scores: tf.Tensor, k, score_threshold, static_shapes: bool):
-    """The (box, class) pairs that enter NMS: the top ``k`` of ``scores [B, N, K]`` above
-    the threshold -> scores, box idx, class (``[B, k']`` each; padding scores below the
-    threshold), and the count of pairs above the threshold before the cut (``[B]``; see
+class _Pairs(NamedTuple):
+    """Candidate (box, class) pairs as flat lists ``[Q]``, in class-major order: by class,
+    then image, then box index (the order :func:`_grid` relies on).
+
+    image, box, cls: int32; score: float32 (above the threshold, possibly +inf).
+    count: ``[B]`` int32 pairs above the threshold before ``pre_nms_top_k`` (see
     ``NMSResult.num_candidates``).
-
-    The order of the k' columns is either the precedence order (score descending,
-    exactly tied scores by box index then class index, as a stable sort, i.e.
-    torchvision's order) or, when nothing was cut, index order; NMS reads
-    precedence from scores and column order, so both give the same answer.
-
-    Unless ``static_shapes``, k' shrinks to the most pairs above the score
-    threshold in any image of the batch (rounded up to a multiple of 128):
-    candidates below the threshold can never be kept, and the NMS work grows
-    with k'. When no image has more than ``k`` boxes above the threshold (the
-    common case of a trained detector) the pairs are gathered directly
-    (:func:`_gathered_candidates`), else ranked in two top-k stages
-    (:func:`_pooled_candidates`); both give the same candidates.
     """
-    if static_shapes:
-        box_max, boxes_above = _scan(scores, score_threshold)
-        return _pooled_candidates(scores, box_max, boxes_above, k, score_threshold, True)
-    above, boxes_above = _scan_any_halves(scores, score_threshold)
+
+    image: tf.Tensor
+    box: tf.Tensor
+    cls: tf.Tensor
+    score: tf.Tensor
+    count: tf.Tensor
+
+
+def _candidate_pairs(scores: tf.Tensor, k, score_threshold) -> _Pairs:
+    """The (box, class) pairs that enter NMS: each image's top ``k`` of ``scores [B, N, K]``
+    above the threshold, in class-major order.
+
+    When no image has more than ``k`` boxes above the threshold (the common case of a
+    trained detector) the pairs are gathered directly (:func:`_gathered_pairs`), else
+    ranked in two top-k stages (:func:`_pooled_pairs`); both give the same pairs.
+    """
+    box_max, above, h, boxes_above = _scan_halves(scores, score_threshold)
+    b, n, _ = _dims(scores)
     return tf.cond(
         tf.reduce_max(tf.concat([boxes_above, [0]], 0)) <= k,
-        lambda: _gathered_candidates(scores, above, k, score_threshold),
-        lambda: _pooled_candidates(scores, _scan_jit(scores, score_threshold)[0], boxes_above,
-                                   k, score_threshold, False))
+        lambda: _gathered_pairs(scores, above, h, k, score_threshold),
+        lambda: _pooled_pairs(scores, tf.reshape(tf.concat(box_max, 0), [b, n]), boxes_above, k,
+                              score_threshold))
 
 
-def _gathered_candidates(scores, above, k, score_threshold):
-    """Every pair above the threshold, found with two ``tf.where`` (boxes, then their
-    classes). In index order when no image has more than ``k``; else each image's pairs
-    are put in precedence order and cut at ``k``."""
-    b = tf.shape(scores)[0]
-    box = tf.where(above)  # [P, 2] (image, box), in index order
-    box_scores = tf.gather_nd(scores, box)  # [P, K]
-    pair = tf.where(box_scores > score_threshold)  # [Q, 2] (row of `box`, class), index order
-    pair_scores = tf.gather_nd(box_scores, pair)
-    image = tf.cast(tf.gather(box[:, 0], pair[:, 0]), tf.int32)
-    box_idx = tf.cast(tf.gather(box[:, 1], pair[:, 0]), tf.int32)
-    cls = tf.cast(pair[:, 1], tf.int32)
-    count = tf.math.bincount(image, minlength=b, maxlength=b)  # [B]
-    k_pairs = tf.minimum(_bucket(tf.minimum(count, k), k), tf.size(scores[0]))  # no pairs: none
-
-    offsets = tf.cumsum(count, exclusive=True)
-    # score (its bits), box and class of each pair in one int32 row: one scatter, not three
-    rows = tf.stack([tf.bitcast(pair_scores, tf.int32), box_idx, cls], 1)
-    empty = tf.stack([tf.bitcast(tf.constant(-float("inf"), scores.dtype), tf.int32), 0, 0])
-
-    def place(at, values):
-        """``values [Q', 3]`` to columns ``at [Q', 2]`` (image, column) of ``[B, k', 3]``."""
-        return tf.tensor_scatter_nd_update(tf.tile(empty[None, None], [b, k_pairs, 1]), at, values)
-
-    def in_index_order():
-        return place(tf.stack([image, tf.range(tf.shape(image)[0]) - tf.gather(offsets, image)], 1), rows)
-
-    def in_precedence_order_cut():
-        order = tf.argsort(-pair_scores, stable=True)
-        order = tf.gather(order, tf.argsort(tf.gather(image, order), stable=True))  # by image, then precedence
-        img = tf.gather(image, order)
-        rank = tf.range(tf.shape(order)[0]) - tf.gather(offsets, img)
-        inside = rank < k  # the pre-NMS cut
-        return place(tf.boolean_mask(tf.stack([img, rank], 1), inside),
-                     tf.gather(rows, tf.boolean_mask(order, inside)))
-
-    placed = tf.cond(tf.reduce_max(tf.concat([count, [0]], 0)) <= k, in_index_order, in_precedence_order_cut)
-    top_scores, boxes, classes = tf.bitcast(placed[..., 0], scores.dtype), placed[..., 1], placed[..., 2]
-    return top_scores, boxes, classes, count
+def _precedence_key(score, box, cls, num_classes):
+    """int64 key, larger first, that orders pairs by precedence: score descending, exactly
+    tied scores by box index, then class index (the tie rule). Score bits map to int32 in
+    float order (negative floats: magnitude bits flipped; -0 counts as +0); the low 32 bits
+    hold ``2^31 - 1 - (box * K + class)``, so ``N * K`` must stay below ``2^31``."""
+    bits = tf.where(score == 0.0, 0, tf.bitcast(score, tf.int32))  # not score + 0: XLA folds it
+    ordered = tf.where(bits < 0, tf.bitwise.bitwise_xor(bits, 0x7FFFFFFF), bits)
+    tie = tf.int32.max - (box * num_classes + cls)
+    return tf.cast(ordered, tf.int64) * 2**32 + tf.cast(tie, tf.int64)
 
 
-def _pooled_candidates(scores, box_max, boxes_above, k, score_threshold, static_shapes: bool):
+def _gathered_pairs(scores, above, h, k, score_threshold) -> _Pairs:
+    """Every pair above the threshold, found with ``tf.where``: boxes (``above``, the two
+    parts of :func:`_scan_halves`, each found as soon as its scan ends), then their
+    classes over the transposed rows, which lists them class-major for free. An image with
+    more than ``k`` pairs keeps its top ``k`` in precedence order."""
+    b, n, num_classes = _dims(scores)
+    rows = tf.reshape(scores, [h * b, n // h, num_classes])
+    at = [tf.cast(tf.where(part), tf.int32) + [[offset, 0]] for part, offset in zip(above, (0, b))]
+    at = tf.concat(at, 0)  # [P, 2] (row of the view, column), in index order
+    box_scores = tf.gather_nd(rows, at)  # [P, K]
+    box = tf.stack([at[:, 0] // h, at[:, 0] % h * (n // h) + at[:, 1]], 1)  # (image, box)
+    pair = tf.cast(tf.where(tf.transpose(box_scores > score_threshold)), tf.int32)  # [Q, 2] (class, row)
+    cls, row = pair[:, 0], pair[:, 1]
+    pairs = _Pairs(image=tf.gather(box[:, 0], row), box=tf.gather(box[:, 1], row), cls=cls,
+                   score=tf.gather(tf.reshape(box_scores, [-1]), row * num_classes + cls), count=None)
+    count = tf.math.bincount(pairs.image, minlength=b, maxlength=b)  # [B]
+
+    def cut():
+        # precedence within each image: by key (stable sorts), then by image
+        order = tf.argsort(_precedence_key(pairs.score, pairs.box, cls, num_classes), direction="DESCENDING",
+                           stable=True)
+        order = tf.gather(order, tf.argsort(tf.gather(pairs.image, order), stable=True))
+        rank = tf.range(tf.shape(order)[0]) - tf.gather(tf.cumsum(count, exclusive=True),
+                                                         tf.gather(pairs.image, order))
+        inside = tf.scatter_nd(order[:, None], tf.cast(rank < k, tf.int32), tf.shape(order)) > 0
+        return [tf.boolean_mask(t, inside) for t in pairs[:4]]  # still class-major
+
+    kept = tf.cond(tf.reduce_max(tf.concat([count, [0]], 0)) <= k, lambda: list(pairs[:4]), cut)
+    return _Pairs(*kept, count=count)
+
+
+def _pooled_pairs(scores, box_max, boxes_above, k, score_threshold) -> _Pairs:
+    """:func:`_pool`'s top ``k`` pairs (the route for many boxes above the threshold) as a
+    class-major list: marked on the pool, then found by ``tf.where`` over the transposed
+    marks (the pool is in box order)."""
+    b, _, num_classes = _dims(scores)
+    box_pool, pool_scores, k_pairs, count = _pool(scores, box_max, boxes_above, k, score_threshold, False)
+    top_scores, pair_idx = tf.math.top_k(pool_scores, k=k_pairs, sorted=True)  # ties: lower index
+    image = tf.broadcast_to(tf.range(b)[:, None], tf.shape(pair_idx))
+    marks = tf.scatter_nd(tf.reshape(tf.stack([image, pair_idx], -1), [-1, 2]),
+                          tf.reshape(tf.cast(top_scores > score_threshold, tf.int32), [-1]),  # not the padding
+                          tf.shape(pool_scores))
+    pool_size = tf.shape(box_pool)[1]
+    at = tf.cast(tf.where(tf.transpose(tf.reshape(marks > 0, [b, pool_size, num_classes]), [2, 0, 1])),
+                 tf.int32)  # [Q, 3] (class, image, pool slot)
+    cls, image, slot = at[:, 0], at[:, 1], at[:, 2]
+    return _Pairs(image, tf.gather_nd(box_pool, at[:, 1:]), cls,
+                  tf.gather_nd(pool_scores, tf.stack([image, slot * num_classes + cls], 1)), count)
+
+
+def _pool(scores, box_max, boxes_above, k, score_threshold, static_shapes: bool):
     """Two cheap top-k stages instead of one over all N * K pairs, with the same result:
     let ``U`` be the k-th largest per-box maximum score. At least k pairs score
     ``>= U``, so every pair in the top k scores ``>= U`` and its box is among the k
     boxes with the largest maximum. Only those k boxes' k * K pairs need ranking.
     Which of several boxes tied at the k-th largest maximum enter the pool is
-    unspecified."""
+    unspecified.
+
+    Returns the pool's boxes ``[B, P]`` in index order, their scores ``[B, P * K]``
+    (box-major), how many pairs the second top-k must take, and the count of pairs
+    above the threshold ``[B]`` (see ``NMSResult.num_candidates``)."""
     b = tf.shape(scores)[0]
     n = tf.shape(scores)[1]
-    num_classes = tf.shape(scores)[2]
     k_boxes = tf.minimum(k, n)
     if not static_shapes:
         k_boxes = tf.minimum(k_boxes, _bucket(boxes_above, k))
@@ -207,10 +248,18 @@ def _pooled_candidates(scores, box_max, boxes_above, k, score_threshold, static_
     # Exact when the pool holds every box above the threshold. Otherwise the pool
     # is k boxes (each with a pair above) and each box left out adds at least one
     # pair: a lower bound that still exceeds k, which is all a cap check needs.
-    pairs_total = pairs_above + tf.maximum(boxes_above - k_boxes, 0)
+    return box_pool, pool_scores, k_pairs, pairs_above + tf.maximum(boxes_above - k_boxes, 0)
+
+
+def _pooled_candidates(scores, k, score_threshold):
+    """The top ``k`` pairs of :func:`_pool` as columns ``[B, k]`` in precedence order
+    (static shapes, for callers under XLA): scores, box index, class, and the count."""
+    num_classes = tf.shape(scores)[2]
+    box_max, _, boxes_above = _scan(scores, score_threshold)
+    box_pool, pool_scores, k_pairs, count = _pool(scores, box_max, boxes_above, k, score_threshold, True)
     top_scores, pair_idx = tf.math.top_k(pool_scores, k=k_pairs, sorted=True)
     box_idx = tf.gather(box_pool, pair_idx // num_classes, batch_dims=1)
-    return top_scores, box_idx, pair_idx % num_classes, pairs_total
+    return top_scores, box_idx, pair_idx % num_classes, count
 
 
 def greedy_keep(suppresses: tf.Tensor, valid: tf.Tensor, earlier: tf.Tensor | None = None) -> tf.Tensor:
@@ -311,67 +360,44 @@ def _next_fit(counts, width):
 _next_fit_jit = _jit(_next_fit)
 
 
-def _grid_keep(cand, scores, group, row, start, iou_threshold, grid):
-    """:func:`_keep_mask` solved on a ``[B, R, m]`` grid (``grid``'s shape, so that XLA
-    compiles it as constants) whose rows hold whole classes (:func:`_next_fit`).
+def _grid(pairs: _Pairs, b, num_classes):
+    """Lay class-major ``pairs`` out on a ``[B, R, m]`` grid whose rows hold whole classes
+    (``m`` the most pairs of one class in an image, rounded up by :func:`_size_bucket`;
+    classes packed into rows by :func:`_next_fit`): a class's pairs take consecutive slots
+    in box order, their rank within (class, image) read off the class-major order.
 
-    ``group`` ``[B, k]``: each candidate's class, ``K`` when invalid; ``row``,
-    ``start`` ``[B, K]`` where each class goes. A class's candidates take its slots in
-    column order (rank by a running count, no sort). Classes sharing a row never
-    suppress each other (the class is part of :func:`_keep_mask`'s test).
+    Returns ``[B, R * m, 4]`` int32: score bits, box, class, 1 (0 in empty slots), and
+    ``m``. Candidates of different classes never suppress each other, so greedy NMS over
+    each row of ``m`` slots equals NMS over all pairs: with several classes, far less work.
     """
-    b, k = tf.shape(group)[0], tf.shape(group)[1]
-    rows, m = tf.shape(grid)[0], tf.shape(grid)[1]
-    num_classes = tf.shape(row)[1]
-    real = group < num_classes
-    c = tf.minimum(group, num_classes - 1)
-    one_hot = tf.one_hot(c, num_classes, dtype=tf.int32) * tf.cast(real, tf.int32)[..., None]
-    rank = tf.reduce_sum(tf.cumsum(one_hot, axis=1, exclusive=True) * one_hot, axis=2)  # [B, k]
-    image = tf.broadcast_to(tf.range(b)[:, None], [b, k])
-    # scatter_nd sums: invalid candidates add zeros (box, score, class, validity) to
-    # slot (image, 0, 0), which keeps whatever lands there
-    at = tf.stack([image, tf.where(real, tf.gather(row, c, batch_dims=1), 0),
-                   tf.where(real, tf.gather(start, c, batch_dims=1) + rank, 0)], -1)
-    shape = tf.stack([b, rows, m])
+    key = pairs.cls * b + pairs.image  # non-decreasing
+    per_key = tf.math.bincount(key, minlength=b * num_classes, maxlength=b * num_classes)
+    rank = tf.range(tf.shape(key)[0]) - tf.gather(tf.cumsum(per_key, exclusive=True), key)
+    counts = tf.transpose(tf.reshape(per_key, [num_classes, b]))  # [B, K]
+    m = _size_bucket(tf.reduce_max(counts), 16)
+    row, start, rows = _next_fit_jit(counts, tf.zeros([m]))
+    where = tf.stack([pairs.image, pairs.cls], 1)
+    at = tf.stack([pairs.image, tf.gather_nd(row, where), tf.gather_nd(start, where) + rank], 1)
+    values = tf.stack([tf.bitcast(pairs.score, tf.int32), pairs.box, pairs.cls, tf.ones_like(pairs.cls)], 1)
+    grid = tf.scatter_nd(at, values, tf.stack([b, rows, m, 4]))  # empty slots stay 0
+    return tf.reshape(grid, [b, rows * m, 4]), m
 
-    def put(values):
-        values = tf.where(tf.reshape(real, tf.concat([[b, k], tf.ones_like(tf.shape(values)[2:])], 0)),
-                          values, tf.zeros_like(values))
-        return tf.reshape(tf.scatter_nd(at, values, tf.concat([shape, tf.shape(values)[2:]], 0)),
-                          tf.concat([[b * rows, m], tf.shape(values)[2:]], 0))
 
-    kept = _keep_mask(put(cand), put(c), put(tf.cast(real, tf.int32)) > 0, put(scores), iou_threshold)
-    return tf.gather_nd(tf.reshape(kept, shape), at) & real  # [B, k] in column order
+def _grid_keep(grid, cand, iou_threshold, num_classes, width):
+    """Greedy NMS on each row of :func:`_grid`'s ``grid [B, R * m, 4]`` (``m`` = ``width``'s
+    length, a compile-time constant), boxes ``cand [B, R * m, 4]`` -> the precedence key of
+    each kept pair (:func:`_precedence_key`; ``int64`` min where not kept) ``[B, R * m]``,
+    and the number kept ``[B]``. One XLA call: validity, keep mask and key fused."""
+    m = tf.shape(width)[0]
+    scores, box, cls = tf.bitcast(grid[..., 0], tf.float32), grid[..., 1], grid[..., 2]
+    valid = (grid[..., 3] > 0) & tf.math.is_finite(scores) & tf.reduce_all(tf.math.is_finite(cand), axis=-1)
+    keep = tf.reshape(_keep_mask(tf.reshape(cand, [-1, m, 4]), tf.reshape(cls, [-1, m]), tf.reshape(valid, [-1, m]),
+                                 tf.reshape(scores, [-1, m]), iou_threshold), tf.shape(valid))
+    key = _precedence_key(scores, box, cls, num_classes)
+    return tf.where(keep, key, tf.int64.min), tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
 
 
 _grid_keep_jit = _jit(_grid_keep)
-
-
-def _class_keep(cand, cls, valid, scores, iou_threshold, num_classes):
-    """The greedy keep mask of :func:`_keep_mask`, solved on a grid of whole classes.
-
-    Candidates of different classes never suppress each other, so the
-    ``[k, k]`` problem splits into rows of ``m`` slots, each holding whole
-    classes (``m`` the most candidates of one class in the batch, rounded up by
-    :func:`_size_bucket`; classes packed by :func:`_next_fit`): with several
-    classes far less work, same answer. The single ``[k, k]`` problem is solved
-    instead when splitting does not pay (one class, or one class holding most
-    candidates).
-    """
-    if num_classes is None or num_classes < 2:
-        return _dense_keep(cand, cls, valid, scores, iou_threshold)
-    k = tf.shape(valid)[1]
-    group = tf.where(valid, cls, num_classes)
-    counts = tf.math.bincount(group, minlength=num_classes + 1, maxlength=num_classes + 1,
-                              axis=-1)
-    m = _size_bucket(tf.reduce_max(counts[:, :num_classes]), 16)
-    row, start, r = _next_fit_jit(counts[:, :num_classes], tf.zeros([m]))
-
-    def split():
-        return _grid_keep_jit(cand, scores, group, row, start, iou_threshold, tf.zeros([r, m]))
-
-    return tf.cond(2 * r * m * m <= k * k, split,
-                   lambda: _dense_keep(cand, cls, valid, scores, iou_threshold))
 
 
 def batched_nms(
@@ -392,7 +418,8 @@ def batched_nms(
       boxes: ``[B, N, 4]`` xyxy boxes (any consistent units), shared by all
         classes; with ``decode``, any per-box rows ``[B, N, R]`` it turns into
         boxes.
-      scores: ``[B, N, K]`` per-class scores (e.g. sigmoid probabilities).
+      scores: ``[B, N, K]`` per-class scores (e.g. sigmoid probabilities);
+        ``N * K`` below 2^31.
       iou_threshold: a kept box suppresses same-class boxes with IoU strictly
         greater than this.
       score_threshold: only pairs with score strictly greater are considered.
@@ -415,32 +442,51 @@ def batched_nms(
     """
     boxes = tf.cast(boxes, tf.float32)
     scores = tf.cast(scores, tf.float32)
+    b, n, _ = _dims(boxes)
     if agnostic:
         best_class = tf.argmax(scores, axis=-1, output_type=tf.int32)  # [B, N]
         scores = tf.reduce_max(scores, axis=-1, keepdims=True)  # one "class": suppression ignores labels
-    top_scores, box_idx, cls, candidates = _top_candidates(
-        scores, pre_nms_top_k, tf.constant(score_threshold, tf.float32), static_shapes
-    )
-    cand = tf.gather(boxes, box_idx, batch_dims=1)  # [B, k, 4]
-    if decode is not None:
-        cand = tf.cast(decode(cand, box_idx), tf.float32)
-    valid = (top_scores > score_threshold) & tf.math.is_finite(top_scores)
-    valid &= tf.reduce_all(tf.math.is_finite(cand), axis=-1)
-
+    threshold = tf.constant(score_threshold, tf.float32)
     iou = tf.constant(iou_threshold, tf.float32)
-    if static_shapes:
-        keep = _dense_keep(cand, cls, valid, top_scores, iou)
-    else:
-        keep = _class_keep(cand, cls, valid, top_scores, iou,
-                           None if agnostic else scores.shape[-1])
+
+    def candidates(box_idx):  # [B, k] -> [B, k, 4]
+        def gather():
+            cand = tf.gather(boxes, box_idx, batch_dims=1)
+            return cand if decode is None else tf.cast(decode(cand, box_idx), tf.float32)
+
+        # no boxes at all: the grid's empty slots have nothing to gather
+        if isinstance(n, int):
+            return gather() if n > 0 else tf.zeros(tf.concat([tf.shape(box_idx), [4]], 0))
+        return tf.cond(n > 0, gather, lambda: tf.zeros(tf.concat([tf.shape(box_idx), [4]], 0)))
+
+    if static_shapes:  # columns [B, k] in precedence order; ties by column
+        top_scores, box_idx, cls, count = _pooled_candidates(scores, pre_nms_top_k, threshold)
+        cand = candidates(box_idx)
+        valid = (top_scores > score_threshold) & tf.math.is_finite(top_scores)
+        keep = _dense_keep(cand, cls, valid & tf.reduce_all(tf.math.is_finite(cand), axis=-1), top_scores, iou)
+        order = tf.where(keep, top_scores, -float("inf"))  # top_k ranks equal scores by column
+        kept = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
+    else:  # the pairs above the threshold on a grid of whole classes
+        pairs = _candidate_pairs(scores, pre_nms_top_k, threshold)
+        num_classes = _dims(scores)[2]
+        grid, m = _grid(pairs, b, num_classes)
+        top_scores, box_idx, cls = tf.bitcast(grid[..., 0], tf.float32), grid[..., 1], grid[..., 2]
+        cand = candidates(box_idx)
+        if isinstance(b, int) and b < 2:
+            order, kept = _grid_keep_jit(grid, cand, iou, num_classes, tf.zeros([m]))
+        else:  # two XLA calls on the two halves of the batch, which the executor runs at once
+            halves = [_grid_keep_jit(grid[i:j], cand[i:j], iou, num_classes, tf.zeros([m]))
+                      for i, j in ((0, b // 2), (b // 2, b))]
+            order, kept = (tf.concat(x, 0) for x in zip(*halves))
+        count = pairs.count
     if agnostic:
         cls = tf.gather(best_class, box_idx, batch_dims=1)
 
-    # The first D kept candidates in precedence order: top_k ranks equal scores by column.
-    k = tf.shape(keep)[1]
-    d = tf.minimum(max_detections, k)
-    _, sel = tf.math.top_k(tf.where(keep, top_scores, -float("inf")), k=d, sorted=True)  # [B, d]
-    num = tf.minimum(tf.reduce_sum(tf.cast(keep, tf.int32), axis=1), d)
+    # The first D kept candidates in precedence order (``order``: larger first, the
+    # dropped ones at the type's minimum).
+    d = tf.minimum(max_detections, tf.shape(order)[1])
+    _, sel = tf.math.top_k(order, k=d, sorted=True)  # [B, d]
+    num = tf.minimum(kept, d)
     live = tf.range(d)[None, :] < num[:, None]
 
     out_boxes = tf.where(live[..., None], tf.gather(cand, sel, batch_dims=1), 0.0)
@@ -448,7 +494,6 @@ def batched_nms(
     out_labels = tf.where(live, tf.gather(cls, sel, batch_dims=1), -1)
     # Pad to exactly D rows; reshape pins the static shape for callers.
     pad = max_detections - d
-    b = tf.shape(boxes)[0]
     return NMSResult(
         boxes=tf.reshape(tf.pad(out_boxes, [[0, 0], [0, pad], [0, 0]]), [b, max_detections, 4]),
         scores=tf.reshape(tf.pad(out_scores, [[0, 0], [0, pad]]), [b, max_detections]),
@@ -457,5 +502,5 @@ def batched_nms(
             [b, max_detections],
         ),
         num_detections=num,
-        num_candidates=candidates,
+        num_candidates=count,
     )
