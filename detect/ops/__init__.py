@@ -3,6 +3,6 @@
 Nothing here holds Keras state or loops in Python over boxes or images.
 """
 
-from detect.ops import anchors, box_coder, boxes, matcher, nms
+from detect.ops import anchors, box_coder, boxes, matcher, nms, nms_candidates
 
-__all__ = ["anchors", "box_coder", "boxes", "matcher", "nms"]
+__all__ = ["anchors", "box_coder", "boxes", "matcher", "nms", "nms_candidates"]

@@ -131,66 +131,6 @@ def test_a_nan_score_is_never_kept_and_leaves_other_boxes_alone(top_k):
                            ((20.0, 20.0, 30.0, 30.0), 0, np.float32(0.8))}
 
 
-def brute_force_pairs(scores, thr, top_k):
-    """Each image's top_k pairs above thr in precedence order (score descending, then box,
-    then class), listed class-major: [(class, image, box, score)]."""
-    out = []
-    for b in range(scores.shape[0]):
-        above = [(-scores[b, n, c], n, c) for n, c in zip(*np.nonzero(scores[b] > thr))]
-        out += [(c, b, n, -s) for s, n, c in sorted(above)[:top_k]]
-    return sorted(out)
-
-
-@pytest.mark.parametrize("n", [200, 201])  # odd: the scan is one call, not two halves
-@pytest.mark.parametrize("top_k", [1000, 300, 64])
-def test_both_candidate_routes_give_the_same_pairs(rng, top_k, n):
-    """Gathering the pairs above the threshold equals ranking them in two top-k stages, and
-    both equal brute force: the same pairs, listed class-major, the same counts, cut at
-    top_k per image in precedence order or not."""
-    from detect.ops.nms import _gathered_pairs, _pooled_pairs, _scan_halves
-
-    _, scores = clustered_case(rng, 3, n, 5)
-    scores[1] *= 0.17  # images with very different numbers of candidates
-    scores[2, 10:] = 0.0
-    scores[0, :40:2] = scores[0, 1:40:2]  # exactly tied scores across boxes
-    thr = tf.constant(0.15)
-    box_max, above, h, boxes_above = _scan_halves(tf.constant(scores), thr)
-    assert h == (2 if n % 2 == 0 else 1)
-    np.testing.assert_array_equal(boxes_above, (scores > 0.15).any(2).sum(1))
-    got = _gathered_pairs(tf.constant(scores), above, h, top_k, thr)
-    want = _pooled_pairs(tf.constant(scores), tf.reshape(tf.concat(box_max, 0), [3, n]), boxes_above, top_k, thr)
-    counts = (scores > 0.15).sum((1, 2))
-    assert counts.max() > 300 and counts.min() < 60
-    np.testing.assert_array_equal(got.count, counts)
-    for b in range(3):
-        if int(boxes_above[b]) <= top_k:  # else the pooled count is a lower bound above top_k
-            assert int(want.count[b]) == counts[b]
-        else:
-            assert counts[b] >= int(want.count[b]) > top_k
-
-    def listed(p):
-        return list(zip(p.cls.numpy(), p.image.numpy(), p.box.numpy(), p.score.numpy()))
-
-    expected = brute_force_pairs(scores, 0.15, top_k)
-    assert listed(got) == expected  # class-major, exactly
-    assert listed(want) == expected
-
-
-def test_precedence_key_orders_by_score_then_box_then_class(rng):
-    """Sorting by the int64 key equals sorting by (-score, box, class), negative scores,
-    +-0 (equal) and exact ties included."""
-    from detect.ops.nms import _precedence_key
-
-    score = rng.choice(np.float32([-2.5, -1e-30, -0.0, 0.0, 1e-30, 0.25, 0.5, 7.0, np.inf]), 400)
-    box = rng.integers(0, 50_000, 400).astype(np.int32)
-    cls = rng.integers(0, 80, 400).astype(np.int32)
-    key = tf.function(_precedence_key, jit_compile=True)(score, box, cls, 80).numpy()
-    np.testing.assert_array_equal(key, _precedence_key(score, box, cls, 80).numpy())  # XLA keeps -0 = +0
-    got = np.argsort(-key, kind="stable")
-    want = sorted(range(400), key=lambda i: (-score[i], box[i], cls[i]))
-    np.testing.assert_array_equal(got, want)
-
-
 def test_max_detections_and_top_k_truncate(rng):
     boxes = random_boxes(rng, (1, 50), extent=5000, max_size=10)  # disjoint-ish
     scores = rng.uniform(0.5, 1, (1, 50, 1)).astype(np.float32)
@@ -301,7 +241,8 @@ def test_exactly_tied_scores_are_visited_in_index_order(rng):
 def test_grid_of_whole_classes_equals_whole_problem(rng, num_classes):
     """NMS on the grid (whole classes packed in rows) keeps exactly what the single [k, k]
     problem over each image's pairs keeps: ties, a NaN box and an infinite score included."""
-    from detect.ops.nms import _dense_keep, _grid, _grid_keep_jit, _Pairs, _size_bucket
+    from detect.ops.nms import _dense_keep, _grid, _grid_keep_jit, _size_bucket
+    from detect.ops.nms_candidates import Pairs
 
     b, n = 3, 96
     boxes, _ = clustered_case(rng, b, n, 1)
@@ -314,7 +255,7 @@ def test_grid_of_whole_classes_equals_whole_problem(rng, num_classes):
     rows[7] = rows[7][:3] + (np.inf,)
     rows.sort(key=lambda r: r[:3])
     cls, image, box, score = (np.array(x) for x in zip(*rows))
-    pairs = _Pairs(tf.constant(image, tf.int32), tf.constant(box, tf.int32), tf.constant(cls, tf.int32),
+    pairs = Pairs(tf.constant(image, tf.int32), tf.constant(box, tf.int32), tf.constant(cls, tf.int32),
                    tf.constant(score, tf.float32), None)
     grid, m = _grid(pairs, b, num_classes)
     assert int(tf.reduce_sum(grid[..., 3])) == len(rows)  # every pair placed once
