@@ -19,8 +19,13 @@ def tiny_model():
     return build_retinanet(tiny_config())
 
 
-def square_scenes(n, size=128, seed=0):
-    """Images with bright, non-overlapping squares (class = colour) and padded targets."""
+def square_scenes(n, size=128, seed=0, texture=0.0):
+    """Images with bright, non-overlapping squares (class = colour) and padded targets.
+
+    ``texture``: standard deviation of Gaussian pixel noise over the whole image (0: flat
+    grey background, flat squares; the same squares either way). A flat tile makes every
+    GroupNorm group nearly constant, which divides float rounding by ~sqrt(epsilon):
+    comparisons of arithmetic (quantised vs float) need texture, as real imagery has."""
     rng = np.random.default_rng(seed)
     colours = np.array([[255, 40, 40], [40, 255, 40], [40, 40, 255]], np.float32)
     images = np.full((n, size, size, 3), 90.0, np.float32)
@@ -40,6 +45,9 @@ def square_scenes(n, size=128, seed=0):
             images[i, y0:y0 + side, x0:x0 + side] = colours[cls]
             boxes[i, j] = [x0, y0, x0 + side, y0 + side]
             labels[i, j] = cls
+    if texture:
+        noise = np.random.default_rng([seed, 1]).normal(0.0, texture, images.shape)
+        images = np.clip(images + noise, 0, 255).astype(np.float32)
     return images, {"boxes": boxes, "labels": labels}
 
 
