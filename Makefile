@@ -26,9 +26,12 @@ browser:
 	  { (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) \
 	    && echo "installed chromium" || echo "warning: could not install chromium; the browser test will be skipped"; }
 
-## The test suite (fails if no tests are collected).
+## The test suite (fails if no tests are collected), on both cores: two pytest-xdist
+## workers, each test file on one worker (its module fixtures built once).
+## PYTEST_XDIST= runs in one process.
+PYTEST_XDIST ?= -n 2 --dist loadfile
 test: $(STAMP) browser
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m pytest -q -ra $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check detect tests tools
