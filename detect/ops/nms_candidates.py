@@ -55,7 +55,8 @@ def _scan(scores, score_threshold):
 
     NaN: a NaN pair is never a candidate (pairs are tested one by one when gathered), but
     whether a NaN hides the other scores of its box in this maximum depends on the
-    backend (XLA on CPU skips it, TensorFlow's kernel returns NaN, dropping the box)."""
+    backend (XLA on CPU skipped it in our tests; TensorFlow's own kernel, with
+    ``DETECT_NMS_JIT=0``, returns NaN, which drops the box)."""
     box_max = tf.reduce_max(scores, axis=2)
     above = box_max > score_threshold
     return box_max, above, tf.reduce_sum(tf.cast(above, tf.int32), axis=1)

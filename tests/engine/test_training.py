@@ -1,6 +1,6 @@
+"""detect.engine.train: the run folder, schedules, stopping rules, fine-tuning, validation."""
+
 import json
-import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -10,25 +10,7 @@ import tensorflow as tf
 from detect import engine
 from detect.config import DetectConfig
 from detect.models import load_model
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
-import make_synthetic  # noqa: E402
-
-TINY = ["model.backbone=resnet18", "model.backbone_width=8", "model.fpn_channels=16",
-        "model.head_convs=1", "model.freeze_batchnorm=true", "data.image_size=64",
-        "data.max_boxes=10", "train.batch_size=2", "train.epochs=2", "train.warmup_steps=2",
-        "train.optimizer=sgd", "train.learning_rate=0.005"]
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    ann = make_synthetic.make_dataset(root, images=4, size=64, seed=2)
-    return ann, root / "images"
-
-
-def cfg(*extra):
-    return DetectConfig().with_overrides([*TINY, *extra])
+from tests.engine import TINY, cfg
 
 
 def test_run_directory_contents(data, tmp_path):
@@ -56,101 +38,6 @@ def test_warmup_cosine_schedule_golden():
     np.testing.assert_allclose(float(s(100)), 0.0, atol=1e-9)
     st = engine.WarmupSchedule(0.1, 0, 100, kind="step", boundaries=[50, 80])
     np.testing.assert_allclose([float(st(49)), float(st(50)), float(st(80))], [0.1, 0.01, 0.001], rtol=1e-5)
-
-
-def test_resume_after_interruption_matches_uninterrupted_run(data, tmp_path, monkeypatch):
-    tf.config.experimental.enable_op_determinism()
-    ann, images = data
-    full = engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "a", verbose=0)
-
-    original = engine._Guard.on_epoch_end
-
-    def crash_after_first_epoch(self, epoch, logs=None):
-        original(self, epoch, logs)
-        if epoch == 0:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(engine._Guard, "on_epoch_end", crash_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "b", verbose=0)
-    monkeypatch.setattr(engine._Guard, "on_epoch_end", original)
-    assert json.loads((tmp_path / "b" / "checkpoints" / "epoch-0001" / "state.json").read_text())["epoch"] == 1
-    resumed = engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "b",
-                           resume=True, verbose=0)
-    for a, b in zip(full.get_weights(), resumed.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-
-
-class _Killed(BaseException):
-    """Stands in for kill -9: not an Exception, so nothing on the way catches it."""
-
-
-COMMIT_OPS = ["checkpoint", "state", "metrics", "rename", "metrics copy", "prune"]
-
-
-@pytest.mark.parametrize("op", COMMIT_OPS)
-def test_kill_between_any_two_file_operations_of_a_commit_resumes_exactly(data, tmp_path, monkeypatch, op):
-    """A failure injected after each file operation of epoch 2's commit (KEEP=1, so the
-    commit also prunes epoch 1) leaves a run that resumes to the uninterrupted result."""
-    from detect import runs
-
-    tf.config.experimental.enable_op_determinism()
-    ann, images = data
-    monkeypatch.setattr(runs, "KEEP", 1)
-    full = _full_run(data, tmp_path.parent)
-    seen = []
-
-    def hook(name):
-        seen.append(name)
-        if len(seen) > len(COMMIT_OPS) - 1 and name == op:  # in epoch 2's commit (epoch 1 has no prune)
-            raise _Killed(name)
-
-    monkeypatch.setattr(runs, "_file_op_done", hook)
-    with pytest.raises(_Killed):
-        engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "b", verbose=0)
-    monkeypatch.setattr(runs, "_file_op_done", lambda name: None)
-    committed = runs.RunFolder(tmp_path / "b").latest()
-    assert committed.epoch == (2 if COMMIT_OPS.index(op) >= COMMIT_OPS.index("rename") else 1)
-    assert [r["epoch"] for r in committed.metrics] == [str(e + 1) for e in range(committed.epoch)]
-    resumed = engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "b",
-                           resume=True, verbose=0)
-    for a, b in zip(full.get_weights(), resumed.get_weights()):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    rows = (tmp_path / "b" / "metrics.csv").read_text().splitlines()
-    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]  # each epoch once
-
-
-_FULL = {}
-
-
-def _full_run(data, root):
-    """The uninterrupted reference run, trained once per test session."""
-    if "model" not in _FULL:
-        ann, images = data
-        _FULL["model"] = engine.train(cfg(), train_ann=ann, train_images=images,
-                                      run_dir=root / "full_reference", verbose=0)
-    return _FULL["model"]
-
-
-def test_damaged_newest_checkpoint_falls_back_to_the_one_before(data, tmp_path, capsys):
-    from detect import runs
-
-    tf.config.experimental.enable_op_determinism()
-    ann, images = data
-    engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "r", verbose=0)
-    newest = tmp_path / "r" / "checkpoints" / "epoch-0002" / "checkpoint.keras"
-    newest.write_bytes(newest.read_bytes()[:1000])  # truncated
-    resumed = engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "r",
-                           resume=True, verbose=0)
-    err = capsys.readouterr().err
-    assert "epoch-0002 is damaged" in err and "trying the epoch before" in err
-    full = _full_run(data, tmp_path.parent)
-    for a, b in zip(full.get_weights(), resumed.get_weights()):  # epoch 2 trained again, exactly
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    for folder in (tmp_path / "r" / "checkpoints").iterdir():
-        (folder / "checkpoint.keras").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="no intact checkpoint to resume from"):
-        runs.RunFolder(tmp_path / "r").latest()
 
 
 def test_non_finite_loss_stops_with_clear_message(data, tmp_path, monkeypatch):
@@ -181,29 +68,8 @@ def test_two_stage_fine_tuning_unfreezes_backbone(data, tmp_path):
     assert conv.trainable and not model.backbone.get_layer("conv1_bn").trainable  # BN stays frozen
 
 
-def test_resume_needs_a_checkpoint(tmp_path, data):
-    ann, images = data
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path, resume=True)
-
-
 def teardown_module():
     keras.mixed_precision.set_global_policy("float32")
-
-
-def test_cli_train_and_resume(data, tmp_path):
-    from detect.cli import main
-
-    ann, images = data
-    sets = [x for s in TINY + ["train.epochs=1"] for x in ("--set", s)]
-    run = tmp_path / "run"
-    assert main(["train", "--train-ann", str(ann), "--train-images", str(images),
-                 "--out", str(run), *sets]) == 0
-    assert (run / "model.keras").is_file() and (run / "run.yaml").is_file()
-    # resuming a finished run is harmless: nothing left to train, model rewritten
-    assert main(["train", "--resume", str(run)]) == 0
-    assert main(["train", "--train-ann", str(ann), "--out", str(tmp_path / "new")]) == 2  # no --train-images
-    assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
 
 
 def test_train_out_folder_policy(data, tmp_path, capsys):
