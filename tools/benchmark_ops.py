@@ -31,15 +31,19 @@ from detect.ops.boxes import pairwise_iou  # noqa: E402
 from detect.ops.nms import batched_nms  # noqa: E402
 
 
-def median_time(fn, *args, repeats: int) -> float:
-    fn(*args)  # trace / compile
+def call_times(fn, *args, repeats: int) -> list[float]:
+    """Seconds of ``repeats`` back-to-back calls of ``fn``, outputs fetched to NumPy."""
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        out = fn(*args)
-        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, out)
+        tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, fn(*args))
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def median_time(fn, *args, repeats: int) -> float:
+    fn(*args)  # trace / compile
+    return statistics.median(call_times(fn, *args, repeats=repeats))
 
 
 def retinanet_like_load(rng, batch, n, k, *, dense: bool, image=1024.0):
@@ -80,12 +84,7 @@ def block_medians(fns, *args, repeats: int, rounds: int = 5) -> list[float]:
     rounds_of = [[] for _ in fns]
     for _ in range(rounds):
         for fn, medians in zip(fns, rounds_of):
-            times = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, fn(*args))
-                times.append(time.perf_counter() - t0)
-            medians.append(statistics.median(times))
+            medians.append(statistics.median(call_times(fn, *args, repeats=repeats)))
     return [statistics.median(m) for m in rounds_of]
 
 

@@ -19,8 +19,8 @@ The candidates, the (box, class) pairs above the score threshold cut to
 Candidates of different classes never suppress each other, so they are laid
 out on a grid whose rows hold whole classes (:func:`_grid`) and each row of
 ``m`` slots is its own ``[m, m]`` problem: with several classes far less work
-than one ``[k, k]``. Under XLA
-(``static_shapes``) the ``[k, k]`` problem is solved as it is.
+than one ``[k, k]``. Under XLA (``static_shapes``) the ``[k, k]`` problem is
+solved as it is.
 
 No ``tf.image.*non_max_suppression*`` is used; tests compare against a
 pure-Python greedy reference and against ``tf.image.non_max_suppression``.

@@ -85,9 +85,14 @@ def _scan_halves(scores, score_threshold):
     return (max1, max2), (above1, above2), h, counts
 
 
+def _most(count: tf.Tensor) -> tf.Tensor:
+    """Largest of the per-image counts ``[B]`` (0 for an empty batch)."""
+    return tf.reduce_max(tf.concat([count, [0]], axis=0))
+
+
 def _bucket(count: tf.Tensor, cap) -> tf.Tensor:
     """Largest count over the batch, rounded up to a multiple of _K_BUCKET, at most cap."""
-    needed = tf.reduce_max(tf.concat([count, [0]], axis=0))
+    needed = _most(count)
     needed = (needed + _K_BUCKET - 1) // _K_BUCKET * _K_BUCKET
     return tf.minimum(cap, tf.maximum(needed, _K_BUCKET))
 
@@ -119,7 +124,7 @@ def candidate_pairs(scores: tf.Tensor, k, score_threshold) -> Pairs:
     box_max, above, h, boxes_above = _scan_halves(scores, score_threshold)
     b, n, _ = dims(scores)
     return tf.cond(
-        tf.reduce_max(tf.concat([boxes_above, [0]], 0)) <= k,
+        _most(boxes_above) <= k,
         lambda: _gathered_pairs(scores, above, h, k, score_threshold),
         lambda: _pooled_pairs(scores, tf.reshape(tf.concat(box_max, 0), [b, n]), boxes_above, k,
                               score_threshold))
@@ -163,7 +168,7 @@ def _gathered_pairs(scores, above, h, k, score_threshold) -> Pairs:
         inside = tf.scatter_nd(order[:, None], tf.cast(rank < k, tf.int32), tf.shape(order)) > 0
         return [tf.boolean_mask(t, inside) for t in pairs[:4]]  # still class-major
 
-    kept = tf.cond(tf.reduce_max(tf.concat([count, [0]], 0)) <= k, lambda: list(pairs[:4]), cut)
+    kept = tf.cond(_most(count) <= k, lambda: list(pairs[:4]), cut)
     return Pairs(*kept, count=count)
 
 
