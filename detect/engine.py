@@ -27,7 +27,7 @@ from detect.datasets.coco import CocoDataset, load_coco, problem_block, summary
 from detect.datasets.fit import fit_to_data
 from detect.datasets.images import BandRule
 from detect.datasets.pipeline import make_dataset
-from detect.models.backbones import apply_freezing
+from detect.models.backbones import apply_freezing, check_backbone_weights
 from detect.models.factory import build_retinanet, inference_copy
 from detect.models.retinanet import RetinaNet
 from detect.runs import RunFolder
@@ -223,6 +223,8 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
         from detect.config import load_yaml
 
         cfg = DetectConfig.from_dict(load_yaml(run.config))
+    elif init_from is None:
+        check_backbone_weights(cfg.model)  # a missing package or a bad checkpoint: nothing written
     run.path.mkdir(parents=True, exist_ok=True)
 
     train_ds = load_coco(train_ann, train_images, strict=strict)

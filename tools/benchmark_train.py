@@ -1,10 +1,16 @@
 #!/usr/bin/env python
-"""Train on dense generated aerial scenes for fixed wall-clock budgets; compare two recipes.
+"""Train on generated aerial scenes for fixed wall-clock budgets; compare recipes.
 
-Generates a dense set with ``tools/make_dense_aerial.py`` (80-200 touching
-crowns and cars of 10-40 px per 512 x 512 scene, ground texture varying
-between scenes; ``--train`` scenes to learn from, ``--test`` other scenes,
-another seed), then for each recipe and each ``--budgets`` entry runs
+Two generated sets of different looks (``--sets``), each with ``--train``
+scenes to learn from and ``--test`` other scenes (another seed):
+
+- ``dense``: ``tools/make_dense_aerial.py``, 80-200 touching crowns and cars
+  of 10-40 px per 512 x 512 scene on forest floor, grass, soil and asphalt;
+- ``urban``: ``tools/make_urban_aerial.py``, aircraft, touching roofs and
+  boats of 10-120 px on tarmac, concrete, water, snow and sand, tinted and
+  hazy: no texture, palette or shape in common with ``dense``.
+
+For each set, recipe and ``--budgets`` entry it runs
 
     detect train --train-ann ... --config RECIPE --time-budget B --out RUN
     detect evaluate --ann TEST --images ... --model RUN/model.keras --max-dets 1,100,1000
@@ -19,17 +25,25 @@ Recipes:
 - ``aerial``: ``data/aerial_cpu.yaml``, fitted to the data by ``detect train``
   (GroupNorm and zero-initialised residuals from scratch, anchors, levels
   and caps from the boxes, native resolution).
+- ``pretrained``: ``data/aerial_pretrained_cpu.yaml``: EfficientNet-Lite0 from
+  ImageNet (the ``[pretrained]`` extra), fitted to the data the same way.
 - ``before``: the recipe ``detect`` shipped before the dense-aerial work
   (``data/sample_config.yaml`` of commit d4a5a03: batch norm frozen at its
   initial values, no zero-init, no head norm, images resized to 256 px,
   pinned P3-P5 anchors, 30 boxes per image, 50 detections). Only its
   epoch count is replaced by the same ``--time-budget`` plan.
 
-The whole run takes about the sum of the budgets twice, plus a few minutes of
-generation and evaluation. Budgets are wall-clock: run nothing else meanwhile.
+Per recipe it also measures, in the same run, the training step time (what
+``--time-budget`` measured before planning, from the train log) and
+predict tiles/s of 512 px tiles with the trained model, as ratios to the first
+recipe's.
 
-    python tools/benchmark_train.py                     # 5m, 10m, 20m, both recipes
-    python tools/benchmark_train.py --budgets 2m --recipes aerial --train 16 --test 4
+The whole run takes about the sum of the budgets times recipes times sets, plus
+a few minutes of generation and evaluation. Budgets are wall-clock: run
+nothing else meanwhile.
+
+    python tools/benchmark_train.py                     # 5m, 10m, 20m, three recipes, both sets
+    python tools/benchmark_train.py --budgets 2m --recipes aerial --sets urban --train 16 --test 4
 """
 
 from __future__ import annotations
@@ -46,7 +60,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 
-from make_dense_aerial import make_dataset  # noqa: E402
+import make_dense_aerial  # noqa: E402
+import make_urban_aerial  # noqa: E402
+
+GENERATORS = {"dense": make_dense_aerial.make_dataset, "urban": make_urban_aerial.make_dataset}
+THROUGHPUT = """\
+import sys, time, numpy as np
+import detect
+model = detect.load_model(sys.argv[1])
+tiles = np.random.default_rng(0).uniform(0, 255, (4, 512, 512, 3)).astype("float32")
+model.predict(tiles, verbose=0)
+t0, n = time.perf_counter(), 0
+while time.perf_counter() - t0 < 20:
+    model.predict(tiles, verbose=0)
+    n += len(tiles)
+print(n / (time.perf_counter() - t0))
+"""
 
 BEFORE = """\
 # data/sample_config.yaml as of d4a5a03 (before the dense-aerial recipe), with the
@@ -96,7 +125,9 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/detect_benchmark_train"),
                    help="data and runs go here (reused: existing data is not regenerated)")
     p.add_argument("--budgets", default="5m,10m,20m", help="comma-separated --time-budget values")
-    p.add_argument("--recipes", default="aerial,before", help="aerial, before or both (comma-separated)")
+    p.add_argument("--recipes", default="aerial,pretrained,before",
+                   help="comma-separated: aerial, pretrained, before (the first is the ratios' baseline)")
+    p.add_argument("--sets", default="dense,urban", help="comma-separated generated sets: dense, urban")
     p.add_argument("--train", type=int, default=64, help="training scenes")
     p.add_argument("--test", type=int, default=20, help="test scenes (another seed)")
     p.add_argument("--size", type=int, default=512, help="scene side, px")
@@ -104,54 +135,91 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     work = args.work
-    sets = {}
-    for name, count, seed in (("train", args.train, args.seed), ("test", args.test, args.seed + 1000)):
-        folder = work / f"{name}_{count}x{args.size}_s{seed}"
-        ann = folder / "annotations.json"
-        if not ann.is_file():
-            make_dataset(folder, images=count, size=args.size, seed=seed)
-        sets[name] = (ann, folder / "images")
-        n = len(json.loads(ann.read_text())["annotations"])
-        print(f"{name}: {count} scenes of {args.size} px, {n} boxes ({folder})", flush=True)
+    work.mkdir(parents=True, exist_ok=True)
     (work / "before.yaml").write_text(BEFORE)
-    configs = {"aerial": ROOT / "data" / "aerial_cpu.yaml", "before": work / "before.yaml"}
+    configs = {"aerial": ROOT / "data" / "aerial_cpu.yaml", "before": work / "before.yaml",
+               "pretrained": ROOT / "data" / "aerial_pretrained_cpu.yaml"}
+    recipes = args.recipes.split(",")
+    unknown = sorted(set(recipes) - set(configs)) + sorted(set(args.sets.split(",")) - set(GENERATORS))
+    if unknown:
+        p.error(f"unknown recipe or set {unknown}; recipes: {sorted(configs)}, sets: {sorted(GENERATORS)}")
 
     rows = []
-    for budget in args.budgets.split(","):
-        for recipe in args.recipes.split(","):
-            run = work / "runs" / f"{recipe}_{budget}"
-            if run.exists():
-                import shutil
+    for look in args.sets.split(","):
+        sets = {}
+        for name, count, seed in (("train", args.train, args.seed), ("test", args.test, args.seed + 1000)):
+            folder = work / f"{look}_{name}_{count}x{args.size}_s{seed}"
+            ann = folder / "annotations.json"
+            if not ann.is_file():
+                GENERATORS[look](folder, images=count, size=args.size, seed=seed)
+            sets[name] = (ann, folder / "images")
+            n = len(json.loads(ann.read_text())["annotations"])
+            print(f"{look} {name}: {count} scenes of {args.size} px, {n} boxes ({folder})", flush=True)
+        for budget in args.budgets.split(","):
+            for recipe in recipes:
+                rows.append(_one(work / "runs" / f"{look}_{recipe}_{budget}", sets, configs[recipe], budget))
+                r = rows[-1]
+                print(f"{look:<6} {recipe:<10} {budget:>4}: AP50 {r['ap50']:.3f}  AP(maxDets 1000) "
+                      f"{r['ap']:.3f}  train {r['train_s']:.0f} s, {r['steps']} steps "
+                      f"({r['step_s'] * 1000:.0f} ms/step), {len(r['curve'])} epochs, "
+                      f"predict {r['tiles_s']:.2f} tiles/s", flush=True)
+        for r in rows[-len(recipes) * len(args.budgets.split(",")):]:
+            r["look"] = look
 
-                shutil.rmtree(run)
-            run.parent.mkdir(parents=True, exist_ok=True)
-            # logs sit beside the run: detect train refuses a non-empty --out
-            logs = run.parent / f"{run.name}.train.log", run.parent / f"{run.name}.evaluate.log"
-            train_s = _detect("train", "--train-ann", str(sets["train"][0]), "--train-images", str(sets["train"][1]),
-                              "--config", str(configs[recipe]), "--time-budget", budget, "--out", str(run),
-                              log=logs[0])
-            _detect("evaluate", "--ann", str(sets["test"][0]), "--images", str(sets["test"][1]),
-                    "--model", str(run / "model.keras"), "--max-dets", "1,100,1000",
-                    "--report", str(run / "report.json"), "--save-predictions", str(run / "detections.json"),
-                    log=logs[1])
-            report = json.loads((run / "report.json").read_text())
-            curve = _curve(run)
-            rows.append((recipe, budget, report["stats"][1], report["AP_at_max_dets"], train_s, curve,
-                         _plan(logs[0])))
-            r = rows[-1]
-            print(f"{recipe:<7} {budget:>4}: AP50 {r[2]:.3f}  AP(maxDets 1000) {r[3]:.3f}  "
-                  f"train {r[4]:.0f} s, {len(curve)} epochs", flush=True)
-
-    print("\nrecipe  budget   AP50  AP@1000  train_s  epochs  max loss / first epoch")
-    for recipe, budget, ap50, ap, seconds, curve, _ in rows:
-        ratio = max(curve) / curve[0] if curve else float("nan")
-        print(f"{recipe:<7} {budget:>6}  {ap50:.3f}    {ap:.3f}  {seconds:>7.0f}  {len(curve):>6}  {ratio:.2f}")
+    base = {(r["look"], r["budget"]): r for r in rows if r["recipe"] == recipes[0]}
+    print(f"\nset    recipe      budget   AP50  AP@1000  train_s  steps  step time  tiles/s   "
+          f"(ratios to {recipes[0]} at the same set and budget)  max loss / first epoch")
+    for r in rows:
+        b = base[(r["look"], r["budget"])]
+        ratio = max(r["curve"]) / r["curve"][0] if r["curve"] else float("nan")
+        print(f"{r['look']:<6} {r['recipe']:<10} {r['budget']:>6}  {r['ap50']:.3f}    {r['ap']:.3f}  "
+              f"{r['train_s']:>7.0f}  {r['steps']:>5}  x{r['step_s'] / b['step_s']:.2f}      "
+              f"x{r['tiles_s'] / b['tiles_s']:.2f}  {ratio:.2f}")
     print("\nloss per epoch (mean of the epoch's steps):")
-    for recipe, budget, *_, curve, plan in rows:
-        print(f"  {recipe} {budget}: " + " ".join(f"{v:.2f}" for v in curve))
-        if plan:
-            print(f"    {plan}")
+    for r in rows:
+        print(f"  {r['look']} {r['recipe']} {r['budget']}: " + " ".join(f"{v:.2f}" for v in r["curve"]))
+        if r["plan"]:
+            print(f"    {r['plan']}")
     return 0
+
+
+def _one(run: Path, sets: dict, config: Path, budget: str) -> dict:
+    """Train one recipe for one budget, evaluate it on the test scenes, time its predict."""
+    if run.exists():
+        import shutil
+
+        shutil.rmtree(run)
+    run.parent.mkdir(parents=True, exist_ok=True)
+    # logs sit beside the run: detect train refuses a non-empty --out
+    logs = run.parent / f"{run.name}.train.log", run.parent / f"{run.name}.evaluate.log"
+    train_s = _detect("train", "--train-ann", str(sets["train"][0]), "--train-images", str(sets["train"][1]),
+                      "--config", str(config), "--time-budget", budget, "--out", str(run), log=logs[0])
+    _detect("evaluate", "--ann", str(sets["test"][0]), "--images", str(sets["test"][1]),
+            "--model", str(run / "model.keras"), "--max-dets", "1,100,1000",
+            "--report", str(run / "report.json"), "--save-predictions", str(run / "detections.json"),
+            log=logs[1])
+    report = json.loads((run / "report.json").read_text())
+    steps, step_s = _steps(logs[0])
+    tiles_s = float(subprocess.check_output(
+        [sys.executable, "-c", THROUGHPUT, str(run / "model.keras")], text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stderr=subprocess.DEVNULL).split()[-1])
+    return {"recipe": config.stem.replace("aerial_cpu", "aerial").replace("aerial_pretrained_cpu", "pretrained"),
+            "budget": budget, "ap50": report["stats"][1], "ap": report["AP_at_max_dets"], "train_s": train_s,
+            "curve": _curve(run), "plan": _plan(logs[0]), "steps": steps, "step_s": step_s,
+            "tiles_s": tiles_s}
+
+
+def _steps(log: Path) -> tuple[int, float]:
+    """Steps the run took and its measured seconds per step, from the train log's budget lines
+    ("... N steps (...) at S s/step ..." and, when it stopped early, "stopped after K of N")."""
+    import re
+
+    text = log.read_text()
+    plan = re.search(r"time budget \S+: (\d+) steps .* at ([\d.]+) s/step", text)
+    if plan is None:
+        return 0, float("nan")
+    early = re.search(r"stopped after (\d+) of \d+ planned steps", text)
+    return int(early.group(1) if early else plan.group(1)), float(plan.group(2))
 
 
 if __name__ == "__main__":

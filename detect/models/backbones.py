@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -222,7 +223,6 @@ def _last_layer(model: keras.Model, pattern: str) -> str:
 
 def _pretrained_rule(config: ModelConfig, source_norm: dict | None = None):
     """``(reverse_rgb, std)`` of the normalisation the backbone's weights were trained with."""
-    from dataclasses import replace
 
     rgb = replace(config, input_bands=3, bands=(), band_mean=(), band_std=(), input_normalization="auto",
                   **(source_norm or {}))
@@ -296,6 +296,23 @@ def _builtin(config: ModelConfig, weights, channels: int) -> tuple[keras.Model, 
         load_torch_weights(spec, base, weights)
         return base, taps
     return build(config, weights, channels)
+
+
+def check_backbone_weights(config: ModelConfig) -> None:
+    """Fail now, before anything is written, on backbone weights that cannot be loaded: a missing
+    package or file, a PyTorch checkpoint that is damaged or of another architecture (the
+    trunk is built and every tensor mapped; about a second). Sources are checked where loaded."""
+    if config.backbone == "source" or not config.pretrained:
+        return
+    spec = registry.spec(config.backbone)
+    weights = config.backbone_weights
+    if weights == "imagenet":
+        if spec.imagenet == "package":
+            package_weights(spec)
+        return
+    _weights_arg(weights, True)
+    if weights.endswith(TORCH_SUFFIXES):
+        _builtin(replace(config, input_bands=3), weights, 3)
 
 
 def build_backbone(config: ModelConfig, *, load_weights: bool = True,

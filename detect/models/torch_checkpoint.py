@@ -50,7 +50,13 @@ class _StorageType:
     """Stand-in for ``torch.FloatStorage`` and kin: only its element dtype matters."""
 
     def __init__(self, name: str):
-        self.name, self.dtype = name, np.dtype(_STORAGE_DTYPES[name])
+        self.name = name
+        if name == "BFloat16Storage":  # numpy has no bfloat16; ml_dtypes (a TensorFlow dependency) does
+            import ml_dtypes
+
+            self.dtype = np.dtype(ml_dtypes.bfloat16)
+        else:
+            self.dtype = np.dtype(_STORAGE_DTYPES[name])
 
 
 class _Storage:
@@ -104,6 +110,7 @@ _ALLOWED = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     **{("torch", name): _StorageType(name) for name in _STORAGE_DTYPES},
+    ("torch", "BFloat16Storage"): "BFloat16Storage",  # made on first use (imports ml_dtypes)
 }
 
 
@@ -114,7 +121,8 @@ class _Unpickler(pickle.Unpickler):
 
     def find_class(self, module, name):
         try:
-            return _ALLOWED[(module, name)]
+            found = _ALLOWED[(module, name)]
+            return _StorageType(found) if isinstance(found, str) else found
         except KeyError:
             raise CheckpointError(
                 f"{self.where}: refusing to load {module}.{name}: a state dict holds only tensors, "

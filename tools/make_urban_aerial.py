@@ -1,0 +1,230 @@
+#!/usr/bin/env python
+"""Generate urban and airport scenes: a second look, unlike ``make_dense_aerial.py``'s.
+
+A recipe measured on one generator can learn that generator's look; this one
+shares no texture, palette or object shape with the forest-and-parking set,
+so a recipe that wins on both is learning objects, not a drawing style:
+
+- ground: tarmac with painted lines, concrete slabs in a grid, water with
+  ripples, snow, desert sand with dunes; each scene tinted (warm, cold,
+  sepia, near-grey), with haze, a vignette and sensor noise;
+- ``aircraft``: a fuselage with swept wings and a tailplane, 30-120 px long,
+  any heading, light or dark livery, with a cast shadow;
+- ``roof``: a building footprint (rectangle or L-shape, 16-90 px) with a
+  gable ridge (two shaded halves) or a flat roof with a parapet, often
+  touching its neighbours in blocks;
+- ``boat``: a pointed hull with a wake, 10-40 px, on water only.
+
+Unlabelled distractors: painted markings, vents, small vehicles below the
+size range, tree clumps. The COCO box is the axis-aligned extent of the
+drawn shape, clipped to the image.
+
+    python tools/make_urban_aerial.py --out /tmp/urban --images 64 --size 512 --seed 0
+
+Writes ``OUT/images/*.png`` and ``OUT/annotations.json``; the same arguments
+give identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from detect import atomic
+
+CATEGORIES = [{"id": 1, "name": "aircraft", "supercategory": "object"},
+              {"id": 2, "name": "roof", "supercategory": "object"},
+              {"id": 3, "name": "boat", "supercategory": "object"}]
+_TINTS = {"warm": (1.08, 1.0, 0.88), "cold": (0.9, 1.0, 1.12), "sepia": (1.1, 0.98, 0.8),
+          "grey": (1.0, 1.0, 1.0)}
+
+
+def _blur_noise(rng, size, cell, amp):
+    n = rng.normal(0, 1, (size // cell + 2, size // cell + 2)).astype(np.float32)
+    return cv2.resize(n, (size, size), interpolation=cv2.INTER_LINEAR) * amp
+
+
+def _ground(rng, size):
+    kind = str(rng.choice(["tarmac", "concrete", "water", "snow", "sand"]))
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    if kind == "tarmac":
+        img = np.full((size, size, 3), rng.uniform(55, 95), np.float32)
+        for _ in range(rng.integers(2, 6)):  # painted taxi lines
+            y0, angle = rng.uniform(0, size), rng.uniform(0, np.pi)
+            d = np.abs((yy - y0) * np.cos(angle) - (xx - size / 2) * np.sin(angle))
+            img[d < rng.uniform(1, 3)] = (210, 190, 60) if rng.uniform() < 0.5 else (220, 220, 220)
+    elif kind == "concrete":
+        img = np.full((size, size, 3), rng.uniform(140, 190), np.float32)
+        cell = int(rng.integers(24, 64))
+        img[(yy.astype(int) % cell < 2) | (xx.astype(int) % cell < 2)] *= 0.7
+    elif kind == "water":
+        base = np.array([30, 60, 90], np.float32) * rng.uniform(0.7, 1.4)
+        ripple = np.sin((xx * rng.uniform(0.1, 0.4) + yy * rng.uniform(0.1, 0.4))) * 6
+        img = base[None, None] + ripple[..., None]
+    elif kind == "snow":
+        img = np.full((size, size, 3), rng.uniform(200, 240), np.float32) * np.array([0.95, 0.98, 1.0])
+    else:  # sand with dunes
+        img = np.array([200, 170, 120], np.float32)[None, None] * rng.uniform(0.8, 1.05) + \
+            (np.sin(xx / rng.uniform(15, 40) + _blur_noise(rng, size, 64, 2)) * 14)[..., None]
+    img = img + _blur_noise(rng, size, 48, 10)[..., None] + _blur_noise(rng, size, 4, 4)[..., None]
+    return img, kind
+
+
+def _poly(img, pts, colour):
+    pts = np.round(np.asarray(pts, np.float32)).astype(np.int32)
+    cv2.fillPoly(img, [pts], tuple(float(c) for c in colour), lineType=cv2.LINE_AA)
+
+
+def _rot(points, cx, cy, angle):
+    c, s = np.cos(angle), np.sin(angle)
+    p = np.asarray(points, np.float32)
+    return np.stack([cx + p[:, 0] * c - p[:, 1] * s, cy + p[:, 0] * s + p[:, 1] * c], axis=1)
+
+
+def _aircraft(rng, img, cx, cy, length, angle):
+    """Fuselage along x, swept wings and tailplane; returns every drawn point."""
+    L, w = length, length * rng.uniform(0.08, 0.12)
+    span = length * rng.uniform(0.8, 1.1)
+    sweep = length * rng.uniform(0.05, 0.2)
+    fus = [(-L / 2, -w / 2), (L / 2 - w, -w / 2), (L / 2, 0), (L / 2 - w, w / 2), (-L / 2, w / 2)]
+    wing = [(L * 0.1, 0), (-sweep, -span / 2), (-sweep - L * 0.12, -span / 2), (-L * 0.1, 0),
+            (-sweep - L * 0.12, span / 2), (-sweep, span / 2)]
+    tail = [(-L * 0.35, 0), (-L / 2, -span * 0.2), (-L / 2 + L * 0.06, 0), (-L / 2, span * 0.2)]
+    livery = (235, 235, 235) if rng.uniform() < 0.7 else tuple(float(v) for v in rng.uniform(40, 200, 3))
+    shadow = np.array([L * 0.06, L * 0.08])
+    parts = [_rot(p, cx, cy, angle) for p in (fus, wing, tail)]
+    for p in parts:
+        _poly(img, p + shadow, (25, 25, 30))
+    for p in parts:
+        _poly(img, p, livery)
+    return np.concatenate(parts)
+
+
+def _roof(rng, img, x0, y0, w, h):
+    gable = rng.uniform() < 0.6
+    colour = np.array(rng.choice([[150, 60, 50], [90, 90, 95], [170, 160, 150], [60, 80, 110]]), np.float32)
+    colour *= rng.uniform(0.8, 1.2)
+    pts = np.array([(x0, y0), (x0 + w, y0), (x0 + w, y0 + h), (x0, y0 + h)], np.float32)
+    _poly(img, pts + (w * 0.12, h * 0.15), (30, 30, 35))  # shadow
+    if gable and w > 6 and h > 6:
+        if w >= h:  # ridge along x: two halves lit differently
+            _poly(img, pts[[0, 1]].tolist() + [(x0 + w, y0 + h / 2), (x0, y0 + h / 2)], tuple(colour * 1.2))
+            _poly(img, [(x0, y0 + h / 2), (x0 + w, y0 + h / 2)] + pts[[2, 3]].tolist(), tuple(colour * 0.7))
+        else:
+            _poly(img, [pts[0], (x0 + w / 2, y0), (x0 + w / 2, y0 + h), pts[3]], tuple(colour * 1.2))
+            _poly(img, [(x0 + w / 2, y0), pts[1], pts[2], (x0 + w / 2, y0 + h)], tuple(colour * 0.7))
+    else:
+        _poly(img, pts, tuple(colour))
+        cv2.rectangle(img, (int(x0), int(y0)), (int(x0 + w), int(y0 + h)), tuple(float(c) for c in colour * 0.6), 2)
+        for _ in range(rng.integers(0, 4)):  # vents
+            vx, vy = rng.uniform(x0 + 3, x0 + w - 3), rng.uniform(y0 + 3, y0 + h - 3)
+            cv2.circle(img, (int(vx), int(vy)), 2, (200, 200, 200), -1)
+    return pts
+
+
+def _boat(rng, img, cx, cy, length, angle):
+    L, w = length, length * rng.uniform(0.25, 0.35)
+    hull = [(-L / 2, -w / 2), (L / 4, -w / 2), (L / 2, 0), (L / 4, w / 2), (-L / 2, w / 2)]
+    wake = _rot([(-L / 2, -w / 3), (-L * 1.6, -w * 1.2), (-L * 1.6, w * 1.2), (-L / 2, w / 3)], cx, cy, angle)
+    _poly(img, wake, (170, 185, 195))
+    pts = _rot(hull, cx, cy, angle)
+    _poly(img, pts, (240, 240, 235) if rng.uniform() < 0.6 else (160, 40, 40))
+    return pts
+
+
+def _box(points, size):
+    x0, y0 = np.clip(points.min(axis=0), 0, size)
+    x1, y1 = np.clip(points.max(axis=0), 0, size)
+    return [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+
+
+def make_scene(rng, size):
+    """One scene: RGB uint8 ``[size, size, 3]`` and ``[(category_id, xywh), ...]``."""
+    img, kind = _ground(rng, size)
+    objects = []
+    for _ in range(int(rng.integers(5, 25))):  # distractors: markings, small vehicles, tree clumps
+        x, y = rng.uniform(0, size, 2)
+        if rng.uniform() < 0.5:
+            cv2.circle(img, (int(x), int(y)), int(rng.uniform(3, 7)), (40, 70, 35), -1)
+        else:
+            cv2.rectangle(img, (int(x), int(y)), (int(x + rng.uniform(3, 6)), int(y + rng.uniform(2, 4))),
+                          tuple(float(v) for v in rng.uniform(30, 220, 3)), -1)
+    area = (size / 512) ** 2
+    taken = np.zeros((size, size), np.uint8)  # footprints drawn so far: objects touch, never hide
+
+    def free(x0, y0, x1, y1):
+        x0, y0, x1, y1 = (int(np.clip(v, 0, size)) for v in (x0, y0, x1, y1))
+        if x1 <= x0 or y1 <= y0 or taken[y0:y1, x0:x1].mean() > 0.05:
+            return False
+        taken[y0:y1, x0:x1] = 1
+        return True
+
+    if kind == "water":
+        for _ in range(int(rng.integers(15, 50) * area)):
+            length, (cx, cy) = rng.uniform(10, 40), rng.uniform(10, size - 10, 2)
+            if free(cx - length / 2, cy - length / 2, cx + length / 2, cy + length / 2):
+                pts = _boat(rng, img, cx, cy, length, rng.uniform(0, 2 * np.pi))
+                objects.append((3, _box(pts, size)))
+    elif kind in ("tarmac", "concrete") and rng.uniform() < 0.7:
+        for _ in range(int(rng.integers(4, 16) * area)):
+            length, (cx, cy) = rng.uniform(30, 120), rng.uniform(0, size, 2)
+            if free(cx - length * 0.45, cy - length * 0.45, cx + length * 0.45, cy + length * 0.45):
+                pts = _aircraft(rng, img, cx, cy, length, rng.uniform(0, 2 * np.pi))
+                objects.append((1, _box(pts, size)))
+    else:  # blocks of touching roofs
+        for _ in range(int(rng.integers(3, 9) * area)):
+            bx, by = rng.uniform(-20, size - 40, 2)
+            rows, cols = rng.integers(1, 4), rng.integers(1, 5)
+            w, h = rng.uniform(16, 60), rng.uniform(16, 60)
+            for r in range(rows):
+                for c in range(cols):
+                    ww, hh = w * rng.uniform(0.75, 1.0), h * rng.uniform(0.75, 1.0)
+                    x0, y0 = bx + c * w * 1.02, by + r * h * 1.04
+                    if free(x0, y0, x0 + ww, y0 + hh):
+                        objects.append((2, _box(_roof(rng, img, x0, y0, ww, hh), size)))
+    objects = [(c, b) for c, b in objects if b[2] >= 4 and b[3] >= 4]
+    img = img * np.array(_TINTS[str(rng.choice(list(_TINTS)))], np.float32)
+    haze = rng.uniform(0, 0.35)
+    img = img * (1 - haze) + 200 * haze
+    yy, xx = (np.mgrid[:size, :size].astype(np.float32) - size / 2) / size
+    img *= (1 - rng.uniform(0, 0.5) * (xx ** 2 + yy ** 2))[..., None]  # vignette
+    img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.4, 1.2)) + rng.normal(0, rng.uniform(1, 6), img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), objects
+
+
+def make_dataset(out: Path, *, images: int, size: int = 512, seed: int = 0) -> Path:
+    """Write ``images`` scenes and their COCO annotations under ``out``; returns the annotation file."""
+    rng = np.random.default_rng(seed)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    coco = {"images": [], "annotations": [], "categories": CATEGORIES}
+    for i in range(images):
+        img, objects = make_scene(rng, size)
+        name = f"urban_{i:04d}.png"
+        cv2.imwrite(str(out / "images" / name), img[..., ::-1])
+        coco["images"].append({"id": i + 1, "file_name": name, "width": size, "height": size})
+        for cat, box in objects:
+            coco["annotations"].append({"id": len(coco["annotations"]) + 1, "image_id": i + 1,
+                                        "category_id": cat, "bbox": [round(v, 2) for v in box],
+                                        "area": round(box[2] * box[3], 2), "iscrowd": 0})
+    ann = out / "annotations.json"
+    atomic.write_text(ann, json.dumps(coco))
+    return ann
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--images", type=int, default=64, help="number of scenes (default 64)")
+    p.add_argument("--size", type=int, default=512, help="side length in pixels (default 512)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    ann = make_dataset(args.out, images=args.images, size=args.size, seed=args.seed)
+    print(f"wrote {ann}")
+
+
+if __name__ == "__main__":
+    main()
