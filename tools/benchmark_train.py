@@ -128,6 +128,9 @@ def main(argv=None) -> int:
     p.add_argument("--recipes", default="aerial,pretrained,before",
                    help="comma-separated: aerial, pretrained, before (the first is the ratios' baseline)")
     p.add_argument("--sets", default="dense,urban", help="comma-separated generated sets: dense, urban")
+    p.add_argument("--runs", default="",
+                   help="instead of every recipe x budget: comma-separated RECIPE:BUDGET pairs, run in this "
+                        "order on each set (e.g. aerial:20m,pretrained:5m,pretrained:20m)")
     p.add_argument("--train", type=int, default=64, help="training scenes")
     p.add_argument("--test", type=int, default=20, help="test scenes (another seed)")
     p.add_argument("--size", type=int, default=512, help="scene side, px")
@@ -139,7 +142,11 @@ def main(argv=None) -> int:
     (work / "before.yaml").write_text(BEFORE)
     configs = {"aerial": ROOT / "data" / "aerial_cpu.yaml", "before": work / "before.yaml",
                "pretrained": ROOT / "data" / "aerial_pretrained_cpu.yaml"}
-    recipes = args.recipes.split(",")
+    if args.runs:
+        plan = [tuple(r.split(":", 1)) for r in args.runs.split(",")]
+    else:
+        plan = [(r, b) for b in args.budgets.split(",") for r in args.recipes.split(",")]
+    recipes = list(dict.fromkeys(r for r, _ in plan))
     unknown = sorted(set(recipes) - set(configs)) + sorted(set(args.sets.split(",")) - set(GENERATORS))
     if unknown:
         p.error(f"unknown recipe or set {unknown}; recipes: {sorted(configs)}, sets: {sorted(GENERATORS)}")
@@ -155,22 +162,23 @@ def main(argv=None) -> int:
             sets[name] = (ann, folder / "images")
             n = len(json.loads(ann.read_text())["annotations"])
             print(f"{look} {name}: {count} scenes of {args.size} px, {n} boxes ({folder})", flush=True)
-        for budget in args.budgets.split(","):
-            for recipe in recipes:
-                rows.append(_one(work / "runs" / f"{look}_{recipe}_{budget}", sets, configs[recipe], budget))
-                r = rows[-1]
-                print(f"{look:<6} {recipe:<10} {budget:>4}: AP50 {r['ap50']:.3f}  AP(maxDets 1000) "
-                      f"{r['ap']:.3f}  train {r['train_s']:.0f} s, {r['steps']} steps "
-                      f"({r['step_s'] * 1000:.0f} ms/step), {len(r['curve'])} epochs, "
-                      f"predict {r['tiles_s']:.2f} tiles/s", flush=True)
-        for r in rows[-len(recipes) * len(args.budgets.split(",")):]:
+        for recipe, budget in plan:
+            rows.append(_one(work / "runs" / f"{look}_{recipe}_{budget}", sets, configs[recipe], budget))
+            r = rows[-1]
             r["look"] = look
+            print(f"{look:<6} {recipe:<10} {budget:>4}: AP50 {r['ap50']:.3f}  AP(maxDets 1000) "
+                  f"{r['ap']:.3f}  train {r['train_s']:.0f} s, {r['steps']} steps "
+                  f"({r['step_s'] * 1000:.0f} ms/step), {len(r['curve'])} epochs, "
+                  f"predict {r['tiles_s']:.2f} tiles/s", flush=True)
 
-    base = {(r["look"], r["budget"]): r for r in rows if r["recipe"] == recipes[0]}
+    base = {}
+    for r in rows:  # ratios: to the first run of the first recipe on the same set
+        if r["recipe"] == recipes[0]:
+            base.setdefault(r["look"], r)
     print(f"\nset    recipe      budget   AP50  AP@1000  train_s  steps  step time  tiles/s   "
-          f"(ratios to {recipes[0]} at the same set and budget)  max loss / first epoch")
+          f"(ratios to {recipes[0]} on the same set)  max loss / first epoch")
     for r in rows:
-        b = base[(r["look"], r["budget"])]
+        b = base[r["look"]]
         ratio = max(r["curve"]) / r["curve"][0] if r["curve"] else float("nan")
         print(f"{r['look']:<6} {r['recipe']:<10} {r['budget']:>6}  {r['ap50']:.3f}    {r['ap']:.3f}  "
               f"{r['train_s']:>7.0f}  {r['steps']:>5}  x{r['step_s'] / b['step_s']:.2f}      "

@@ -37,8 +37,6 @@ _RESNET_APPS = {
 _BASIC_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 #: Every backbone built here, by name: the registry's (:mod:`detect.backbone_registry`).
 BUILT_HERE = registry.NAMES
-# MobileNetV2 feature taps at strides 4, 8, 16, 32 (inputs of the stride-2 blocks).
-_MOBILENET_TAPS = ("block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu", "out_relu")
 #: Suffixes of PyTorch checkpoints (``torch.save``), read by :mod:`detect.models.torch_checkpoint`.
 TORCH_SUFFIXES = (".pth", ".pt")
 
@@ -258,24 +256,22 @@ def copy_adapting_input(src: keras.Model, dst: keras.Model, config: ModelConfig,
     return [first]
 
 
-def build_resnet_app(config: ModelConfig, weights, channels: int):
-    base = _keras_app(_RESNET_APPS[config.backbone], weights, config.backbone, channels)
-    return base, [_last_layer(base, rf"conv{s}_block\d+_out") for s in (2, 3, 4, 5)]
+def build_resnet_app(config: ModelConfig, weights, channels: int) -> keras.Model:
+    return _keras_app(_RESNET_APPS[config.backbone], weights, config.backbone, channels)
 
 
-def build_mobilenetv2(config: ModelConfig, weights, channels: int):
+def build_mobilenetv2(config: ModelConfig, weights, channels: int) -> keras.Model:
     if weights == "imagenet" and config.mobilenet_alpha not in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4):
         raise ValueError(f"no ImageNet MobileNetV2 weights for alpha={config.mobilenet_alpha}")
-    base = _keras_app(keras.applications.MobileNetV2, weights, config.backbone, channels,
+    return _keras_app(keras.applications.MobileNetV2, weights, config.backbone, channels,
                       alpha=config.mobilenet_alpha)
-    return base, list(_MOBILENET_TAPS)
 
 
-def build_basic_resnet(config: ModelConfig, weights, channels: int):
+def build_basic_resnet(config: ModelConfig, weights, channels: int) -> keras.Model:
     base = _basic_resnet(_BASIC_BLOCKS[config.backbone], config.backbone_width, config.backbone, channels)
     if weights:
         base.load_weights(weights)
-    return base, [_last_layer(base, rf"conv{s}_block\d+_out") for s in (2, 3, 4, 5)]
+    return base
 
 
 def _builtin(config: ModelConfig, weights, channels: int) -> tuple[keras.Model, list[str]]:
@@ -292,10 +288,11 @@ def _builtin(config: ModelConfig, weights, channels: int) -> tuple[keras.Model, 
     if weights and str(weights).endswith(TORCH_SUFFIXES):
         if not spec.torch_layout:  # say so before building anything
             load_torch_weights(spec, None, weights)
-        base, taps = build(config, None, channels)
+        base = build(config, None, channels)
         load_torch_weights(spec, base, weights)
-        return base, taps
-    return build(config, weights, channels)
+    else:
+        base = build(config, weights, channels)
+    return base, [_last_layer(base, pattern) for pattern in spec.taps]
 
 
 def check_backbone_weights(config: ModelConfig) -> None:

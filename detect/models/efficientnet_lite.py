@@ -34,13 +34,15 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from detect import backbone_registry
+
 #: (repeats, kernel, stride, expand ratio, output channels) per row of the table above.
 ROWS = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),
         (3, 5, 1, 6, 112), (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
 STEM, HEAD = 32, 1280
 BN_EPSILON = 1e-3
-#: Feature taps C2, C3, C4, C5: the last block at strides 4, 8, 16, 32.
-TAPS = ("block2_out", "block4_out", "block10_out", "block15_out")
+#: Feature taps C2, C3, C4, C5: the last block at strides 4, 8, 16, 32 (the registry's entry).
+TAPS = backbone_registry.SPECS["efficientnet_lite0"].taps
 #: detect's stage (1 = stem .. 5 = stride 32) of each block, by block index.
 BLOCK_STAGE = (1, 2, 2, 3, 3, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5)
 
@@ -83,13 +85,13 @@ def build_efficientnet_lite0(channels: int = 3) -> keras.Model:
     return keras.Model(inputs, _features(inputs), name="efficientnet_lite0")
 
 
-def build_backbone(config, weights, channels: int) -> tuple[keras.Model, list[str]]:
-    """The registry's builder: the trunk and its C2..C5 taps; ``weights`` None or a Keras weights
+def build_backbone(config, weights, channels: int) -> keras.Model:
+    """The registry's builder: the trunk (taps: :data:`TAPS`); ``weights`` None or a Keras weights
     file (ImageNet and PyTorch checkpoints are loaded by :func:`load_state_dict` through the registry)."""
     base = build_efficientnet_lite0(channels)
     if weights:
         base.load_weights(weights)
-    return base, list(TAPS)
+    return base
 
 
 def build_efficientnet_lite0_classifier() -> keras.Model:

