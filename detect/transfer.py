@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from detect import backbone_registry
+
 #: Model config fields that shape the network (and its anchors): copied from the
 #: source model unless the user's config sets them.
 ARCHITECTURE = ("backbone", "backbone_weights", "backbone_layers", "backbone_width", "mobilenet_alpha",
@@ -110,6 +112,13 @@ def build_like(cfg_model, source):
     return RetinaNet(cfg_model, load_backbone_weights=False, backbone_graph=graph)
 
 
+def _backbone_name(config) -> str:
+    """The backbone as --init-from compares it: with its width where the registry says one applies
+    (ResNet-18/34 built here); a width means nothing for a source or a fixed-width network."""
+    spec = backbone_registry.SPECS.get(config.backbone)
+    return f"{config.backbone} (width {config.backbone_width})" if spec and spec.has_width else config.backbone
+
+
 def init_from(model, source) -> InitReport:
     """Copy ``source``'s weights into ``model`` by path and shape; remap class logits by name.
 
@@ -118,10 +127,10 @@ def init_from(model, source) -> InitReport:
     from detect.models.sources import share_saved_models
 
     a, b = model.model_config, source.model_config
-    if (a.backbone, a.backbone_width) != (b.backbone, b.backbone_width):
-        raise ValueError(f"--init-from: the source model's backbone is {b.backbone} (width {b.backbone_width}), "
-                         f"this model's {a.backbone} (width {a.backbone_width}); use the same backbone "
-                         f"(leave model.backbone unset to take the source's)")
+    if _backbone_name(a) != _backbone_name(b):
+        raise ValueError(f"--init-from: the source model's backbone is {_backbone_name(b)}, this model's "
+                         f"{_backbone_name(a)}; use the same backbone (leave model.backbone unset to take "
+                         f"the source's)")
     theirs = {w.path: w for w in source.weights}
     report = InitReport()
     shared = [n for n in model.class_names if n in source.class_names]

@@ -64,3 +64,16 @@ def test_a_file_that_is_not_a_detect_model(tmp_path):
         load_source(tmp_path / "missing.keras")
     with pytest.raises(FileNotFoundError, match="neither model.keras nor a checkpoint"):
         load_source(tmp_path)
+
+
+def test_width_is_compared_only_where_it_applies():
+    """backbone_width means nothing for efficientnet_lite0 (or a source): a stale value in one
+    config must not refuse an otherwise identical model."""
+    source = build_retinanet(num_classes=2, backbone="efficientnet_lite0", fpn_channels=8, head_convs=1,
+                             backbone_width=64)
+    target = build_retinanet(num_classes=2, backbone="efficientnet_lite0", fpn_channels=8, head_convs=1,
+                             backbone_width=32)
+    report = init_from(target, source)
+    assert not report.reinitialised
+    for a, b in zip(target.weights, source.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
