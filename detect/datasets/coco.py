@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm import tqdm
 
+from detect.datasets.ground_truth import DataError, check_ground_truth
 from detect.datasets.images import inspect_image
 from detect.ops.matcher import IGNORE_REGION_LABEL
 
@@ -49,6 +50,9 @@ PROBLEM_KINDS = {
     "empty_box": "bbox with width or height <= 0: annotation dropped",
     "outside_box": "bbox entirely outside its image: annotation dropped",
     "clipped_box": "bbox partly outside its image: clipped to it and kept",
+    "duplicate_annotation_id": "annotation id used more than once: all kept (tools keyed by id keep one)",
+    "duplicate_category_name": "two category ids with one name: both kept (outputs cannot tell them apart)",
+    "no_annotations": "the file holds no annotations: every image is a negative",
 }
 
 #: Side-length buckets (px) of the summary's object size histogram.
@@ -93,8 +97,6 @@ class CocoDataset:
         return len(self.category_ids)
 
 
-class DataError(ValueError):
-    """A dataset that cannot be used as it is (the message lists why)."""
 
 
 def _safe_path(root: Path, file_name: str) -> Path | None:
@@ -148,6 +150,8 @@ def load_coco(ann_file: str | Path, images_dir: str | Path, *, strict: bool = Fa
         raise DataError(f"{ann_file}: not a COCO instances file (needs images, annotations, categories lists)")
 
     report = DataReport()
+    for kind, message in check_ground_truth(data, ann_file):
+        report.add(kind, message)
     errors: list[str] = []
     cats = sorted(data["categories"], key=lambda c: c["id"])
     cat_index = {c["id"]: i for i, c in enumerate(cats)}

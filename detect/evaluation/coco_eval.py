@@ -17,6 +17,7 @@ import contextlib
 import io
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,7 +119,11 @@ def _read_json(path: Path, what: str):
 
 
 def load_ground_truth(ann) -> dict:
-    """COCO instances dict from a path or a dict; clear errors for unreadable files."""
+    """COCO instances dict from a path or a dict; clear errors for unreadable files, and the
+    checks training shares (:func:`detect.datasets.coco.check_ground_truth`): an ``iscrowd``
+    that is not 0 or 1 is refused, other problems are printed as warnings (from a file)."""
+    from detect.datasets.ground_truth import check_ground_truth
+
     if isinstance(ann, dict):
         return ann
     path = Path(ann)
@@ -126,6 +131,8 @@ def load_ground_truth(ann) -> dict:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data, dict) or not isinstance(data.get(key), list):
             raise ValueError(f"{path}: not a COCO instances file (no '{key}' list)")
+    for _, message in check_ground_truth(data, path):
+        print(f"warning: {message}", file=sys.stderr)
     return data
 
 

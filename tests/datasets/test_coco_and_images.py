@@ -1,4 +1,5 @@
 import json
+import re
 
 import cv2
 import numpy as np
@@ -197,3 +198,35 @@ def test_image_broken_after_load_is_skipped_by_the_pipeline(tmp_path, capsys):
     batches = list(make_dataset(ds, DataConfig(max_boxes=2), batch_size=2, training=False))
     assert len(batches) == 1 and batches[0][0].shape[0] == 1  # the good image only
     assert "b.png" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("crowd", ["0", "1", 2, None, [0]])
+def test_an_iscrowd_that_is_not_0_or_1_is_refused(tmp_path, crowd):
+    """A string "0" is truthy: accepted, it would make every object a crowd region."""
+    a, d = write_dataset(tmp_path, [ann(1, [10, 10, 20, 5]), ann(2, [0, 0, 5, 5], crowd=crowd)])
+    with pytest.raises(DataError, match=rf"1 annotation\(s\) have an iscrowd that is not 0 or 1, e.g. "
+                                        rf"annotation 2: iscrowd {re.escape(repr(crowd))}"):
+        load_coco(a, d)
+
+
+def test_booleans_are_accepted_as_iscrowd(tmp_path):
+    a, d = write_dataset(tmp_path, [ann(1, [10, 10, 20, 5], crowd=False), ann(2, [0, 0, 5, 5], crowd=True)])
+    s1 = next(s for s in load_coco(a, d).samples if s.image_id == 1)
+    np.testing.assert_array_equal(s1.labels, [1, -2])
+
+
+def test_duplicate_ids_names_and_no_annotations_are_counted_warnings(tmp_path):
+    a, d = write_dataset(tmp_path, [ann(5, [10, 10, 20, 5]), ann(5, [0, 0, 5, 5]), ann(6, [1, 1, 4, 4])],
+                         categories=[{"id": 7, "name": "car"}, {"id": 3, "name": "car"}])
+    ds = load_coco(a, d)
+    c = ds.report.counts()
+    assert (c["duplicate_annotation_id"], c["duplicate_category_name"]) == (1, 1)
+    messages = dict(ds.report.problems)
+    assert "2 annotations share 1 id(s): 5 (2x)" in messages["duplicate_annotation_id"]
+    assert "categories 7, 3 are all named 'car'" in messages["duplicate_category_name"]
+    assert sum(len(s.labels) for s in ds.samples) == 3  # all kept
+    with pytest.raises(DataError, match="with --strict"):
+        load_coco(a, d, strict=True)
+    (tmp_path / "e").mkdir()
+    empty, d2 = write_dataset(tmp_path / "e", [])
+    assert load_coco(empty, d2).report.counts()["no_annotations"] == 1

@@ -77,3 +77,22 @@ def test_evaluate_with_model(tmp_path):
     dets = json.loads((tmp_path / "dt.json").read_text())
     assert len(dets) == 5 * 20  # every image, max_detections each at this threshold
     assert {d["category_id"] for d in dets} <= {1, 2, 3}  # mapped by class name
+
+
+def test_ground_truth_problems_are_refused_or_warned(tmp_path):
+    gt, res = make_case(3)
+    (tmp_path / "dt.json").write_text(json.dumps(res))
+    crowd = json.loads(json.dumps(gt))
+    crowd["annotations"][0]["iscrowd"] = "0"
+    (tmp_path / "crowd.json").write_text(json.dumps(crowd))
+    code, _, err = run(["evaluate", "--ann", str(tmp_path / "crowd.json"), "--predictions", str(tmp_path / "dt.json")])
+    assert code == 2 and "iscrowd '0' (str)" in err and "crowd.json" in err and "Traceback" not in err
+    dup = json.loads(json.dumps(gt))
+    dup["annotations"][1]["id"] = dup["annotations"][0]["id"]
+    (tmp_path / "dup.json").write_text(json.dumps(dup))
+    code, out, err = run(["evaluate", "--ann", str(tmp_path / "dup.json"), "--predictions", str(tmp_path / "dt.json")])
+    assert code == 0 and "warning:" in err and "2 annotations share 1 id(s)" in err
+    empty = {**gt, "annotations": []}
+    (tmp_path / "empty.json").write_text(json.dumps(empty))
+    code, out, err = run(["evaluate", "--ann", str(tmp_path / "empty.json"), "--predictions", str(tmp_path / "dt.json")])
+    assert code == 0 and "holds no annotations" in err
