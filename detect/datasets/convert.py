@@ -253,6 +253,8 @@ def from_yolo(labels: Path, images: Path, *, classes: Path | None = None) -> tup
             except (ValueError, IndexError):
                 report.add("line that is not 'class cx cy w h'", f"{where}: {line.strip()[:60]!r}")
                 continue
+            if len(parts) == 6:  # kept as a box, but said: predictions used as labels are rarely meant
+                report.add("6th column (a score?) ignored: box kept", f"{where}: {line.strip()[:60]!r}")
             if not 0 <= cls < len(names):
                 raise ValueError(f"{txt}: line {line_no}: class id {cls} is not in the {len(names)} classes of "
                                  f"{classes} (ids 0..{len(names) - 1})")

@@ -86,6 +86,11 @@ def test_yolo_round_trip_and_class_id_beyond_the_list(dataset):
     assert report.counts["line that is not 'class cx cy w h'"] == 1
     assert report.counts["box clipped to its image (kept)"] == 1
     assert "1.txt line 2" in report.table()
+    # a 6th column (a prediction file's score used as labels): the box is kept, the column counted
+    (labels / "1.txt").write_text("0 0.5 0.5 0.1 0.1 0.87\n1 0.25 0.25 0.1 0.1\n")
+    coco, report = convert("yolo", labels, root / "images")
+    assert report.counts == {"6th column (a score?) ignored: box kept": 1}
+    assert "1.txt line 1" in report.table() and "nothing dropped" not in report.table()
 
 
 def test_deepforest_csv(dataset, tmp_path):
