@@ -167,7 +167,9 @@ def main(argv=None) -> int:
             n = len(json.loads(ann.read_text())["annotations"])
             print(f"{look} {name}: {count} scenes of {args.size} px, {n} boxes ({folder})", flush=True)
         for recipe, budget in plan:
-            rows.append(_one(work / "runs" / f"{look}_{recipe}_{budget}", sets, configs[recipe], budget))
+            name = Path(recipe).stem if recipe not in ("aerial", "pretrained", "before") else recipe
+            rows.append(_one(work / "runs" / f"{look}_{name}_{budget}", sets, configs[recipe], budget))
+            rows[-1]["recipe"] = recipe
             r = rows[-1]
             r["look"] = look
             print(f"{look:<6} {recipe:<10} {budget:>4}: AP50 {r['ap50']:.3f}  AP(maxDets 1000) "
@@ -215,8 +217,7 @@ def _one(run: Path, sets: dict, config: Path, budget: str) -> dict:
     tiles_s = float(subprocess.check_output(
         [sys.executable, "-c", THROUGHPUT, str(run / "model.keras")], text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stderr=subprocess.DEVNULL).split()[-1])
-    return {"recipe": config.stem.replace("aerial_cpu", "aerial").replace("aerial_pretrained_cpu", "pretrained"),
-            "budget": budget, "ap50": report["stats"][1], "ap": report["AP_at_max_dets"], "train_s": train_s,
+    return {"budget": budget, "ap50": report["stats"][1], "ap": report["AP_at_max_dets"], "train_s": train_s,
             "curve": _curve(run), "plan": _plan(logs[0]), "steps": steps, "step_s": step_s,
             "tiles_s": tiles_s}
 
