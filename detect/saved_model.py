@@ -25,6 +25,9 @@ from detect.models.retinanet import RetinaNet
 def export_saved_model(model: RetinaNet, out_dir: str | Path) -> Path:
     """Write the SavedModel to ``out_dir`` atomically (temp folder, then rename)."""
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"export --out {str(out_dir)!r} is a file; a SavedModel is a folder: name a "
+                              f"new or empty folder (or use --format tflite for a single file)")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"export folder {str(out_dir)!r} exists and is not empty")
 

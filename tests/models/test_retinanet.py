@@ -268,3 +268,15 @@ def test_config_names_exactly_the_backbones_that_can_be_built():
     from detect.models.backbones import BUILT_HERE
 
     assert sorted(BACKBONES) == sorted(BUILT_HERE)
+
+
+def test_export_to_an_existing_file_is_refused_with_one_line(tmp_path, capsys):
+    from detect.cli import main
+
+    build_retinanet(tiny_config()).save(tmp_path / "m.keras")
+    taken = tmp_path / "taken.txt"
+    taken.write_text("keep me")
+    assert main(["export", "--model", str(tmp_path / "m.keras"), "--out", str(taken)]) == 2
+    err = capsys.readouterr().err
+    assert "taken.txt' is a file; a SavedModel is a folder" in err and "Traceback" not in err
+    assert taken.read_text() == "keep me"
