@@ -15,11 +15,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
+
+
+def is_temporary(path: str | Path) -> bool:
+    """True for a :func:`temporary_name` (a write in progress, or a killed writer's leftover)."""
+    return re.fullmatch(r".+\.tmp\d+-[0-9a-f]{8}", Path(path).stem) is not None
 
 
 def temporary_name(path: str | Path) -> Path:

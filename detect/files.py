@@ -44,3 +44,18 @@ def check_model_file(path: str | Path) -> Path:
     except zipfile.BadZipFile as err:
         raise ValueError(f"{path} is not a complete .keras model file ({err})") from None
     return path
+
+
+def read_json(path: str | Path, what: str, remedy: str = "delete it and run again"):
+    """The JSON in ``path`` (a record, a job file, a fingerprint); a damaged or half-written one
+    (a killed writer, a disk error, an edit by hand) is a ValueError naming the file and ``what``
+    it is, never a bare ``JSONDecodeError``."""
+    import json
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f"line {err.lineno} column {err.colno}: {err.msg}" if isinstance(err, json.JSONDecodeError) \
+            else "not UTF-8 text"
+        raise ValueError(f"{path}: damaged or half-written {what} ({where}); {remedy}") from err

@@ -115,3 +115,25 @@ def test_view_command_and_evaluate_html(view, capsys):
     assert main(["evaluate", "--ann", str(root / "ann.json"), "--predictions",
                  str(root / "out" / "coco_results.json"), "--html", str(root / "x.html")]) == 2
     assert "--html needs --images" in capsys.readouterr().err
+
+
+def test_view_skips_a_killed_writers_leftover_and_names_a_damaged_record(view, tmp_path, capsys):
+    import shutil
+
+    from detect import atomic
+
+    root, _, _ = view
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    records = sorted((out / "detections").glob("*.json"))
+    leftover = atomic.temporary_name(records[0])
+    leftover.write_text('{"file": "1.png", "detec')  # a writer killed half way
+    assert atomic.is_temporary(leftover) and not any(atomic.is_temporary(r) for r in records)
+    assert main(["view", str(out), "--out", str(tmp_path / "v.html")]) == 0
+    assert (tmp_path / "v.html").read_text().count("data:image/jpeg") == 3
+    records[1].write_text('{"file": "2.png", "detec')  # a record damaged in place
+    capsys.readouterr()
+    assert main(["view", str(out), "--out", str(tmp_path / "w.html")]) == 2
+    err = capsys.readouterr().err
+    assert f"{records[1]}: damaged or half-written detection record (line 1 column" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

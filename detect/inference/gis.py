@@ -27,7 +27,6 @@ is named in a note, since sizes and areas in map units mislead there.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from detect import atomic
+from detect.files import read_json
 from detect.inference.outputs import output_stem
 
 #: Where each output goes in ``OUT``.
@@ -105,7 +105,7 @@ def read_scenes(out_dir: Path, files: list[Path]) -> tuple[list[Scene], int, set
         path = out_dir / "detections" / f"{output_stem(f, files)}.json"
         if not path.is_file():
             continue
-        rec = json.loads(path.read_text())
+        rec = read_json(path, "detection record", "delete it and rerun detect predict on that image")
         if "crs" not in rec:
             plain += 1
             continue

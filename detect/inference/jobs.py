@@ -36,6 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from detect import atomic
+from detect.files import read_json
 from detect.inference.predictor import SceneMerger, TileResult, infer_tiles, read_tile, scene_grid
 
 #: Tile windows per unit of work (consecutive windows of one scene).
@@ -122,7 +123,7 @@ def claim_job(out_dir: Path, job: dict) -> None:
     """Write ``OUT/job.json``, or check that the one there is this job (a shard of the same run)."""
     path = out_dir / JOB_FILE
     if path.is_file():
-        old = json.loads(path.read_text())
+        old = read_json(path, "job file", "pass --overwrite to start the job again")
         if old != json.loads(json.dumps(job)):
             differs = sorted(k for k in set(old) | set(job) if old.get(k) != job.get(k))
             raise FileExistsError(
@@ -258,7 +259,7 @@ def read_job(out_dir: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{out_dir} has no {JOB_FILE}: not the output folder of a "
                                 f"'detect predict --shard' or '--engine ray' run")
-    job = json.loads(path.read_text())
+    job = read_json(path, "job file", "rerun the job with --overwrite")
     if job.get("format") != JOB_FORMAT:
         raise ValueError(f"{path}: unknown job format {job.get('format')!r} (expected {JOB_FORMAT})")
     return job

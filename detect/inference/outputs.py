@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from detect import atomic
+from detect.files import read_json
 
 COLOURS = [(255, 64, 64), (64, 200, 255), (80, 255, 80), (255, 220, 0), (220, 80, 255), (255, 140, 0)]
 #: The fingerprint file of a prediction output folder.
@@ -186,7 +187,7 @@ def claim_output(out_dir: Path, fingerprint: dict, *, overwrite: bool) -> None:
     path = out_dir / FINGERPRINT
     done = out_dir / "detections"
     if path.is_file() and not overwrite:
-        old = json.loads(path.read_text())
+        old = read_json(path, "run fingerprint", "pass --overwrite to redo the folder's results")
         differs = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
         if differs:
             raise FileExistsError(
@@ -233,7 +234,7 @@ def gather(out_dir: Path, files: list[Path], names, id_map: dict | None = None) 
         path = out_dir / "detections" / f"{output_stem(f, files)}.json"
         if not path.exists():
             continue
-        rec = json.loads(path.read_text())
+        rec = read_json(path, "detection record", "delete it and rerun detect predict on that image")
         # a video contributes one "image" per processed frame, named FILE#frame=N
         units = ([(f"{rec['file']}#frame={fr['frame']}", fr["detections"]) for fr in rec["frames"]]
                  if "frames" in rec else [(rec["file"], rec["detections"])])

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from detect import atomic
 from detect.datasets.images import BandRule
+from detect.files import read_json
 from detect.inference.gis import RunOutputs, write_run_outputs
 from detect.inference.outputs import (
     DEFAULT_STYLE,
@@ -136,7 +137,8 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
         if target is not None and target.exists() and not overwrite:
             skipped += 1
             if on_result is not None:
-                _replay(f, json.loads(target.read_text()), band_rule, on_result)
+                _replay(f, read_json(target, "detection record", "delete it and run again"), band_rule,
+                        on_result)
             continue
         if f.suffix.lower() in VIDEO_SUFFIXES:
             def frame_done(index, det, size, f=f):

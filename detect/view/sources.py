@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from detect.atomic import is_temporary
+from detect.files import read_json
 from detect.view import ViewItem
 
 
@@ -40,11 +41,13 @@ def items_from_output(out_dir, gt: dict | None = None) -> tuple[list[ViewItem], 
     meta = out_dir / "images.json"
     if not meta.is_file():
         raise FileNotFoundError(f"{out_dir} has no images.json: not a finished 'detect predict --out' folder")
-    class_names = [c["name"] for c in json.loads(meta.read_text())["categories"]]
+    class_names = [c["name"] for c in read_json(meta, "images.json of a predict run")["categories"]]
     truth = _gt_by_name(gt, class_names) if gt is not None else None
     items, videos = [], 0
     for rec_path in sorted((out_dir / "detections").glob("*.json")):
-        rec = json.loads(rec_path.read_text())
+        if is_temporary(rec_path):  # a record being written, or a killed writer's leftover
+            continue
+        rec = read_json(rec_path, "detection record", "delete it and rerun detect predict on that image")
         if "frames" in rec:
             videos += 1
             continue

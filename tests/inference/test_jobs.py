@@ -159,6 +159,9 @@ def test_cli_shard_errors_and_merge_without_job(tmp_path, model_file, capsys):  
     assert not (tmp_path / "o").exists()
     assert main(["merge", str(tmp_path)]) == 2
     assert "has no job.json" in capsys.readouterr().err
+    (tmp_path / "job.json").write_text('{"format": ')  # damaged: named, not a bare JSON error
+    assert main(["merge", str(tmp_path)]) == 2
+    assert f"{tmp_path / 'job.json'}: damaged or half-written job file" in capsys.readouterr().err
 
 
 # ---- nodata windows ------------------------------------------------------------------
