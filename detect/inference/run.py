@@ -57,28 +57,53 @@ INPUT_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
 
 
 def expand_sources(sources: list[str]) -> list[Path]:
-    """Files from image paths, folders (non-recursive) and glob patterns, in order, once each."""
+    """Files from image paths, folders (non-recursive) and glob patterns, in order, once each.
+
+    An argument naming an existing file is that file, even when its name has
+    glob characters (``image #2 [draft].png``); otherwise ``*``, ``?`` or ``[``
+    make it a pattern (quote it so the shell leaves it alone), and a pattern
+    that matches nothing is an error. Folder entries that are not readable
+    files (a broken or looping link) are skipped with a counted warning.
+    """
     out: list[Path] = []
     for src in sources:
         p = Path(src)
         if p.is_dir():
-            out += sorted(f for f in p.iterdir() if f.suffix.lower() in INPUT_SUFFIXES)
-        elif any(c in src for c in "*?["):
-            out += sorted(Path(f) for f in glob.glob(src, recursive=True)
-                          if Path(f).suffix.lower() in INPUT_SUFFIXES)
+            entries = sorted(f for f in p.iterdir() if f.suffix.lower() in INPUT_SUFFIXES)
+            unreadable = [f.name for f in entries if not f.is_file()]  # is_file: False for a loop
+            if unreadable:
+                print(f"warning: skipped {len(unreadable)} entr{'y' if len(unreadable) == 1 else 'ies'} of {p} "
+                      f"that {'is' if len(unreadable) == 1 else 'are'} not a readable file (a broken or "
+                      f"looping link?): {', '.join(unreadable[:5])}", file=sys.stderr)
+            out += [f for f in entries if f.is_file()]
         elif p.is_file():
             out.append(p)
+        elif any(c in src for c in "*?["):
+            matched = sorted(Path(f) for f in glob.glob(src, recursive=True)
+                             if Path(f).suffix.lower() in INPUT_SUFFIXES and Path(f).is_file())
+            if not matched:
+                raise FileNotFoundError(f"input {src!r} is not a file, and as a glob pattern it matches no "
+                                        f"image or video")
+            out += matched
         else:
             raise FileNotFoundError(f"input {src!r} is not a file, folder or matching glob")
     seen, unique = set(), []
     for f in out:
-        key = f.resolve()
+        key = _identity(f)
         if key not in seen:
             seen.add(key)
             unique.append(f)
     if not unique:
         raise FileNotFoundError(f"no images found in {sources}")
     return unique
+
+
+def _identity(path: Path) -> Path:
+    """The file a path names, for counting it once (its own absolute path if links cannot be followed)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: Python < 3.13 on a symlink loop
+        return path.absolute()
 
 
 def predict_files(model, files: list[Path], out_dir: Path | None, options: TileOptions = DEFAULT_TILES, *,

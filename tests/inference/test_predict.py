@@ -102,3 +102,27 @@ def test_rerun_with_another_model_or_settings_is_refused(model_file, tmp_path, c
     before = model_digest(model)
     model.network.get_layer("cls_predict").bias.assign(model.network.get_layer("cls_predict").bias + 1)
     assert model_digest(model) != before and model_digest(load_model(model_file)) == before
+
+
+def test_inputs_literal_names_globs_and_looping_links(tmp_path, capsys):
+    """A name that exists is that file, brackets and all; a glob matching nothing is an error;
+    a looping link in a folder is skipped with a counted warning, the good image kept."""
+    from detect.inference.run import expand_sources
+
+    odd = tmp_path / "image #2 [draft] é.png"
+    plain = tmp_path / "a.png"
+    for f in (odd, plain):
+        cv2.imwrite(str(f), np.zeros((8, 8, 3), np.uint8))
+    assert expand_sources([str(odd), str(plain)]) == [odd, plain]
+    assert expand_sources([str(tmp_path / "*.png")]) == sorted([odd, plain])
+    with pytest.raises(FileNotFoundError, match=r"as a glob pattern it matches no image or video"):
+        expand_sources([str(tmp_path / "image [final].png")])
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "good.jpg"), np.zeros((8, 8, 3), np.uint8))
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")
+    (folder / "gone.jpg").symlink_to(folder / "nowhere.jpg")
+    capsys.readouterr()
+    assert expand_sources([str(folder), str(folder / "good.jpg")]) == [folder / "good.jpg"]
+    err = capsys.readouterr().err
+    assert "skipped 2 entries of" in err and "gone.jpg, loop.jpg" in err
