@@ -370,6 +370,11 @@ def _handle(args) -> int:
         # Expected user errors: one clear line, no TensorFlow traceback.
         print(f"detect {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except PermissionError as err:  # a read-only --out, a file owned by someone else
+        where = err.filename or "a file"
+        print(f"detect {args.command}: error: no permission to {'write' if err.errno == 13 else 'use'} "
+              f"{where}: choose a folder you can write to (--out) or change its permissions", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -126,3 +126,36 @@ def test_inputs_literal_names_globs_and_looping_links(tmp_path, capsys):
     assert expand_sources([str(folder), str(folder / "good.jpg")]) == [folder / "good.jpg"]
     err = capsys.readouterr().err
     assert "skipped 2 entries of" in err and "gone.jpg, loop.jpg" in err
+
+
+@pytest.mark.skipif(__import__("os").geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_out_is_one_line(model_file, tmp_path, capsys):
+    import os
+
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.zeros((64, 64, 3), np.uint8))
+    out = tmp_path / "ro"
+    out.mkdir()
+    os.chmod(out, 0o555)
+    try:
+        assert main(["predict", "--model", str(model_file), "--out", str(out), str(img)]) == 2
+    finally:
+        os.chmod(out, 0o755)
+    err = capsys.readouterr().err
+    assert "no permission to write" in err and "Traceback" not in err
+
+
+def test_permission_errors_are_one_line(capsys, monkeypatch):
+    """Root ignores read-only folders (CI runs as root): the handler itself, with a raised error."""
+    from detect import cli
+
+    def refuse(args):
+        raise PermissionError(13, "Permission denied", "/data/out/predict.tmp1-abcd1234.json")
+
+    args = cli.build_parser().parse_args(["view", "x"])
+    args.handler = refuse
+    monkeypatch.setattr(cli, "_check_inputs", lambda a: None)
+    assert cli._handle(args) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("detect view: error: no permission to write /data/out/predict.tmp1-abcd1234.json: "
+                           "choose a folder you can write to (--out) or change its permissions")
