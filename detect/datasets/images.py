@@ -15,10 +15,16 @@ The rule (also in the README), :class:`BandRule`:
   model (NIR and visible bands have unrelated ranges); a constant band becomes 0.
 - EXIF orientation is honoured (OpenCV applies it when decoding 8-bit
   colour or grey images).
+- An image whose header claims more than :data:`MAX_IMAGE_PIXELS` pixels
+  (OpenCV's limit, 2**30; the ``OPENCV_IO_MAX_IMAGE_PIXELS`` environment
+  variable raises it for both) is refused before it is decoded: a few bytes
+  can claim gigapixels (a decompression bomb). Larger imagery belongs in a
+  GeoTIFF, which is read window by window.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +32,55 @@ import cv2
 import numpy as np
 
 STRETCH_PERCENTILES = (2.0, 98.0)
+#: Largest image (pixels) decoded whole; OpenCV's own limit, from the same environment variable.
+MAX_IMAGE_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
+
+
+def _pillow():
+    """Pillow, its bomb limit widened to ours: it refuses at twice ``MAX_IMAGE_PIXELS``, warns at
+    once; detect checks the header size itself (:func:`check_pixel_count`) before decoding."""
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    return Image
+
+
+class ImageTooLarge(ValueError):
+    """An image whose header claims more than :data:`MAX_IMAGE_PIXELS` pixels."""
+
+
+def check_pixel_count(path, width: int, height: int) -> None:
+    """:class:`ImageTooLarge` when ``width x height`` exceeds :data:`MAX_IMAGE_PIXELS` (named with the limit)."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _too_large(path, f"{width} x {height} = {width * height:,}")
+
+
+def _too_large(path, claim: str) -> ImageTooLarge:
+    return ImageTooLarge(f"image file {str(path)!r} claims {claim} pixels, more than the {MAX_IMAGE_PIXELS:,} "
+                         f"decoded whole (a decompression bomb, or imagery for a GeoTIFF, which is read window "
+                         f"by window); set OPENCV_IO_MAX_IMAGE_PIXELS to raise the limit")
+
+
+def _bomb(path, err: Exception) -> ImageTooLarge:
+    """Pillow's refusal (past twice its limit, before it reports a size) in our words."""
+    import re
+
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    return _too_large(path, f"{int(found.group(1)):,}" if found else f"more ({err})")
+
+
+def _refuse_bombs(path: Path) -> None:
+    """Check the size a file's header claims (Pillow reads only the header) before decoding it."""
+    Image = _pillow()
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except Image.DecompressionBombError as err:  # past even the widened limit
+        raise _bomb(path, err) from None
+    except Exception:  # a format (or a damage) Pillow does not read: OpenCV decides
+        return
+    check_pixel_count(path, width, height)
 
 
 @dataclass(frozen=True)
@@ -118,6 +173,7 @@ def read_image(path: str | Path, rule: BandRule = RGB) -> np.ndarray:
         return _read_bands(path, rule)
     if not path.is_file():
         raise FileNotFoundError(f"image file {str(path)!r} does not exist")
+    _refuse_bombs(path)
     raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if raw is None or raw.size == 0:
         raise ValueError(f"image file {str(path)!r} could not be decoded")
@@ -190,8 +246,9 @@ def inspect_image(path: str | Path) -> tuple[int, int]:
       FileNotFoundError: no such file.
       ValueError: not an image OpenCV reads, truncated, or corrupt (the reason is in the message).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
+    Image = _pillow()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file {str(path)!r} does not exist")
@@ -201,12 +258,17 @@ def inspect_image(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             fmt, size = im.format, im.size
+            check_pixel_count(path, *size)
             if fmt == "JPEG":
                 im.draft(im.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
             im.load()
             return int(size[0]), int(size[1])
     except UnidentifiedImageError:
         pass  # a layout Pillow does not read (e.g. some TIFFs): OpenCV decides below
+    except ImageTooLarge:
+        raise
+    except Image.DecompressionBombError as err:
+        raise _bomb(path, err) from None
     except (OSError, SyntaxError, ValueError) as err:
         # Pillow's word is final for the formats OpenCV decodes silently when cut short
         if fmt in ("JPEG", "PNG"):

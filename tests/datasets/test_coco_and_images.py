@@ -230,3 +230,43 @@ def test_duplicate_ids_names_and_no_annotations_are_counted_warnings(tmp_path):
     (tmp_path / "e").mkdir()
     empty, d2 = write_dataset(tmp_path / "e", [])
     assert load_coco(empty, d2).report.counts()["no_annotations"] == 1
+
+
+def _bomb_png(path, width=60000, height=60000):
+    """A 1 x 1 PNG whose header (IHDR, CRC fixed) claims ``width`` x ``height`` pixels."""
+    import struct
+    import zlib
+
+    ok, buf = cv2.imencode(".png", np.zeros((1, 1, 3), np.uint8))
+    data = bytearray(buf.tobytes())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR's width and height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # its CRC (type + fields)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(tmp_path):
+    from detect.datasets.images import MAX_IMAGE_PIXELS, inspect_image
+
+    bomb = _bomb_png(tmp_path / "bomb.png")
+    message = r"bomb.png' claims 3,600,000,000 pixels, more than the 1,073,741,824 .*OPENCV_IO_MAX_IMAGE_PIXELS"
+    assert MAX_IMAGE_PIXELS == 1 << 30
+    with pytest.raises(ValueError, match=message):
+        read_image(bomb)
+    with pytest.raises(ValueError, match=message):
+        inspect_image(bomb)
+    # between the limit and Pillow's own refusal: the size is read from the header
+    over = _bomb_png(tmp_path / "over.png", 40000, 30000)
+    with pytest.raises(ValueError, match=r"claims 40000 x 30000 = 1,200,000,000 pixels"):
+        read_image(over)
+    # just under the limit is not refused for its size (this one then fails to decode: 1 real pixel)
+    near = _bomb_png(tmp_path / "near.png", 32768, 32768)
+    with pytest.raises(ValueError) as err:
+        inspect_image(near)
+    assert "claims" not in str(err.value)
+    # in a dataset: that image is skipped and counted, the good one kept
+    a, d = write_dataset(tmp_path, [ann(1, [10, 10, 20, 5])])
+    _bomb_png(d / "b.png")
+    ds = load_coco(a, d)
+    assert ds.report.counts()["unreadable_image"] == 1 and len(ds.samples) == 1
+    assert any("claims 3,600,000,000 pixels" in m for _, m in ds.report.problems)
