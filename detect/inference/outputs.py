@@ -26,9 +26,15 @@ FINGERPRINT = "predict.json"
 
 
 def output_stem(path: Path, all_paths: list[Path]) -> str:
-    """Output name; disambiguated with the parent folder when stems collide."""
-    same = sum(1 for p in all_paths if p.stem == path.stem)
-    return path.stem if same == 1 else f"{path.parent.name}__{path.stem}"
+    """Output name: the file's stem; ``FOLDER__STEM`` when stems collide across folders, and
+    ``FOLDER__STEM_EXT`` when they collide in one folder (``site.jpg`` beside ``site.png``)."""
+    same = [p for p in all_paths if p.stem == path.stem]
+    if len(same) == 1:
+        return path.stem
+    name = f"{path.parent.name}__{path.stem}"
+    if sum(1 for p in same if p.parent.name == path.parent.name) == 1:
+        return name
+    return f"{name}_{path.suffix.lstrip('.').lower()}"
 
 
 def display_rgb(image: np.ndarray) -> np.ndarray:

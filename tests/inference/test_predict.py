@@ -159,3 +159,14 @@ def test_permission_errors_are_one_line(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.strip() == ("detect view: error: no permission to write /data/out/predict.tmp1-abcd1234.json: "
                            "choose a folder you can write to (--out) or change its permissions")
+
+
+def test_names_that_differ_only_in_extension_get_separate_outputs():
+    from pathlib import Path
+
+    from detect.inference.outputs import output_stem
+
+    files = [Path("d/site.jpg"), Path("d/site.png"), Path("e/site.jpg"), Path("d/other.png")]
+    names = [output_stem(f, files) for f in files]
+    assert names == ["d__site_jpg", "d__site_png", "e__site", "other"]
+    assert len(set(names)) == len(names)
