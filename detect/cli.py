@@ -370,11 +370,27 @@ def _handle(args) -> int:
         # Expected user errors: one clear line, no TensorFlow traceback.
         print(f"detect {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, and how to go on
+        print(f"detect {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
+        return 130
     except PermissionError as err:  # a read-only --out, a file owned by someone else
         where = err.filename or "a file"
         print(f"detect {args.command}: error: no permission to {'write' if err.errno == 13 else 'use'} "
               f"{where}: choose a folder you can write to (--out) or change its permissions", file=sys.stderr)
         return 2
+
+
+def _resume_hint(args) -> str:
+    """For an interrupted ``detect train``: how to continue it, when an epoch was committed."""
+    run = getattr(args, "resume", None) or getattr(args, "out", None)
+    if args.command != "train" or not run:
+        return ""
+    from detect.runs import RunFolder
+
+    committed = RunFolder(run).committed()
+    if not committed:
+        return " before its first epoch was saved (nothing to resume)"
+    return f" after {committed[0].name}; continue with: detect train --resume {run}"
 
 
 if __name__ == "__main__":

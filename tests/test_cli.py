@@ -97,3 +97,25 @@ def test_native_log_lines_are_filtered_and_the_rest_kept():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)  # bytes: \r kept
     assert r.stdout.strip() == b"3"
     assert r.stderr == b"a python warning\n\rprogress 50%\rprogress 100%\nEpoch 1/3\n"
+
+
+@pytest.mark.parametrize("epochs, hint", [
+    (0, "detect train: interrupted before its first epoch was saved (nothing to resume)"),
+    (2, "detect train: interrupted after epoch-0002; continue with: detect train --resume {run}"),
+])
+def test_ctrl_c_is_one_line_with_how_to_resume(tmp_path, capsys, monkeypatch, epochs, hint):
+    from detect import cli
+
+    run = tmp_path / "run"
+    for e in range(1, epochs + 1):
+        (run / "checkpoints" / f"epoch-{e:04d}").mkdir(parents=True)
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    args = cli.build_parser().parse_args(["train", "--train-ann", "a.json", "--train-images", "d",
+                                          "--out", str(run)])
+    args.handler = interrupted
+    monkeypatch.setattr(cli, "_check_inputs", lambda a: None)
+    assert cli._handle(args) == 130
+    assert capsys.readouterr().err.strip() == hint.format(run=run)
