@@ -233,8 +233,25 @@ def is_readable(path: Path) -> bool:
     return path.is_file() and cv2.haveImageReader(str(path))
 
 
+#: EXIF orientations that turn the image by 90 degrees (width and height swap on display).
+_TRANSPOSING = (5, 6, 7, 8)
+
+
+def _shown_size(im) -> tuple[int, int]:
+    """``(width, height)`` as displayed: EXIF orientations 5-8 swap the stored sides. The size
+    boxes are drawn in, and the one :func:`read_image` returns (OpenCV applies the orientation
+    to 8-bit images)."""
+    width, height = int(im.size[0]), int(im.size[1])
+    try:
+        orientation = im.getexif().get(0x0112, 1)
+    except Exception:  # a damaged EXIF block: the stored orientation
+        orientation = 1
+    return (height, width) if orientation in _TRANSPOSING else (width, height)
+
+
 def inspect_image(path: str | Path) -> tuple[int, int]:
-    """``(width, height)`` of an image file, after checking that all of it decodes.
+    """``(width, height)`` of an image file as displayed (EXIF orientation applied), after
+    checking that all of it decodes.
 
     Pillow reads the size from the header and decodes the whole file (JPEGs at
     1/8 scale through their DCT, which still reads every byte), so a
@@ -259,10 +276,11 @@ def inspect_image(path: str | Path) -> tuple[int, int]:
         with Image.open(path) as im:
             fmt, size = im.format, im.size
             check_pixel_count(path, *size)
+            shown = _shown_size(im)
             if fmt == "JPEG":
                 im.draft(im.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
             im.load()
-            return int(size[0]), int(size[1])
+            return shown
     except UnidentifiedImageError:
         pass  # a layout Pillow does not read (e.g. some TIFFs): OpenCV decides below
     except ImageTooLarge:

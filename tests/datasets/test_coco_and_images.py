@@ -270,3 +270,24 @@ def test_a_decompression_bomb_is_refused_before_decoding(tmp_path):
     ds = load_coco(a, d)
     assert ds.report.counts()["unreadable_image"] == 1 and len(ds.samples) == 1
     assert any("claims 3,600,000,000 pixels" in m for _, m in ds.report.problems)
+
+
+def test_exif_orientation_is_honoured_by_the_dataset_check(tmp_path):
+    """Stored 40 x 20, shown 20 x 40: boxes in the shown orientation are inside, no size mismatch."""
+    from PIL import Image
+
+    from detect.datasets.images import inspect_image
+
+    (tmp_path / "img").mkdir()
+    im = Image.fromarray(np.zeros((20, 40, 3), np.uint8))
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "img" / "o.jpg", exif=exif, quality=95)
+    assert inspect_image(tmp_path / "img" / "o.jpg") == (20, 40)
+    coco = {"images": [{"id": 1, "file_name": "o.jpg", "width": 20, "height": 40}],
+            "categories": [{"id": 1, "name": "car"}],
+            "annotations": [ann(1, [2, 25, 10, 12], cat=1)]}  # y 25..37: inside 40 high, outside 20
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    ds = load_coco(tmp_path / "a.json", tmp_path / "img")
+    assert not ds.report.problems
+    np.testing.assert_allclose(ds.samples[0].boxes, [[2, 25, 12, 37]])
