@@ -170,3 +170,18 @@ def test_names_that_differ_only_in_extension_get_separate_outputs():
     names = [output_stem(f, files) for f in files]
     assert names == ["d__site_jpg", "d__site_png", "e__site", "other"]
     assert len(set(names)) == len(names)
+
+
+def test_a_bomb_beside_a_good_image_fails_alone(model_file, tmp_path, capsys):
+    from tests.datasets.test_coco_and_images import _bomb_png
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "good.png"), np.full((64, 64, 3), 90, np.uint8))
+    _bomb_png(folder / "bomb.png")
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(model_file), "--out", str(out), str(folder)]) == 1
+    err = capsys.readouterr().err
+    assert "claims 3,600,000,000 pixels" in err and "skipped 1 entry" in err and "Traceback" not in err
+    assert [p.name for p in (out / "detections").glob("*.json")] == ["good.json"]
