@@ -131,8 +131,10 @@ def _add_evaluate(sub) -> None:
     src.add_argument("--predictions", help="COCO results JSON to evaluate (no model needed)")
     src.add_argument("--model", help="detector (model.keras or an exported .tflite) to run over --images first")
     p.add_argument("--images", help="image folder for --model (file_name is relative to it)")
-    p.add_argument("--save-predictions", default="detections.json",
-                   help="with --model: where to write the COCO results JSON (default: %(default)s)")
+    p.add_argument("--save-predictions", metavar="FILE",
+                   help="with --model: also write its detections here as a COCO results JSON (default: not "
+                   "written); an existing file is refused unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --save-predictions file")
     p.add_argument("--backend", choices=["detect", "faster-coco-eval", "pycocotools"],
                    default="detect",
                    help="detect (default: pycocotools' algorithm over arrays, compiled; the same "
@@ -160,6 +162,11 @@ def _add_evaluate(sub) -> None:
 def _run_evaluate(args) -> int:
     from detect.api import evaluate
 
+    if args.save_predictions and not args.model:
+        raise ValueError("--save-predictions applies with --model only (the detections it runs)")
+    if args.save_predictions and Path(args.save_predictions).exists() and not args.overwrite:
+        raise FileExistsError(f"--save-predictions {args.save_predictions} exists: pass --overwrite to replace "
+                              f"it, or name another file")
     if args.model:
         if not args.images:
             raise ValueError("--model needs --images (the folder the ground truth's file_name values are in)")

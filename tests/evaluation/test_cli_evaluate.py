@@ -96,3 +96,20 @@ def test_ground_truth_problems_are_refused_or_warned(tmp_path):
     (tmp_path / "empty.json").write_text(json.dumps(empty))
     code, out, err = run(["evaluate", "--ann", str(tmp_path / "empty.json"), "--predictions", str(tmp_path / "dt.json")])
     assert code == 0 and "holds no annotations" in err
+
+
+def test_save_predictions_is_opt_in_and_never_overwrites(tmp_path, monkeypatch):
+    gt, res = make_case(2)
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "dt.json").write_text(json.dumps(res))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(["evaluate", "--ann", "gt.json", "--predictions", "dt.json", "--save-predictions", "x.json"])
+    assert code == 2 and "applies with --model only" in err
+    (tmp_path / "detections.json").write_text("mine")
+    import detect.cli
+
+    monkeypatch.setattr(detect.cli, "_check_inputs", lambda args: None)  # no model needed to refuse
+    code, _, err = run(["evaluate", "--ann", "gt.json", "--model", "m.keras", "--images", ".",
+                        "--save-predictions", "detections.json"])
+    assert code == 2 and "detections.json exists: pass --overwrite" in err
+    assert (tmp_path / "detections.json").read_text() == "mine"
