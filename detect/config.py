@@ -505,11 +505,28 @@ def _set_dotted(data: dict, key: str, value) -> None:
     node = data
     for p in parts[:-1]:
         if not isinstance(node.get(p), dict):
-            raise ValueError(f"unknown config section {p!r} in {key!r}")
+            raise ValueError(f"unknown config section {p!r} in {key!r}{_did_you_mean(data, key)}")
         node = node[p]
     if parts[-1] not in node:
-        raise ValueError(f"unknown config key {key!r}; known here: {sorted(node)}")
+        raise ValueError(f"unknown config key {key!r}{_did_you_mean(data, key)}; known here: {sorted(node)}")
     node[parts[-1]] = value
+
+
+def _did_you_mean(data: dict, key: str) -> str:
+    """``"; did you mean train.epochs?"``: the fields named like the key's last part, else close spellings."""
+    import difflib
+
+    def leaves(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict) and v:
+                yield from leaves(v, f"{prefix}{k}.")
+            else:
+                yield prefix + k
+
+    known = list(leaves(data))
+    close = [k for k in known if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]] or \
+        difflib.get_close_matches(key, known, n=3)
+    return f"; did you mean {', '.join(close)}?" if close else ""
 
 
 def load_yaml(path: str | Path) -> dict:

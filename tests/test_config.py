@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 
@@ -50,3 +51,15 @@ def test_bad_yaml_file(tmp_path):
     (tmp_path / "bad.yaml").write_text("a: [1, 2\n")
     with pytest.raises(ValueError, match="bad.yaml: not valid YAML"):
         load_yaml(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("override, hint", [
+    ("epochs=1", "unknown config key 'epochs'; did you mean train.epochs?"),
+    ("trian.epochs=1", "unknown config section 'trian' in 'trian.epochs'; did you mean train.epochs?"),
+    ("model.anchors.size=3", "did you mean model.anchors.anchor_size"),
+])
+def test_unknown_override_keys_suggest_the_field(override, hint):
+    from detect.config import DetectConfig
+
+    with pytest.raises(ValueError, match=re.escape(hint)):
+        DetectConfig().with_overrides([override])
