@@ -230,7 +230,7 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     if train_ds.samples:  # the band rule against a real file now, not as skipped images later
         from detect.datasets.images import read_image
 
-        read_image(train_ds.samples[0].path, BandRule.of(cfg.model))
+        read_image(train_ds.samples[0].path, BandRule.of(cfg.model, training=True))
     cfg = replace(cfg, model=replace(cfg.model, num_classes=train_ds.num_classes,
                                      class_names=tuple(train_ds.class_names)))
     source = None
@@ -264,7 +264,7 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     steps = t.steps_per_epoch or max(len(train_ds.samples) // t.batch_size, 1)
     cfg = replace(cfg, train=replace(t, steps_per_epoch=steps))
     data = make_dataset(train_ds, cfg.data, batch_size=t.batch_size, training=True, seed=t.seed,
-                        repeat=True, skip=start_epoch * steps * t.batch_size, bands=BandRule.of(cfg.model))
+                        repeat=True, skip=start_epoch * steps * t.batch_size, bands=BandRule.of(cfg.model, training=True))
     keras.utils.set_random_seed(t.seed)
     dist = _strategy(strategy)  # one strategy object: the model is built and compiled under it
     with dist.scope():

@@ -37,8 +37,14 @@ def test_band_rule_picks_and_names_the_file_and_count():
     assert BandRule(2, (5, 1)).pick(6, "a.tif") == (5, 1)
     with pytest.raises(ValueError, match=r"a.tif has 3 band\(s\); the model takes 4"):
         BandRule(4).pick(3, "a.tif")
-    with pytest.raises(ValueError, match=r"b.tif has 4 band\(s\); band 7 of --bands 1,2,3,7 does not exist"):
+    with pytest.raises(ValueError, match=r"b.tif has 4 band\(s\); the model takes 4, and band 7 of --bands "
+                                         r"1,2,3,7 does not exist"):
         BandRule(4, (1, 2, 3, 7)).pick(4, "b.tif")
+    # bands the model stored at training, not typed now: the message says so
+    stored = BandRule.of(tiny_config(input_bands=4, bands=(1, 2, 3, 4)))
+    with pytest.raises(ValueError, match=r"rgb.png has 3 band\(s\); the model takes 4, and band 4 of the "
+                                         r"model's bands \(stored from --bands at training\) 1,2,3,4"):
+        stored.pick(3, "rgb.png")
     cfg = tiny_config(input_bands=4, bands=(4, 3, 2, 1))
     assert BandRule.of(cfg) == BandRule(4, (4, 3, 2, 1))
     assert BandRule.of(cfg, (1, 2, 3, 5)) == BandRule(4, (1, 2, 3, 5))  # --bands replaces the stored bands
@@ -199,6 +205,7 @@ def test_four_band_model_predicts_its_bands_and_refuses_another_count(four_band_
 
 def test_training_bands_beyond_the_files_band_count_is_one_clear_error(four_band_run, tmp_path):
     _, root = four_band_run
-    with pytest.raises(ValueError, match=r"scene_\d+\.tif has 4 band\(s\); band 7 of --bands 1,2,3,7 does not exist"):
+    with pytest.raises(ValueError, match=r"scene_\d+\.tif has 4 band\(s\); the model takes 4, and band 7 of "
+                                         r"--bands \(model.bands\) 1,2,3,7 does not exist"):
         detect.train(root / "ann.json", root / "images", tmp_path / "r", bands="1,2,3,7", backbone="resnet18",
                      backbone_width=8, epochs=1, verbose=0)

@@ -135,7 +135,7 @@ def fit_to_data(cfg: DetectConfig, ds: CocoDataset) -> tuple[DetectConfig, list[
 
     # per-band input statistics (an N-band model normalises with them)
     if m.normalization == "bands" and not cfg.is_explicit("model.band_mean"):
-        mean, std, used = band_statistics(ds, BandRule.of(m))
+        mean, std, used = band_statistics(ds, BandRule.of(m, training=True))
         m = replace(m, band_mean=mean, band_std=std)
         lines.append(f"band statistics ({used} images, decimated): mean " + " ".join(f"{v:.1f}" for v in mean)
                      + ", std " + " ".join(f"{v:.1f}" for v in std))

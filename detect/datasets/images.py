@@ -25,7 +25,7 @@ The rule (also in the README), :class:`BandRule`:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -90,17 +90,23 @@ class BandRule:
 
     count: int = 3
     bands: tuple[int, ...] = ()
+    # where ``bands`` came from, for messages: the command's --bands or the model's stored bands
+    origin: str = field(default="--bands", compare=False)
 
     @classmethod
-    def of(cls, model_config, bands=None) -> BandRule:
-        """The rule of a model config; ``bands`` (e.g. ``--bands``) replaces its stored bands."""
+    def of(cls, model_config, bands=None, *, training: bool = False) -> BandRule:
+        """The rule of a model config; ``bands`` (e.g. ``--bands``) replaces its stored bands.
+        ``training``: the config's bands are the run's own (``--bands`` or ``model.bands``), not
+        ones a trained model stored (messages say which)."""
         chosen = tuple(bands) if bands else tuple(model_config.bands)
         if len(chosen) == 1 and model_config.input_bands == 3:
             chosen *= 3  # one band as grey for an RGB model
         if chosen and len(chosen) != model_config.input_bands:
             raise ValueError(f"--bands {','.join(map(str, chosen))}: the model takes {model_config.input_bands} "
                              f"band(s), got {len(chosen)}")
-        return cls(model_config.input_bands, chosen)
+        origin = "--bands" if bands else "--bands (model.bands)" if training else \
+            "the model's bands (stored from --bands at training)"
+        return cls(model_config.input_bands, chosen, origin)
 
     @property
     def per_band(self) -> bool:
@@ -112,8 +118,8 @@ class BandRule:
         if self.bands:
             missing = [b for b in self.bands if not 1 <= b <= n]
             if missing:
-                raise ValueError(f"{name} has {n} band(s); band {missing[0]} of --bands "
-                                 f"{','.join(map(str, self.bands))} does not exist")
+                raise ValueError(f"{name} has {n} band(s); the model takes {self.count}, and band {missing[0]} of "
+                                 f"{self.origin} {','.join(map(str, self.bands))} does not exist")
             return self.bands
         if self.count == 3:
             if n in (3, 4):
