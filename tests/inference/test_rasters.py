@@ -76,7 +76,7 @@ def test_sixteen_bit_multiband_and_band_selection(tmp_path):
     path = write_tif(tmp_path / "m.tif", data)
     with pytest.raises(ValueError, match="has 5 bands; choose"):
         open_source(path)
-    with pytest.raises(ValueError, match=r"m.tif has 5 band\(s\); band 9 of --bands 1,2,9 does not exist"):
+    with pytest.raises(ValueError, match=r"m.tif has 5 band\(s\); the model takes 3, and band 9 of --bands 1,2,9 does not exist"):
         open_source(path, BandRule(3, (1, 2, 9)))
     src = open_source(path, BandRule(3, (3, 2, 1)))
     lo, hi = src.levels
