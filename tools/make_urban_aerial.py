@@ -28,7 +28,6 @@ give identical files.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import cv2
@@ -211,7 +210,7 @@ def make_dataset(out: Path, *, images: int, size: int = 512, seed: int = 0) -> P
                                         "category_id": cat, "bbox": [round(v, 2) for v in box],
                                         "area": round(box[2] * box[3], 2), "iscrowd": 0})
     ann = out / "annotations.json"
-    atomic.write_text(ann, json.dumps(coco))
+    atomic.write_json(ann, coco, indent=None)
     return ann
 
 

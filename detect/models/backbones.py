@@ -158,15 +158,18 @@ def package_weights(spec: registry.BackboneSpec) -> str:
     return path
 
 
-def load_torch_weights(spec: registry.BackboneSpec, base: keras.Model, path: str) -> None:
-    """Set ``base``'s weights from the PyTorch state dict in ``path`` (see the registry's ``torch_layout``)."""
+def _torch_build(spec: registry.BackboneSpec, build, config: ModelConfig, path: str, channels: int):
+    """``spec``'s network with the PyTorch state dict in ``path`` (the registry's ``torch_layout``);
+    a backbone without a layout is refused before anything is built or read."""
     from detect.models.torch_checkpoint import read_state_dict
 
     if not spec.torch_layout:
         known = [s.name for s in registry.SPECS.values() if s.torch_layout]
         raise ValueError(f"backbone_weights {path}: detect maps PyTorch checkpoints onto {', '.join(known)} "
                          f"only, not {spec.name}")
+    base = build(config, None, channels)
     registry.resolve(spec.torch_layout)(base, read_state_dict(path), path)
+    return base
 
 
 def _offline_hint(backbone: str, err: Exception) -> RuntimeError:
@@ -292,10 +295,7 @@ def _builtin(config: ModelConfig, weights, channels: int) -> tuple[keras.Model, 
                          f"backbone_weights, use backbone_weights=none, or pick one of {', '.join(offers)}")
     build = registry.resolve(spec.builder)
     if weights and str(weights).endswith(TORCH_SUFFIXES):
-        if not spec.torch_layout:  # say so before building anything
-            load_torch_weights(spec, None, weights)
-        base = build(config, None, channels)
-        load_torch_weights(spec, base, weights)
+        base = _torch_build(spec, build, config, weights, channels)
     else:
         base = build(config, weights, channels)
     return base, [_last_layer(base, pattern) for pattern in spec.taps]
