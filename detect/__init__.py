@@ -26,15 +26,15 @@ __version__ = "0.1.0"
 __all__ = ["Detections", "Report", "Results", "Run", "evaluate", "export", "load_model", "predict", "train"]
 
 _API = {"load_model": "detect.api", "predict": "detect.api", "evaluate": "detect.api", "train": "detect.api",
-        "export": "detect.api", "Detections": "detect.results", "Results": "detect.results",
-        "Report": "detect.evaluation_run", "Run": "detect.api"}
+        "export": "detect.api", "Detections": "detect.inference.results", "Results": "detect.inference.results",
+        "Report": "detect.inference.evaluate", "Run": "detect.api"}
 
 
 def _register_keras_classes() -> None:
     """Import the modules whose classes saved models name (``detect>RetinaNet``,
     ``detect>WarmupSchedule``, the backbone and FPN layers): importing them registers them."""
     import detect.models  # noqa: F401  RetinaNet, backbones, FPN
-    import detect.schedules  # noqa: F401  the optimizer's schedule in checkpoints
+    import detect.training.schedules  # noqa: F401  the optimizer's schedule in checkpoints
 
 
 def _started_as_cli() -> bool:
@@ -56,7 +56,7 @@ if not _started_as_cli():
 
 
 def __getattr__(name: str):
-    # the API's modules load on first use (PEP 562), so `detect.cli` stays light
+    # the API's modules load on first use (PEP 562), so `detect.cli.main` stays light
     if name in _API:
         import importlib
 

@@ -1,5 +1,5 @@
 import sys
 
-from detect.cli import main
+from detect.cli.main import main
 
 sys.exit(main())

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import detect
-from detect.cli import main
+from detect.cli.main import main
 from detect.inference.predictor import TileOptions, detect_image
-from detect.results import Detections
+from detect.inference.results import Detections
 from tests.inference.test_predict import model_file  # noqa: F401  (fixture)
 from tests.models.conftest import square_scenes
 
@@ -241,9 +241,25 @@ def test_evaluate_bad_input(run):
 
 
 def test_export(run, tmp_path):
+    """The API's export serves the trained model's own detections, with its class names beside them."""
+    import tensorflow as tf
+
     r, _, _ = run
     out = detect.export(r.path / "model.keras", tmp_path / "sm")
-    assert (out / "saved_model.pb").is_file()
+    model = detect.load_model(r.path)
+    x = np.random.default_rng(5).integers(0, 256, (2, 96, 80, 3)).astype(np.uint8)
+    model.set_postprocess(score_threshold=0.001)  # candidates enough to compare, whatever was learned
+    detect.export(model, tmp_path / "sm_low")
+    want = model.predict(x.astype(np.float32), verbose=0)
+    got = tf.saved_model.load(str(tmp_path / "sm_low")).signatures["serving_default"](images=tf.constant(x))
+    assert want["num_detections"].min() > 0
+    for k in want:
+        np.testing.assert_allclose(got[k].numpy(), want[k], atol=1e-4)
+    asset = json.loads((out / "assets" / "detect.json").read_text())
+    assert asset["class_names"] == list(r.model.class_names)
+    assert asset["config"] == r.model.model_config.to_dict()
+    with pytest.raises(FileExistsError):
+        detect.export(r.path / "model.keras", tmp_path / "sm")
 
 
 def test_predict_a_video_gives_one_item_per_frame(model_file, tmp_path):  # noqa: F811

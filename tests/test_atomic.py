@@ -4,7 +4,7 @@ file (the shards of a job writing predict.json) do not trip over each other."""
 import multiprocessing
 import threading
 
-from detect import atomic
+from detect.util import atomic
 
 
 def _write_many(path, tag, n=200):

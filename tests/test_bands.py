@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import detect
-from detect.datasets.images import BandRule, read_image, stretch_levels
+from detect.imagery.images import BandRule, read_image, stretch_levels
 from detect.models import build_retinanet
 from detect.models.backbones import IMAGENET_STD_255, inflate_kernel
 from tests.models.conftest import tiny_config
@@ -79,7 +79,7 @@ def test_sixteen_bit_stretch_is_per_band_for_an_n_band_model(tmp_path):
 
 
 def test_raster_source_reads_the_model_bands_with_per_band_levels(tmp_path):
-    from detect.inference.sources import open_source
+    from detect.imagery.rasters import open_source
 
     data = np.zeros((30, 40, 5), np.uint16)
     for c in range(5):

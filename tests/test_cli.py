@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from detect import __version__
-from detect.cli import main
+from detect.cli.main import main
 
 
 def test_version(capsys):
@@ -43,7 +43,7 @@ def test_bad_model_paths_answer_before_tensorflow_loads(tmp_path, content, messa
     model = tmp_path / "model.keras"
     if content is not None:
         model.write_bytes(content)
-    r = _fresh("import sys\nfrom detect.cli import main\n"
+    r = _fresh("import sys\nfrom detect.cli.main import main\n"
                f"rc = main(['predict', '--model', {str(model)!r}, '--out', {str(tmp_path / 'o')!r}, 'x.png'])\n"
                "print(rc, 'tensorflow' in sys.modules)")
     assert r.stdout.split() == ["2", "False"]
@@ -63,7 +63,7 @@ def test_truncated_keras_file_is_named(tmp_path):
     assert main(["evaluate", "--ann", str(tmp_path / "cut.keras"), "--model", str(tmp_path / "cut.keras"),
                  "--images", str(tmp_path)]) == 2
     (tmp_path / "other.keras").write_bytes(_zip_with("weights.bin"))
-    from detect.files import check_model_file
+    from detect.util.files import check_model_file
 
     with pytest.raises(ValueError, match="is a zip archive but not a .keras model file"):
         check_model_file(tmp_path / "other.keras")
@@ -86,7 +86,7 @@ def test_native_log_lines_are_filtered_and_the_rest_kept():
               "I0000 00:00:1795526886.949314   30956 port.cc:153] oneDNN custom operations are on.\\n"
               "E0000 00:00:1795526889.508298   30956 cuda_platform.cc:52] failed call to cuInit\\n")
     # as in the console script, where `import detect` defers TensorFlow (its own lines would come first)
-    code = ("import os, sys\nsys.argv = ['detect']\nfrom detect.quiet import NativeLogFilter\n"
+    code = ("import os, sys\nsys.argv = ['detect']\nfrom detect.util.quiet import NativeLogFilter\n"
             "with NativeLogFilter() as f:\n"
             f"    os.write(2, b'{native}')\n"
             "    print('a python warning', file=sys.stderr, flush=True)\n"
@@ -104,7 +104,7 @@ def test_native_log_lines_are_filtered_and_the_rest_kept():
     (2, "detect train: interrupted after epoch-0002; continue with: detect train --resume {run}"),
 ])
 def test_ctrl_c_is_one_line_with_how_to_resume(tmp_path, capsys, monkeypatch, epochs, hint):
-    from detect import cli
+    from detect.cli import main as cli
 
     run = tmp_path / "run"
     for e in range(1, epochs + 1):

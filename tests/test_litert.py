@@ -6,9 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from detect.cli import main
+from detect.cli.main import main
+from detect.export.litert import export_tflite
 from detect.inference.predictor import detect_image
-from detect.litert import LiteRTModel, export_tflite, read_metadata
+from detect.models.litert_model import LiteRTModel, read_metadata
 from detect.ops.boxes import pairwise_iou
 from tests.models.conftest import square_scenes, tiny_config, write_square_dataset
 
@@ -51,7 +52,7 @@ def trained(tmp_path_factory):
 
 
 def test_group_norm_as_4d_ops_equals_keras_group_norm():
-    from detect.litert import _group_norm_4d
+    from detect.export.litert import _group_norm_4d
 
     rng = np.random.default_rng(0)
     layer = keras.layers.GroupNormalization(groups=4, epsilon=1e-3)
@@ -73,13 +74,13 @@ def test_group_norm_as_4d_ops_equals_keras_group_norm():
 def test_numba_normalisation_equals_the_keras_layer_then_zero_padding(mode, bands, dtype):
     """The LiteRT path normalises in numba; the values must be the Keras layer's, bit for bit
     (same float32 operations), with zeros in the padding ``RetinaNet.call`` adds."""
-    from detect.litert import _Normalization, _normalized_padded
     from detect.models.backbones import ImageNormalization, normalization_affine
+    from detect.models.litert_model import Normalization, normalized_padded
 
     extra = {"band_mean": (90.0, 80.5, 70.25, 60.0), "band_std": (30.0, 20.0, 25.5, 10.0)} if mode == "bands" else {}
     config = tiny_config(input_bands=bands, input_normalization=mode, **extra)
     batch = np.random.default_rng(1).uniform(0, 255, (2, 37, 50, bands)).astype(dtype)
-    got = _normalized_padded(_Normalization(config), batch, 32)
+    got = normalized_padded(Normalization(config), batch, 32)
     assert got.shape == (2, 64, 64, bands) and got.dtype == np.float32
     want = np.asarray(ImageNormalization(*normalization_affine(config)[1:], normalization_affine(config)[0])(
         batch.astype(np.float32)))

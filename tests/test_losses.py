@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detect import losses
+from detect.models import losses
 from detect.ops import box_coder
 from detect.ops.matcher import BACKGROUND, IGNORE, AnchorTargets, assign_targets
 from tests.ops.test_matcher import LOW, STRICT, V

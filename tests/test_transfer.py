@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from detect.models import build_retinanet
-from detect.transfer import init_from, load_source
+from detect.training.transfer import init_from, load_source
 from tests.models.conftest import tiny_config
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from detect.api import predict
-from detect.cli import main
+from detect.cli.main import main
 from detect.view import match
 from tests.inference.blob_model import BlobModel
 from tests.models.conftest import square_scenes, write_square_dataset
@@ -120,7 +120,7 @@ def test_view_command_and_evaluate_html(view, capsys):
 def test_view_skips_a_killed_writers_leftover_and_names_a_damaged_record(view, tmp_path, capsys):
     import shutil
 
-    from detect import atomic
+    from detect.util import atomic
 
     root, _, _ = view
     out = tmp_path / "out"

@@ -60,7 +60,7 @@ elif via == "api-path":  # API vs CLI: both load the model from its file inside 
     t0 = time.perf_counter()
     r = detect.predict(model_path, raster, out=out, tile=tile, overlap=0.2, batch_size=4, overwrite=True).summary
 else:
-    from detect.cli import main
+    from detect.cli.main import main
     t0 = time.perf_counter()
     assert main(["predict", "--model", model_path, "--out", str(out), "--tile", str(tile), "--overlap", "0.2",
                  "--batch-size", "4", "--overwrite", str(raster)]) == 0

@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from benchmark_train import _detect  # noqa: E402
 from make_dense_aerial import make_dataset  # noqa: E402
 
-from detect import atomic  # noqa: E402
+from detect.util import atomic  # noqa: E402
 
 TARGET_CATEGORIES = [{"id": 1, "name": "car", "supercategory": "object"},
                      {"id": 2, "name": "pool", "supercategory": "object"}]
@@ -115,7 +115,7 @@ def make_target(out: Path, *, images: int, size: int, seed: int) -> Path:
 
 
 def _minutes(budget: str) -> float:
-    from detect.time_budget import parse_duration
+    from detect.training.time_budget import parse_duration
 
     return parse_duration(budget) / 60
 

@@ -30,8 +30,8 @@ os.environ.setdefault("DETECT_DEFER_IMPORT", "1")
 
 import cv2  # noqa: E402
 
-from detect.cli import main as detect  # noqa: E402
-from detect.runs import RunFolder  # noqa: E402
+from detect.cli.main import main as detect  # noqa: E402
+from detect.training.runs import RunFolder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 COLOURS = [(0, 200, 255), (255, 80, 80), (80, 255, 80), (255, 255, 0)]
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from detect.quiet import NativeLogFilter
+    from detect.util.quiet import NativeLogFilter
 
     if "--verbose" in sys.argv:
         sys.exit(main([a for a in sys.argv[1:] if a != "--verbose"]))

@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detect import atomic
+from detect.util import atomic
 
 CATEGORIES = [{"id": 1, "name": "tree", "supercategory": "object"},
               {"id": 2, "name": "car", "supercategory": "object"}]

@@ -37,7 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detect import atomic
+from detect.util import atomic
 
 CATEGORIES = [{"id": 1, "name": "aircraft", "supercategory": "object"},
               {"id": 2, "name": "roof", "supercategory": "object"},

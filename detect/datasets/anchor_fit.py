@@ -27,6 +27,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from detect.config import AnchorConfig
+from detect.ops import numpy_boxes
+from detect.ops.anchors import AnchorGenerator
 
 #: Side-length buckets (px, sqrt(area)) of the coverage report.
 SIZE_BUCKETS = (0, 8, 16, 32, 64, 128, math.inf)
@@ -41,14 +43,10 @@ P2_MIN_GAIN = 0.02
 
 
 def anchor_shapes(cfg: AnchorConfig) -> np.ndarray:
-    """``[L, A, 2]`` (width, height) of the anchors of each level, pixels."""
-    out = []
-    for level in range(cfg.min_level, cfg.max_level + 1):
-        base = cfg.anchor_size * 2**level
-        out.append([(base * 2 ** (k / cfg.num_scales) / math.sqrt(r),
-                     base * 2 ** (k / cfg.num_scales) * math.sqrt(r))
-                    for k in range(cfg.num_scales) for r in cfg.aspect_ratios])
-    return np.asarray(out, np.float64)
+    """``[L, A, 2]`` (width, height) of the anchors of each level, pixels: the anchor generator's
+    own rule (:meth:`detect.ops.anchors.AnchorGenerator.level_shapes`), either convention."""
+    gen = AnchorGenerator.from_config(cfg)
+    return np.stack([gen.level_shapes(level) for level in gen.levels])
 
 
 def best_anchor_iou(boxes: np.ndarray, cfg: AnchorConfig) -> np.ndarray:
@@ -60,19 +58,16 @@ def best_anchor_iou(boxes: np.ndarray, cfg: AnchorConfig) -> np.ndarray:
     strides = 2.0 ** np.arange(cfg.min_level, cfg.max_level + 1)  # [L]
     cx = (boxes[:, 0] + boxes[:, 2]) / 2
     cy = (boxes[:, 1] + boxes[:, 3]) / 2
-    # nearest anchor centre per level: centre of the cell holding the box centre
-    ax = (np.floor(cx[:, None] / strides) + 0.5) * strides  # [M, L]
-    ay = (np.floor(cy[:, None] / strides) + 0.5) * strides
+    # nearest anchor centre per level: (j + offset) * stride nearest the box centre (offset 0.5:
+    # the centre of the cell holding it)
+    offset = AnchorGenerator.from_config(cfg).centre_offset
+    shift = 0.5 - offset  # 0 for centres at (j + 0.5) * stride; 0.5 (round) for centres at j * stride
+    ax = (np.floor(cx[:, None] / strides + shift) + offset) * strides  # [M, L]
+    ay = (np.floor(cy[:, None] / strides + shift) + offset) * strides
     aw, ah = shapes[None, :, :, 0], shapes[None, :, :, 1]  # [1, L, A]
-    ax0, ax1 = ax[..., None] - aw / 2, ax[..., None] + aw / 2  # [M, L, A]
-    ay0, ay1 = ay[..., None] - ah / 2, ay[..., None] + ah / 2
-    b = boxes[:, None, None, :]
-    iw = np.clip(np.minimum(ax1, b[..., 2]) - np.maximum(ax0, b[..., 0]), 0, None)
-    ih = np.clip(np.minimum(ay1, b[..., 3]) - np.maximum(ay0, b[..., 1]), 0, None)
-    inter = iw * ih
-    area_b = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area_b[:, None, None] + aw * ah - inter
-    return (inter / np.maximum(union, 1e-12)).reshape(len(boxes), -1).max(axis=1)
+    anchors = np.stack([ax[..., None] - aw / 2, ay[..., None] - ah / 2,
+                        ax[..., None] + aw / 2, ay[..., None] + ah / 2], axis=-1)  # [M, L, A, 4]
+    return numpy_boxes.iou(anchors, boxes[:, None, None, :]).reshape(len(boxes), -1).max(axis=1)
 
 
 @dataclass(frozen=True)

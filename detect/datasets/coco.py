@@ -33,8 +33,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from tqdm import tqdm
 
-from detect.datasets.ground_truth import DataError, check_ground_truth
-from detect.datasets.images import inspect_image
+from detect.evaluation.ground_truth import DataError, check_ground_truth
+from detect.imagery.images import inspect_image
 from detect.ops.matcher import IGNORE_REGION_LABEL
 
 #: Every kind of data problem and what ``load_coco`` does about it (``strict=True``:
@@ -133,6 +133,37 @@ def _check_images(images: dict[int, dict], report: DataReport) -> None:
             im["width"], im["height"] = size
 
 
+def _checked_box(a: dict, im: dict, where: str, cat_index: dict, report: DataReport):
+    """Annotation ``a``'s box as ``(x0, y0, x1, y1)`` clipped to image ``im``, or None when it is
+    dropped; every drop and every clip is counted in ``report`` under its kind."""
+    if a.get("category_id") not in cat_index:
+        report.add("unknown_category", f"{where}: unknown category id {a.get('category_id')} (dropped)")
+        return None
+    bbox = a.get("bbox")
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+        report.add("malformed_box", f"{where}: bbox {bbox!r} is not [x, y, w, h] (dropped)")
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
+        report.add("malformed_box", f"{where}: bbox {bbox!r} has a value that is not a number (dropped)")
+        return None
+    x, y, w, h = (float(v) for v in bbox)
+    if not all(math.isfinite(v) for v in (x, y, w, h)):
+        report.add("nan_box", f"{where}: bbox {bbox} has NaN/inf (dropped)")
+        return None
+    if w <= 0 or h <= 0:
+        report.add("empty_box", f"{where}: bbox {bbox} has non-positive width/height (dropped)")
+        return None
+    W, H = float(im["width"]), float(im["height"])
+    x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, W), min(y + h, H)
+    if (x0, y0, x1, y1) != (x, y, x + w, y + h):
+        if x1 <= x0 or y1 <= y0:
+            report.add("outside_box", f"{where}: bbox {bbox} lies outside the {W:g}x{H:g} image (dropped)")
+            return None
+        report.add("clipped_box", f"{where}: bbox {bbox} extends past the {W:g}x{H:g} image "
+                                  f"(clipped to it)")
+    return x0, y0, x1, y1
+
+
 def load_coco(ann_file: str | Path, images_dir: str | Path, *, strict: bool = False,
               check_files: bool = True, max_messages: int = 20) -> CocoDataset:
     """Read ``ann_file``, check everything listed in the module doc, return samples."""
@@ -183,31 +214,10 @@ def load_coco(ann_file: str | Path, images_dir: str | Path, *, strict: bool = Fa
                 report.add("unknown_image", f"{where}): no such image (dropped)")
             continue
         where += f", {im['path'].name})"
-        if a.get("category_id") not in cat_index:
-            report.add("unknown_category", f"{where}: unknown category id {a.get('category_id')} (dropped)")
+        box = _checked_box(a, im, where, cat_index, report)
+        if box is None:
             continue
-        bbox = a.get("bbox")
-        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-            report.add("malformed_box", f"{where}: bbox {bbox!r} is not [x, y, w, h] (dropped)")
-            continue
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox):
-            report.add("malformed_box", f"{where}: bbox {bbox!r} has a value that is not a number (dropped)")
-            continue
-        x, y, w, h = (float(v) for v in bbox)
-        if not all(math.isfinite(v) for v in (x, y, w, h)):
-            report.add("nan_box", f"{where}: bbox {bbox} has NaN/inf (dropped)")
-            continue
-        if w <= 0 or h <= 0:
-            report.add("empty_box", f"{where}: bbox {bbox} has non-positive width/height (dropped)")
-            continue
-        W, H = float(im["width"]), float(im["height"])
-        x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, W), min(y + h, H)
-        if (x0, y0, x1, y1) != (x, y, x + w, y + h):
-            if x1 <= x0 or y1 <= y0:
-                report.add("outside_box", f"{where}: bbox {bbox} lies outside the {W:g}x{H:g} image (dropped)")
-                continue
-            report.add("clipped_box", f"{where}: bbox {bbox} extends past the {W:g}x{H:g} image "
-                                      f"(clipped to it)")
+        x0, y0, x1, y1 = box
         label = IGNORE_REGION_LABEL if a.get("iscrowd", 0) else cat_index[a["category_id"]]
         per_image[iid][0].append((x0, y0, x1, y1))
         per_image[iid][1].append(label)

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from detect.datasets.images import inspect_image
+from detect.imagery.images import inspect_image
+from detect.imagery.inputs import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 FORMATS = ("voc", "yolo", "csv", "vector")
 
 

@@ -30,7 +30,7 @@ class DoctorReport:
 def _model_config(path: Path):
     """The ModelConfig stored in a ``.keras`` file, read without TensorFlow."""
     from detect.config import ModelConfig
-    from detect.files import check_model_file
+    from detect.util.files import check_model_file
 
     check_model_file(path)
     with zipfile.ZipFile(path) as z:
@@ -83,8 +83,8 @@ def _plot(ds, counts, cov, anchors, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from detect import atomic
     from detect.datasets.anchor_fit import anchor_range
+    from detect.util import atomic
 
     fig, ax = plt.subplots(2, 2, figsize=(11, 8))
     per_class = [int(sum((s.labels == i).sum() for s in ds.samples)) for i in range(len(ds.class_names))]

@@ -12,7 +12,8 @@ for every setting the user did not pin (:attr:`DetectConfig.explicit`):
 - anchors (size, scales, levels): the layout that covers the boxes best,
   as the model sees them (see :mod:`detect.datasets.anchor_fit`);
 - ``postprocess.max_detections``: at least 3x the largest count per image,
-  scaled to the tile's area; ``pre_nms_top_k`` at least 4x that.
+  scaled to the tile's area; ``pre_nms_top_k`` at least
+  :data:`~detect.config.PRE_NMS_PER_DETECTION` (12) times that.
 - ``model.band_mean`` / ``band_std``: per-band statistics of the training
   images for a model that normalises per band (``input_bands`` != 3).
 
@@ -36,7 +37,7 @@ from detect.datasets.anchor_fit import (
     fit_anchors,
 )
 from detect.datasets.coco import CocoDataset
-from detect.datasets.images import BandRule, read_image
+from detect.imagery.images import BandRule, read_image
 
 #: max_detections is at least this multiple of the densest image's box count.
 DETECTIONS_PER_OBJECT = 3

@@ -18,7 +18,7 @@ import tensorflow as tf
 from detect.config import DataConfig
 from detect.datasets import transforms as T
 from detect.datasets.coco import CocoDataset
-from detect.datasets.images import RGB, BandRule, read_image
+from detect.imagery.images import RGB, BandRule, read_image
 
 SIZE_MULTIPLE = 128
 

@@ -1,6 +1,6 @@
 """``detect slice``: a training set of fixed-size chips cut from large images or rasters.
 
-Chips are the windows :func:`~detect.inference.tiling.tile_windows` lays out
+Chips are the windows :func:`~detect.imagery.tiling.tile_windows` lays out
 for prediction (``size`` x ``size``, stepped by ``size * (1 - overlap)``, the
 last row and column ending at the edge), read window by window (a raster
 is never loaded whole). For each chip, every box is clipped to it:
@@ -30,9 +30,10 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from detect import atomic
-from detect.inference.sources import open_source
-from detect.inference.tiling import tile_windows
+from detect.config.sections import tile_rule_problems
+from detect.imagery.rasters import open_source
+from detect.imagery.tiling import tile_windows
+from detect.util import atomic
 
 
 @dataclass
@@ -88,10 +89,8 @@ def slice_dataset(ann, images, out, *, size: int = 512, overlap: float = 0.2, mi
                   keep_empty: float = 0.1, seed: int = 0, overwrite: bool = False,
                   progress: bool = True) -> SliceSummary:
     """Write chips and their COCO file to ``out`` (see module doc); returns the summary."""
-    if size < 32:
-        raise ValueError(f"--size must be at least 32 pixels, got {size}")
-    if not 0 <= overlap < 1:
-        raise ValueError(f"--overlap must be in [0, 1), got {overlap}")
+    for name, problem in tile_rule_problems(size, overlap):
+        raise ValueError(f"--{'size' if name == 'tile' else name} {problem}")
     if not 0 < min_visible <= 1:
         raise ValueError(f"--min-visible must be in (0, 1], got {min_visible}")
     if not 0 <= keep_empty <= 1:

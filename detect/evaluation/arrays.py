@@ -60,7 +60,7 @@ class Ground:
 
 
 @dataclass
-class Detections:
+class Ranked:
     """Results as arrays, sorted by (category, image, score descending, results order), each
     image and category cut to ``max_det``."""
 
@@ -96,7 +96,7 @@ def ground_arrays(gt: dict) -> Ground:
 
 
 def detection_arrays(image_id, category_id, boxes, score, ground: Ground,
-                     max_det: int) -> Detections:
+                     max_det: int) -> Ranked:
     """Sort results (arrays in results order) the way pycocotools visits them; keep each image
     and category's best ``max_det``. Ids must be known to ``ground`` (checked before)."""
     n = len(score)
@@ -109,7 +109,7 @@ def detection_arrays(image_id, category_id, boxes, score, ground: Ground,
     starts = np.searchsorted(key, key, side="left")
     rank = np.arange(n) - starts
     keep = order[rank < max_det]
-    return Detections(key[rank < max_det], np.asarray(boxes, np.float64).reshape(n, 4)[keep],
+    return Ranked(key[rank < max_det], np.asarray(boxes, np.float64).reshape(n, 4)[keep],
                       score[keep], rank[rank < max_det], keep)
 
 
@@ -122,7 +122,7 @@ def _lookup(sorted_ids: np.ndarray, values: np.ndarray):
     return pos, sorted_ids[pos] == values
 
 
-def match(ground: Ground, dets: Detections, iou_thresholds=IOU_THRESHOLDS,
+def match(ground: Ground, dets: Ranked, iou_thresholds=IOU_THRESHOLDS,
           area_ranges=AREA_RANGES):
     """pycocotools' ``evaluateImg`` for every image and category at once.
 
@@ -156,11 +156,11 @@ def match_one_image(det_xywh, gt_xywh, crowd, iou_threshold: float) -> np.ndarra
     ground = Ground(np.zeros(1), np.zeros(1), np.zeros(m, np.int64), gt_boxes,
                     np.zeros(m), np.asarray(crowd, bool).reshape(m), np.arange(1, m + 1),
                     np.arange(m))
-    dets = Detections(np.zeros(n, np.int64), det, np.zeros(n), np.arange(n), np.arange(n))
+    dets = Ranked(np.zeros(n, np.int64), det, np.zeros(n), np.arange(n), np.arange(n))
     return match(ground, dets, [iou_threshold], [(-np.inf, np.inf)])[1]
 
 
-def accumulate(ground: Ground, dets: Detections, state: np.ndarray, max_dets,
+def accumulate(ground: Ground, dets: Ranked, state: np.ndarray, max_dets,
                area_ranges=AREA_RANGES):
     """pycocotools' ``accumulate``: ``precision`` [T, R, K, A, M], ``recall`` [T, K, A, M]."""
     n_images, n_cats = len(ground.image_ids), len(ground.category_ids)

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-BACKENDS = ("detect", "faster-coco-eval", "pycocotools")
+from detect.config import defaults
+
+BACKENDS = defaults.EVAL_BACKENDS
 
 #: pycocotools' summary rows: (AP or AR, IoU label, area label, index into maxDets).
 #: ``None``: pycocotools' first statistic uses the literal maxDets=100 whatever the
@@ -37,7 +39,7 @@ STAT_ROWS = (
     ("AR", "0.50:0.95", "large", 2),
 )
 #: pycocotools' default ``params.maxDets``.
-DEFAULT_MAX_DETS = (1, 10, 100)
+DEFAULT_MAX_DETS = defaults.MAX_DETS
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
@@ -122,7 +124,7 @@ def load_ground_truth(ann) -> dict:
     """COCO instances dict from a path or a dict; clear errors for unreadable files, and the
     checks training shares (:func:`detect.datasets.coco.check_ground_truth`): an ``iscrowd``
     that is not 0 or 1 is refused, other problems are printed as warnings (from a file)."""
-    from detect.datasets.ground_truth import check_ground_truth
+    from detect.evaluation.ground_truth import check_ground_truth
 
     if isinstance(ann, dict):
         return ann

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detect import atomic
+from detect.util import atomic
 
 #: Classes drawn one by one in the summary plots.
 TOP = 10

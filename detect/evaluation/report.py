@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from detect import atomic
 from detect.evaluation.coco_eval import STAT_NAMES, EvalResult, summary_lines
+from detect.util import atomic
 
 
 def _fmt(v: float) -> str:

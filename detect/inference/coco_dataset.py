@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from detect.datasets.images import BandRule, read_image
+from detect.imagery.images import BandRule, read_image
+from detect.imagery.rasters import ArraySource
 from detect.inference.predictor import DEFAULT_TILES, CapCount, TileOptions, detect_many
-from detect.inference.sources import ArraySource
 from detect.ops.boxes import xyxy_to_xywh
 
 

@@ -15,7 +15,7 @@ with pyogrio / shapely / geopandas (the ``[geo]`` extra):
   every scene reprojected.
 - ``--merge-across-scenes``: detections of adjacent scenes of one CRS (a
   mosaic of orthophoto tiles) merged where the scenes touch or overlap, by
-  the tile-seam rule of :mod:`detect.inference.tiling` in map coordinates
+  the tile-seam rule of :mod:`detect.imagery.tiling` in map coordinates
   (:mod:`detect.inference.mosaic`): an object cut by two scene files is
   reported once. The GeoPackage and WGS84 GeoJSON then hold the merged
   set, and ``OUT/merged.geojson`` (``merged_EPSG.geojson`` per CRS) holds it
@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from detect import atomic
-from detect.files import read_json
 from detect.inference.outputs import output_stem
+from detect.structures import read_record
+from detect.util import atomic
 
 #: Where each output goes in ``OUT``.
 GPKG_FILE = "detections.gpkg"
@@ -105,16 +105,14 @@ def read_scenes(out_dir: Path, files: list[Path]) -> tuple[list[Scene], int, set
         path = out_dir / "detections" / f"{output_stem(f, files)}.json"
         if not path.is_file():
             continue
-        rec = read_json(path, "detection record", "delete it and rerun detect predict on that image")
-        if "crs" not in rec:
+        rec = read_record(path)
+        if rec.crs is None:
             plain += 1
             continue
-        crs = _horizontal(CRS.from_wkt(rec["crs"]), rec["file"], notes)
-        dets = rec["detections"]
-        scenes.append(Scene(rec["file"], rec["width"], rec["height"], crs, Affine(*rec["transform"]),
-                            np.array([d["box"] for d in dets], np.float64).reshape(-1, 4),
-                            np.array([d["label_id"] for d in dets], np.int64),
-                            [d["label"] for d in dets], np.array([d["score"] for d in dets], np.float64)))
+        crs = _horizontal(CRS.from_wkt(rec.crs), rec.file, notes)
+        d = rec.detections
+        scenes.append(Scene(rec.file, rec.width, rec.height, crs, Affine(*rec.transform),
+                            d.boxes, d.label_ids, d.labels, d.scores))
     return scenes, plain, notes
 
 
@@ -236,3 +234,12 @@ def _layer_name(name: str) -> str:
     """A GeoPackage-friendly layer name (letters, digits, underscore; not starting with a digit)."""
     clean = re.sub(r"[^0-9A-Za-z_]+", "_", name).strip("_") or "detections"
     return f"run_{clean}" if clean[0].isdigit() else clean
+
+
+def model_name(model, path) -> str:
+    """The model's name in GIS outputs: its file's stem (run folders: the folder's name)."""
+    if path is not None:
+        p = Path(path)
+        return p.name if p.is_dir() else p.stem
+    file = getattr(model, "path", None)  # a LiteRTModel
+    return Path(file).stem if file else (getattr(model, "name", None) or "model")

@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from detect import atomic
-from detect.files import read_json
 from detect.inference.predictor import SceneMerger, TileResult, infer_tiles, read_tile, scene_grid
+from detect.util import atomic
+from detect.util.files import read_json
 
 #: Tile windows per unit of work (consecutive windows of one scene).
 UNIT_TILES = 16

@@ -2,7 +2,7 @@
 
 Orthophoto tiles of a mosaic cut objects at their edges exactly as tiles
 of one raster do at seams, so the rule is the seam rule of
-:mod:`detect.inference.tiling`, applied in map coordinates: the scenes
+:mod:`detect.imagery.tiling`, applied in map coordinates: the scenes
 (north-up ones; a rotated transform is left as it is and counted) are laid
 on one pixel grid of the first scene's pixel size, with each scene's
 extent as its "window", and folded one scene at a time, in input order,
@@ -12,13 +12,13 @@ widened to the union of the parts. Scenes of a mosaic touch rather than
 overlap, so the parts of a cut object touch without overlapping: parts
 that meet across a shared edge (within one pixel) along most of the shorter
 one's side are one object (``abut`` of
-:func:`~detect.inference.tiling.merge_detections`). Folding scene by
+:func:`~detect.imagery.tiling.merge_detections`). Folding scene by
 scene lets a widened box meet the next scene's part, which is how an
 object on the corner of four scenes becomes one box.
 
 Only boxes that can meet another scene's boxes take part (those touching
 an inner edge of their own scene, by the seam test of
-:mod:`detect.inference.tiling`, or inside another scene's extent), which keeps
+:mod:`detect.imagery.tiling`, or inside another scene's extent), which keeps
 the merge local however many scenes there are.
 """
 
@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from detect.imagery.tiling import EDGE_TOLERANCE, touches_seam
 from detect.inference.predictor import SceneMerger
-from detect.inference.tiling import EDGE_TOLERANCE, touches_seam
 
 
 def _map_boxes(scene) -> np.ndarray:

@@ -17,8 +17,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detect import atomic
-from detect.files import read_json
+from detect.imagery.images import display_rgb
+from detect.structures import detection_rows, read_record, xywh
+from detect.util import atomic
+from detect.util.files import read_json
 
 COLOURS = [(255, 64, 64), (64, 200, 255), (80, 255, 80), (255, 220, 0), (220, 80, 255), (255, 140, 0)]
 #: The fingerprint file of a prediction output folder.
@@ -35,15 +37,6 @@ def output_stem(path: Path, all_paths: list[Path]) -> str:
     if sum(1 for p in same if p.parent.name == path.parent.name) == 1:
         return name
     return f"{name}_{path.suffix.lstrip('.').lower()}"
-
-
-def display_rgb(image: np.ndarray) -> np.ndarray:
-    """``[H, W, 3]`` to look at: bands 1-3 of a multi-band image, one band repeated."""
-    if image.ndim == 2:
-        image = image[:, :, None]
-    if image.shape[2] < 3:
-        return np.repeat(image[:, :, :1], 3, axis=2)
-    return image[:, :, :3]
 
 
 @dataclass(frozen=True)
@@ -150,7 +143,7 @@ def write_scene(out_dir: Path, stem: str, f: Path, source, det: dict, names, sav
     the scene done for a resumed run.
     """
     record = {"file": str(f), "width": int(source.width), "height": int(source.height),
-              "detections": records(det, names)}
+              "detections": detection_rows(det, names)}
     if source.transform is not None:
         (out_dir / "geojson").mkdir(exist_ok=True)
         atomic.write_bytes(out_dir / "geojson" / f"{stem}.geojson",
@@ -165,11 +158,6 @@ def write_scene(out_dir: Path, stem: str, f: Path, source, det: dict, names, sav
             ok, buf = cv2.imencode(".jpg", draw(full, det, names, style))
             atomic.write_bytes(out_dir / "images" / f"{stem}.jpg", buf.tobytes())
     atomic.write_bytes(out_dir / "detections" / f"{stem}.json", json.dumps(record).encode())
-
-
-def records(det: dict, names) -> list[dict]:
-    return [{"box": [round(float(v), 2) for v in b], "label": names[int(lab)], "label_id": int(lab),
-             "score": round(float(s), 5)} for b, lab, s in zip(det["boxes"], det["labels"], det["scores"])]
 
 
 def model_digest(model) -> str:
@@ -240,11 +228,8 @@ def gather(out_dir: Path, files: list[Path], names, id_map: dict | None = None) 
         path = out_dir / "detections" / f"{output_stem(f, files)}.json"
         if not path.exists():
             continue
-        rec = read_json(path, "detection record", "delete it and rerun detect predict on that image")
-        # a video contributes one "image" per processed frame, named FILE#frame=N
-        units = ([(f"{rec['file']}#frame={fr['frame']}", fr["detections"]) for fr in rec["frames"]]
-                 if "frames" in rec else [(rec["file"], rec["detections"])])
-        for name, dets in units:
+        rec = read_record(path)
+        for name, boxes in rec.units():  # a video: one "image" per processed frame, FILE#frame=N
             image_id += 1
             iid = image_id
             if id_map["images"] is not None:
@@ -254,8 +239,8 @@ def gather(out_dir: Path, files: list[Path], names, id_map: dict | None = None) 
                                      f"named {Path(name).name})")
                     continue
                 iid = found[0]
-            images.append({"id": iid, "file_name": name, "width": rec["width"], "height": rec["height"]})
-            counts.update(_append_rows(rows, results, iid, name, dets, id_map["categories"]))
+            images.append({"id": iid, "file_name": name, "width": rec.width, "height": rec.height})
+            counts.update(_append_rows(rows, results, iid, name, boxes.rows, id_map["categories"]))
     if unmatched:
         print(f"warning: {len(unmatched)} input(s) left out of coco_results.json, no unique match in "
               f"the ground truth by file name: {', '.join(unmatched[:5])}", file=sys.stderr)
@@ -265,10 +250,9 @@ def gather(out_dir: Path, files: list[Path], names, id_map: dict | None = None) 
 def _append_rows(rows, results, image_id, name, dets, category_ids) -> Counter:
     counts = Counter()
     for d in dets:
-        x0, y0, x1, y1 = d["box"]
-        rows.append([name, x0, y0, x1, y1, d["label"], d["score"]])
+        rows.append([name, *d["box"], d["label"], d["score"]])
         results.append({"image_id": image_id, "category_id": int(category_ids[d["label_id"]]),
-                        "bbox": [x0, y0, round(x1 - x0, 2), round(y1 - y0, 2)], "score": d["score"]})
+                        "bbox": xywh(d["box"], 2), "score": d["score"]})
         counts[d["label"]] += 1
     return counts
 

@@ -20,8 +20,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from detect.inference.sources import ArraySource, transform_gsd
-from detect.inference.tiling import merge_detections, tile_windows
+from detect.config import defaults
+from detect.imagery.rasters import ArraySource, transform_gsd
+from detect.imagery.tiling import merge_detections, tile_windows
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class TileOptions:
 
     tile: int | None = None  # tile side in (rescaled) pixels; images no larger are one tile
     overlap: float | None = None  # fraction of the tile
-    batch_size: int = 4
+    batch_size: int = defaults.BATCH_SIZE
     scale: float | None = None  # model pixels per source pixel (ground-resolution match)
 
     def resolved(self, model) -> "TileOptions":
@@ -270,7 +271,7 @@ def detect_many(model, sources: Iterable, options: TileOptions = DEFAULT_TILES, 
                 scale_for: Callable | None = None, progress: bool = False) -> Iterator[dict]:
     """Detections for each source, in order: the one inference path of ``detect``.
 
-    Every source (see :mod:`detect.inference.sources`) is resampled by the
+    Every source (see :mod:`detect.imagery.rasters`) is resampled by the
     input rule's scale (or ``scale_for(source)``), cut into tiles, and the
     tiles of consecutive sources share batches of ``options.batch_size``
     (many small images run as fast as one large one). Each tile's detections

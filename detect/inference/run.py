@@ -19,7 +19,6 @@ Unreadable inputs are reported and skipped; the return value counts them.
 
 from __future__ import annotations
 
-import glob
 import json
 import sys
 import time
@@ -27,9 +26,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from detect import atomic
-from detect.datasets.images import BandRule
-from detect.files import read_json
+from detect.imagery.images import BandRule
+from detect.imagery.inputs import VIDEO_SUFFIXES
+from detect.imagery.rasters import open_source
 from detect.inference.gis import RunOutputs, write_run_outputs
 from detect.inference.outputs import (
     DEFAULT_STYLE,
@@ -42,71 +41,18 @@ from detect.inference.outputs import (
     write_scene,
 )
 from detect.inference.predictor import (
-    DEFAULT_TILES,
     CapCount,
     TileOptions,
+    detect_many,
     detect_source,
     gsd_scale,
 )
-from detect.inference.sources import open_source
 from detect.inference.video import predict_video
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
-INPUT_SUFFIXES = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+from detect.structures import Record, read_record, run_summary
+from detect.util import atomic
 
 
-def expand_sources(sources: list[str]) -> list[Path]:
-    """Files from image paths, folders (non-recursive) and glob patterns, in order, once each.
-
-    An argument naming an existing file is that file, even when its name has
-    glob characters (``image #2 [draft].png``); otherwise ``*``, ``?`` or ``[``
-    make it a pattern (quote it so the shell leaves it alone), and a pattern
-    that matches nothing is an error. Folder entries that are not readable
-    files (a broken or looping link) are skipped with a counted warning.
-    """
-    out: list[Path] = []
-    for src in sources:
-        p = Path(src)
-        if p.is_dir():
-            entries = sorted(f for f in p.iterdir() if f.suffix.lower() in INPUT_SUFFIXES)
-            unreadable = [f.name for f in entries if not f.is_file()]  # is_file: False for a loop
-            if unreadable:
-                print(f"warning: skipped {len(unreadable)} entr{'y' if len(unreadable) == 1 else 'ies'} of {p} "
-                      f"that {'is' if len(unreadable) == 1 else 'are'} not a readable file (a broken or "
-                      f"looping link?): {', '.join(unreadable[:5])}", file=sys.stderr)
-            out += [f for f in entries if f.is_file()]
-        elif p.is_file():
-            out.append(p)
-        elif any(c in src for c in "*?["):
-            matched = sorted(Path(f) for f in glob.glob(src, recursive=True)
-                             if Path(f).suffix.lower() in INPUT_SUFFIXES and Path(f).is_file())
-            if not matched:
-                raise FileNotFoundError(f"input {src!r} is not a file, and as a glob pattern it matches no "
-                                        f"image or video")
-            out += matched
-        else:
-            raise FileNotFoundError(f"input {src!r} is not a file, folder or matching glob")
-    seen, unique = set(), []
-    for f in out:
-        key = _identity(f)
-        if key not in seen:
-            seen.add(key)
-            unique.append(f)
-    if not unique:
-        raise FileNotFoundError(f"no images found in {sources}")
-    return unique
-
-
-def _identity(path: Path) -> Path:
-    """The file a path names, for counting it once (its own absolute path if links cannot be followed)."""
-    try:
-        return path.resolve()
-    except (OSError, RuntimeError):  # RuntimeError: Python < 3.13 on a symlink loop
-        return path.absolute()
-
-
-def predict_files(model, files: list[Path], out_dir: Path | None, options: TileOptions = DEFAULT_TILES, *,
+def predict_files(model, files: list[Path], out_dir: Path | None, options: TileOptions, *,
                   save_images: bool = False, overwrite: bool = False,
                   bands: tuple[int, ...] | None = None, stride: int = 1, gsd_match: bool = True,
                   ground_truth: dict | None = None, ann: str | None = None, on_result=None,
@@ -128,7 +74,7 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
 
     ``outputs``: run-level GIS outputs (:class:`~detect.inference.gis.RunOutputs`).
     ``shard`` ("I/N") or ``engine="ray"`` (``engine_options``: see
-    :func:`~detect.inference.ray_engine.run_units_ray`) run the inputs as a
+    :func:`~detect.inference.ray_executor.run_units_ray`) run the inputs as a
     job of units (:mod:`detect.inference.sharded`); ``ann`` is the path
     behind ``ground_truth``, for the job's merge. ``style``: how annotated
     images and videos are drawn.
@@ -136,7 +82,7 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
     if out_dir is None and (save_images or shard is not None or engine != "local"):
         raise ValueError("save_images, shard and engine need an output folder (out=...)")
     outputs = outputs or RunOutputs()
-    rule = options.resolved(model)
+    rule = options
     band_rule = BandRule.of(model.model_config, bands)  # a --bands of the wrong count fails here, once
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -162,25 +108,13 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
         if target is not None and target.exists() and not overwrite:
             skipped += 1
             if on_result is not None:
-                _replay(f, read_json(target, "detection record", "delete it and run again"), band_rule,
-                        on_result)
-            continue
-        if f.suffix.lower() in VIDEO_SUFFIXES:
-            def frame_done(index, det, size, f=f):
-                if on_result is not None:
-                    on_result(f, index, det, {"width": size[0], "height": size[1], "transform": None, "crs": None})
-            try:
-                record, video_caps = predict_video(model, f, out_dir, stem, options, stride=stride,
-                                                   save_images=save_images, on_frame=frame_done, style=style)
-            except (OSError, ValueError) as err:
-                failed.append(str(f))
-                print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
-                continue
-            caps += video_caps
-            if target is not None:
-                atomic.write_bytes(target, json.dumps(record).encode())
+                _replay(f, read_record(target), band_rule, on_result)
             continue
         try:
+            if f.suffix.lower() in VIDEO_SUFFIXES:
+                caps += _predict_video_file(model, f, out_dir, stem, target, options, stride=stride,
+                                            save_images=save_images, style=style, on_result=on_result)
+                continue
             source = open_source(f, band_rule)
         except (OSError, ValueError) as err:
             failed.append(str(f))
@@ -210,27 +144,37 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
     if out_dir is not None:
         counts = gather(out_dir, files, names, id_map=id_map_for(model, ground_truth))
         write_run_outputs(out_dir, files, outputs)
-    return {"images": len(files), "skipped_done": skipped, "failed": failed, "tiles": caps.tiles,
-            "blank_tiles": caps.blank, "seconds": seconds, "objects_per_class": counts,
-            "capped_tiles": caps.at_max, "top_k_capped_tiles": caps.at_top_k}
+    return run_summary(images=len(files), caps=caps, failed=failed, skipped_done=skipped, seconds=seconds,
+                       objects_per_class=counts)
 
 
-def _replay(f: Path, record: dict, band_rule, on_result) -> None:
+def _predict_video_file(model, f: Path, out_dir, stem: str, target, options, *, stride, save_images, style,
+                        on_result) -> CapCount:
+    """One video: every ``stride``-th frame predicted (``on_result`` per frame), its record written
+    to ``target`` last; returns the frames' cap counts. OSError / ValueError: the video is skipped."""
+    def frame_done(index, det, size):
+        if on_result is not None:
+            on_result(f, index, det, {"width": size[0], "height": size[1], "transform": None, "crs": None})
+
+    record, video_caps = predict_video(model, f, out_dir, stem, options, stride=stride,
+                                       save_images=save_images, on_frame=frame_done, style=style)
+    if target is not None:
+        atomic.write_bytes(target, json.dumps(record).encode())
+    return video_caps
+
+
+def _replay(f: Path, record: Record, band_rule, on_result) -> None:
     """Hand an input done by an earlier run to ``on_result`` from its detections record."""
-    def as_det(rows):
-        return {"boxes": [r["box"] for r in rows], "scores": [r["score"] for r in rows],
-                "labels": [r["label_id"] for r in rows]}
-
-    size = {"width": record["width"], "height": record["height"], "transform": None, "crs": None}
-    if "frames" in record:
-        for fr in record["frames"]:
-            on_result(f, fr["frame"], as_det(fr["detections"]), size)
+    size = {"width": record.width, "height": record.height, "transform": None, "crs": None}
+    if record.is_video:
+        for frame, boxes in record.frames:
+            on_result(f, frame, boxes.as_det(), size)
         return
-    if "crs" in record:  # georeferencing stored with the record
+    if record.crs is not None:  # georeferencing stored with the record
         from affine import Affine
         from rasterio.crs import CRS
 
-        size.update(transform=Affine(*record["transform"]), crs=CRS.from_wkt(record["crs"]))
+        size.update(transform=Affine(*record.transform), crs=CRS.from_wkt(record.crs))
     elif f.suffix.lower() in {".tif", ".tiff"}:  # an older record: read the file's header again
         try:
             source = open_source(f, band_rule)
@@ -239,4 +183,21 @@ def _replay(f: Path, record: dict, band_rule, on_result) -> None:
         except (OSError, ValueError) as err:
             print(f"\nwarning: {f}: its georeferencing could not be read again ({err}); its detections "
                   f"from the earlier run come without CRS", file=sys.stderr)
-    on_result(f, None, as_det(record["detections"]), size)
+    on_result(f, None, record.detections.as_det(), size)
+
+
+def predict_arrays(model, items, options):
+    """:class:`~detect.inference.results.Results` for in-memory images ``items [(name, array [H, W, C])]``."""
+    from detect.imagery.inputs import checked_array
+    from detect.imagery.rasters import ArraySource
+    from detect.inference.results import Detections, Results
+
+    warned: list = []
+    arrays = [(name, checked_array(name, a, warned, model.model_config.input_bands)) for name, a in items]
+    caps, found, t0 = CapCount(), [], time.perf_counter()
+    for (name, a), det in zip(arrays, detect_many(model, (ArraySource(a, name, model.model_config.input_bands) for name, a in arrays), options)):
+        caps.add(det)
+        found.append(Detections.from_dict(det, model.class_names, name, a.shape[1], a.shape[0], image=a))
+    if caps.warning(model.model_config.postprocess):
+        print(caps.warning(model.model_config.postprocess), file=sys.stderr)
+    return Results(found, run_summary(images=len(arrays), caps=caps, seconds=time.perf_counter() - t0))

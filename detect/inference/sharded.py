@@ -18,7 +18,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from detect.datasets.images import BandRule
+from detect.imagery.images import BandRule
+from detect.imagery.inputs import VIDEO_SUFFIXES
+from detect.imagery.rasters import RASTER_SUFFIXES, open_source
 from detect.inference import jobs
 from detect.inference.gis import RunOutputs, write_run_outputs
 from detect.inference.outputs import (
@@ -30,7 +32,7 @@ from detect.inference.outputs import (
     write_scene,
 )
 from detect.inference.predictor import CapCount, gsd_scale
-from detect.inference.sources import RASTER_SUFFIXES, open_source
+from detect.structures import run_summary
 
 
 @dataclass(frozen=True)
@@ -72,16 +74,15 @@ def predict_job(model, files: list[Path], out_dir: Path, options, *, fingerprint
                 gsd_match: bool = True, ann: str | None = None, save_images: bool = False,
                 overwrite: bool = False, outputs: RunOutputs | None = None, on_result=None,
                 style: DrawStyle = DEFAULT_STYLE) -> dict:
-    """Run this process's share of the job for ``files`` (``options``: TileOptions, None fields the
-    model's rule); merge when every unit is done. Returns :func:`predict_files`' summary."""
-    from detect.inference.run import VIDEO_SUFFIXES
+    """Run this process's share of the job for ``files`` (``options``: TileOptions resolved against
+    the model); merge when every unit is done. Returns :func:`predict_files`' summary."""
 
     videos = [str(f) for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
     if videos:
         raise ValueError(f"videos are not cut into units; run them without --shard / --engine: "
                          f"{', '.join(videos[:3])}")
     t0 = time.perf_counter()
-    rule = options.resolved(model)
+    rule = options
     heads, scales, kept, failed = [], [], [], []
     for f in files:
         try:
@@ -115,7 +116,7 @@ def predict_job(model, files: list[Path], out_dir: Path, options, *, fingerprint
     print(f"{label}: {len(mine)} of {len(job['units'])} units ({sum(u.stop - u.first for u in mine)} tiles)",
           file=sys.stderr)
     if engine == "ray":
-        from detect.inference.ray_engine import run_units_ray
+        from detect.inference.ray_executor import run_units_ray
 
         stats = run_units_ray(job, mine, out_dir, **(engine_options or {}))
     else:
@@ -126,10 +127,9 @@ def predict_job(model, files: list[Path], out_dir: Path, options, *, fingerprint
         print(f"\n{label} done ({stats['tiles']} tiles, {stats['blank_tiles']} blank); {len(missing)} unit(s) "
               f"of the job are not done yet (other shards, or failed ones: rerun them); when all are, "
               f"'detect merge {out_dir}' writes the outputs", file=sys.stderr)
-        return {"images": len(files), "skipped_done": 0, "failed": failed + stats["failed_scenes"],
-                "tiles": stats["tiles"], "blank_tiles": stats["blank_tiles"],
-                "seconds": time.perf_counter() - t0, "objects_per_class": None, "capped_tiles": 0,
-                "top_k_capped_tiles": 0, "merged": False, "missing_units": len(missing)}
+        return run_summary(images=len(files), caps=CapCount(tiles=stats["tiles"], blank=stats["blank_tiles"]),
+                           failed=failed + stats["failed_scenes"], seconds=time.perf_counter() - t0,
+                           merged=False, missing_units=len(missing))
     summary = merge_job(out_dir, on_result=on_result, job=job)
     summary.update(tiles=stats["tiles"], blank_tiles=stats["blank_tiles"], seconds=time.perf_counter() - t0,
                    worker_peak_rss=stats.get("peak_rss", {}))
@@ -190,10 +190,8 @@ def merge_job(out_dir: Path, *, on_result=None, job: dict | None = None) -> dict
         gt = load_ground_truth(job["ann"])
     counts = gather(out_dir, files, names, id_map=id_map_for(described, gt))
     write_run_outputs(out_dir, files, RunOutputs(**job["outputs"]))
-    return {"images": len(files), "skipped_done": 0, "failed": failed, "tiles": caps.tiles,
-            "blank_tiles": caps.blank, "seconds": 0.0, "objects_per_class": counts,
-            "capped_tiles": caps.at_max, "top_k_capped_tiles": caps.at_top_k, "merged": True,
-            "missing_units": len(missing)}
+    return run_summary(images=len(files), caps=caps, failed=failed, objects_per_class=counts,
+                       missing_units=len(missing))
 
 
 class _Described:
@@ -215,4 +213,4 @@ def _described_model(job: dict):
 
     config = ModelConfig.from_dict(job["model_config"])
     return SimpleNamespace(model_config=config,
-                           class_names=config.class_names or tuple(str(i) for i in range(config.num_classes)))
+                           class_names=config.labels)

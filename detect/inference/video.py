@@ -9,9 +9,10 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from detect.inference.outputs import DEFAULT_STYLE, DrawStyle, draw, records
+from detect.inference.outputs import DEFAULT_STYLE, DrawStyle, draw
 from detect.inference.predictor import CapCount, TileOptions, detect_image
 from detect.inference.video_writer import VideoWriter
+from detect.structures import detection_rows
 
 
 def predict_video(model, path: Path, out_dir: Path | None, stem: str, options: TileOptions, *,
@@ -47,7 +48,7 @@ def predict_video(model, path: Path, out_dir: Path | None, stem: str, options: T
                 caps.add(det)
                 if on_frame is not None:
                     on_frame(index, det, size)
-                frames.append({"frame": index, "detections": records(det, names)})
+                frames.append({"frame": index, "detections": detection_rows(det, names)})
                 if save_images:
                     if writer is None:
                         tmp = out_dir / "images" / f"{stem}.tmp{os.getpid()}.mp4"

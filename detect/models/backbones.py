@@ -1,7 +1,7 @@
 """Bottom-up pathways returning C2, C3, C4, C5 (strides 4, 8, 16, 32), and freezing.
 
 Which backbones exist, their builders, taps, stage rules, normalisation and
-weight sources: one table, :mod:`detect.backbone_registry`; this module builds
+weight sources: one table, :mod:`detect.config.backbones`; this module builds
 from it (:func:`build_backbone`).
 
 - ResNet-50/101/152 and MobileNetV2 come from ``keras.applications`` (which
@@ -19,7 +19,7 @@ from it (:func:`build_backbone`).
 - ``model.input_bands`` != 3: the first convolution takes that many bands;
   pretrained RGB kernels are adapted by :func:`inflate_kernel`.
 - Backbones that come with their own network (keras-hub presets, ``.keras``
-  feature extractors, SavedModels): :mod:`detect.models.sources`.
+  feature extractors, SavedModels): :mod:`detect.models.backbone_sources`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from detect import backbone_registry as registry
 from detect.config import ModelConfig
+from detect.config import backbones as registry
 
 _RESNET_APPS = {
     "resnet50": keras.applications.ResNet50,
@@ -41,8 +41,6 @@ _RESNET_APPS = {
     "resnet152": keras.applications.ResNet152,
 }
 _BASIC_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
-#: Every backbone built here, by name: the registry's (:mod:`detect.backbone_registry`).
-BUILT_HERE = registry.NAMES
 #: Suffixes of PyTorch checkpoints (``torch.save``), read by :mod:`detect.models.torch_checkpoint`.
 TORCH_SUFFIXES = (".pth", ".pt")
 
@@ -329,7 +327,7 @@ def build_backbone(config: ModelConfig, *, load_weights: bool = True,
 
     ``load_weights=False`` skips pretrained weights (used when restoring a
     saved detector, whose file already holds every weight); a ``"source"``
-    backbone is then rebuilt from ``graph`` (see :mod:`detect.models.sources`).
+    backbone is then rebuilt from ``graph`` (see :mod:`detect.models.backbone_sources`).
     Pretrained RGB weights meet an ``input_bands != 3`` model through
     :func:`inflate_kernel`.
     """
@@ -353,7 +351,7 @@ def build_backbone(config: ModelConfig, *, load_weights: bool = True,
 def _source_backbone(config: ModelConfig, load_weights: bool, graph: dict | None):
     from dataclasses import replace
 
-    from detect.models import sources
+    from detect.models import backbone_sources as sources
 
     if not load_weights:
         if graph is None:

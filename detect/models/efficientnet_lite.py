@@ -34,7 +34,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from detect import backbone_registry
+from detect.config import backbones as backbone_registry
 
 #: (repeats, kernel, stride, expand ratio, output channels) per row of the table above.
 ROWS = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),

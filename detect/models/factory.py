@@ -7,8 +7,8 @@ from pathlib import Path
 import keras
 
 from detect.config import ModelConfig
-from detect.files import check_model_file
 from detect.models.retinanet import RetinaNet
+from detect.util.files import check_model_file
 
 
 def build_retinanet(config: ModelConfig | dict | None = None, **overrides) -> RetinaNet:
@@ -49,7 +49,7 @@ def inference_copy(model: RetinaNet) -> RetinaNet:
         raise ValueError("inference_copy: the rebuilt model's weights differ from the trained model's")
     for w in fresh.weights:
         w.assign(theirs[w.path])
-    from detect.models.sources import share_saved_models
+    from detect.models.backbone_sources import share_saved_models
 
     share_saved_models(model, fresh)
     return fresh

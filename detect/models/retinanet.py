@@ -18,7 +18,6 @@ import keras
 import tensorflow as tf
 
 from detect.config import ModelConfig
-from detect.losses import detection_losses
 from detect.models.backbones import (
     ImageNormalization,
     apply_freezing,
@@ -27,9 +26,10 @@ from detect.models.backbones import (
 )
 from detect.models.fpn import build_fpn
 from detect.models.heads import build_heads
+from detect.models.losses import detection_losses
+from detect.models.postprocess import postprocess
 from detect.ops.anchors import AnchorGenerator
 from detect.ops.matcher import assign_targets
-from detect.postprocess import postprocess
 
 LOSS_NAMES = ("loss", "cls_loss", "box_loss")
 
@@ -85,7 +85,7 @@ class RetinaNet(keras.Model):
     def get_config(self):
         config = {"name": self.name, "config": self.model_config.to_dict()}
         if self.model_config.backbone == "source":  # its architecture is not ours to rebuild
-            from detect.models.sources import graph_of
+            from detect.models.backbone_sources import graph_of
 
             config["backbone_graph"] = graph_of(self.backbone)
         return config
@@ -99,8 +99,7 @@ class RetinaNet(keras.Model):
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        c = self.model_config
-        return c.class_names or tuple(str(i) for i in range(c.num_classes))
+        return self.model_config.labels
 
     def set_postprocess(self, **changes) -> None:
         """Change post-processing for this model object (``score_threshold``,

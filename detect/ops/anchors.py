@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
 
 DEFAULT_ASPECT_RATIOS = (0.5, 1.0, 2.0)
@@ -84,14 +85,35 @@ class AnchorGenerator:
     def levels(self) -> range:
         return range(self.min_level, self.max_level + 1)
 
-    def _shapes(self) -> tf.Tensor:
-        """``[A, 2]`` (width, height) of the anchors at unit base size."""
+    def _unit_shapes(self) -> list[tuple[float, float]]:
+        """``[A]`` (width, height) of the anchors at unit base size, in anchor order."""
         whs = []
         for k in range(self.num_scales):
             scale = 2.0 ** (k / self.num_scales)
             for r in self.aspect_ratios:
                 whs.append((scale / math.sqrt(r), scale * math.sqrt(r)))
-        return tf.constant(whs, tf.float32)
+        return whs
+
+    def _shapes(self) -> tf.Tensor:
+        """``[A, 2]`` (width, height) of the anchors at unit base size."""
+        return tf.constant(self._unit_shapes(), tf.float32)
+
+    #: Where a cell's anchors are centred, in strides from the cell's corner (keras-hub: its corner).
+    @property
+    def centre_offset(self) -> float:
+        return 0.0 if self.convention == "keras_hub" else 0.5
+
+    def level_shapes(self, level: int) -> np.ndarray:
+        """``[A, 2]`` float64 (width, height) in pixels of the anchors of ``level``, in anchor order,
+        as :meth:`__call__` lays them out (keras-hub's rounding included). For code that needs
+        the anchor rule without the anchors of an image (anchor fitting)."""
+        if self.convention == "keras_hub":
+            half = self._keras_hub_half_sides(level).numpy().astype(np.float64)
+            return half[:, 2:] - half[:, :2]
+        base = self.anchor_size * 2**level
+        return np.asarray([(base * 2 ** (k / self.num_scales) / math.sqrt(r),
+                            base * 2 ** (k / self.num_scales) * math.sqrt(r))
+                           for k in range(self.num_scales) for r in self.aspect_ratios], np.float64)
 
     def feature_sizes(self, image_size) -> list[tuple]:
         """``[(h_l, w_l), ...]`` per level; ints for int input, tensors otherwise."""

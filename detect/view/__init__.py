@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detect import atomic
+from detect.util import atomic
 
 TEMPLATE = Path(__file__).with_name("template.html")
 #: Long side of the embedded images, pixels.
@@ -85,13 +85,13 @@ def overview(item: ViewItem, max_side: int) -> tuple[bytes, float]:
     elif item.path is not None and item.path.suffix.lower() in (".tif", ".tiff"):
         rgb = _raster_overview(item.path, scale)
     else:
-        from detect.datasets.images import read_image
+        from detect.imagery.images import read_image
 
         rgb = read_image(item.path)
     h, w = max(1, round(item.height * scale)), max(1, round(item.width * scale))
     if rgb.shape[:2] != (h, w):
         rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-    from detect.inference.outputs import display_rgb
+    from detect.imagery.images import display_rgb
 
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(display_rgb(rgb)), cv2.COLOR_RGB2BGR),
                            [cv2.IMWRITE_JPEG_QUALITY, 85])
@@ -103,7 +103,7 @@ def _raster_overview(path: Path, scale: float) -> np.ndarray:
     import rasterio
     from rasterio.enums import Resampling
 
-    from detect.datasets.images import stretch, stretch_levels
+    from detect.imagery.images import stretch, stretch_levels
 
     with rasterio.open(path) as ds:
         bands = [1, 2, 3] if ds.count >= 3 else [1, 1, 1]

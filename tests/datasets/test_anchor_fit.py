@@ -27,12 +27,15 @@ def test_best_iou_golden():
                                rtol=1e-9)
 
 
-@pytest.mark.parametrize("levels,size,scales", [((3, 5), 2.0, 2), ((3, 7), 4.0, 3), ((3, 4), 1.25, 3)])
-def test_best_iou_equals_brute_force_over_all_anchors(rng, levels, size, scales):
-    cfg = AnchorConfig(min_level=levels[0], max_level=levels[1], anchor_size=size, num_scales=scales)
+@pytest.mark.parametrize("levels,size,scales,convention", [
+    ((3, 5), 2.0, 2, "detect"), ((3, 7), 4.0, 3, "detect"), ((3, 4), 1.25, 3, "detect"),
+    # keras-hub's rule (imported models): centres at j * stride, sizes truncated, sides rounded
+    ((3, 5), 4.0, 3, "keras_hub"), ((3, 4), 1.25, 2, "keras_hub")])
+def test_best_iou_equals_brute_force_over_all_anchors(rng, levels, size, scales, convention):
+    cfg = AnchorConfig(min_level=levels[0], max_level=levels[1], anchor_size=size, num_scales=scales,
+                       convention=convention)
     boxes = random_boxes(rng, (400,), extent=300.0, min_size=3.0, max_size=120.0)
-    anchors = AnchorGenerator(min_level=levels[0], max_level=levels[1], anchor_size=size,
-                              num_scales=scales)((384, 384))
+    anchors = AnchorGenerator.from_config(cfg)((384, 384))
     slow = np.asarray(pairwise_iou(tf.constant(boxes), anchors)).max(axis=1)
     np.testing.assert_allclose(best_anchor_iou(boxes, cfg), slow, atol=1e-5)
 

@@ -7,8 +7,8 @@ import pytest
 
 from detect.config import DataConfig
 from detect.datasets.coco import DataError, load_coco, summary
-from detect.datasets.images import read_image, to_uint8
 from detect.datasets.pipeline import make_dataset
+from detect.imagery.images import read_image, to_uint8
 
 
 def write_dataset(tmp_path, annotations, images=None, categories=None):
@@ -246,7 +246,7 @@ def _bomb_png(path, width=60000, height=60000):
 
 
 def test_a_decompression_bomb_is_refused_before_decoding(tmp_path):
-    from detect.datasets.images import MAX_IMAGE_PIXELS, inspect_image
+    from detect.imagery.images import MAX_IMAGE_PIXELS, inspect_image
 
     bomb = _bomb_png(tmp_path / "bomb.png")
     message = r"bomb.png' claims 3,600,000,000 pixels, more than the 1,073,741,824 .*OPENCV_IO_MAX_IMAGE_PIXELS"
@@ -276,7 +276,7 @@ def test_exif_orientation_is_honoured_by_the_dataset_check(tmp_path):
     """Stored 40 x 20, shown 20 x 40: boxes in the shown orientation are inside, no size mismatch."""
     from PIL import Image
 
-    from detect.datasets.images import inspect_image
+    from detect.imagery.images import inspect_image
 
     (tmp_path / "img").mkdir()
     im = Image.fromarray(np.zeros((20, 40, 3), np.uint8))

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from detect.cli import main
+from detect.cli.main import main
 from detect.datasets.convert import convert
 from tests.models.conftest import square_scenes, write_square_dataset
 

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from detect.cli import main
+from detect.cli.main import main
 from detect.datasets.slicing import chip_targets, slice_dataset
-from detect.inference.tiling import tile_windows
+from detect.imagery.tiling import tile_windows
 from tests.inference.test_jobs import squares_scene, write_tif
 
 rasterio = pytest.importorskip("rasterio")

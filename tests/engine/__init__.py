@@ -1,4 +1,4 @@
-"""Training orchestration (detect.engine): run folders, schedules, resume after a kill.
+"""Training orchestration (detect.training.engine): run folders, schedules, resume after a kill.
 
 ``TINY``: overrides for a detector small enough to train in seconds; ``cfg(*extra)``: the
 config with them (and ``extra``) applied. The ``data`` fixture (conftest.py) writes 4

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detect import engine
+from detect.training import engine
 from tests.engine import TINY, cfg
 
 
@@ -45,7 +45,7 @@ COMMIT_OPS = ["checkpoint", "state", "metrics", "rename", "metrics copy", "prune
 def test_kill_between_any_two_file_operations_of_a_commit_resumes_exactly(data, tmp_path, monkeypatch, op):
     """A failure injected after each file operation of epoch 2's commit (KEEP=1, so the
     commit also prunes epoch 1) leaves a run that resumes to the uninterrupted result."""
-    from detect import runs
+    from detect.training import runs
 
     tf.config.experimental.enable_op_determinism()
     ann, images = data
@@ -86,7 +86,7 @@ def _full_run(data, root):
 
 
 def test_damaged_newest_checkpoint_falls_back_to_the_one_before(data, tmp_path, capsys):
-    from detect import runs
+    from detect.training import runs
 
     tf.config.experimental.enable_op_determinism()
     ann, images = data
@@ -113,7 +113,7 @@ def test_resume_needs_a_checkpoint(tmp_path, data):
 
 
 def test_cli_train_and_resume(data, tmp_path):
-    from detect.cli import main
+    from detect.cli.main import main
 
     ann, images = data
     sets = [x for s in TINY + ["train.epochs=1"] for x in ("--set", s)]

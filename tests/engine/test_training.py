@@ -1,4 +1,4 @@
-"""detect.engine.train: the run folder, schedules, stopping rules, fine-tuning, validation."""
+"""detect.training.engine.train: the run folder, schedules, stopping rules, fine-tuning, validation."""
 
 import json
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from detect import engine
 from detect.config import DetectConfig
 from detect.models import load_model
+from detect.training import engine
 from tests.engine import TINY, cfg
 
 
@@ -60,10 +60,28 @@ def test_non_finite_loss_stops_with_clear_message(data, tmp_path, monkeypatch):
     assert not (tmp_path / "r" / "model.keras").exists()
 
 
-def test_two_stage_fine_tuning_unfreezes_backbone(data, tmp_path):
+def test_two_stage_fine_tuning_freezes_then_unfreezes_the_backbone(data, tmp_path, monkeypatch):
+    """Stage one trains with the backbone frozen (its weights do not move while the heads' do);
+    stage two unfreezes it (its weights then move) with batch norm still frozen."""
     ann, images = data
-    model = engine.train(cfg("train.freeze_backbone_epochs=1", "model.backbone_norm=batch"), train_ann=ann, train_images=images,
-                         run_dir=tmp_path / "r", verbose=0)
+    seen = []  # (stage_two, backbone trainable, backbone weights, head weights) at each compile
+    real = engine._compile
+
+    def spy(model, cfg_, steps, *, stage_two):
+        real(model, cfg_, steps, stage_two=stage_two)
+        backbone = {w.path for w in model.backbone.weights}
+        seen.append((stage_two, model.backbone.trainable, [w.numpy().copy() for w in model.backbone.weights],
+                     [w.numpy().copy() for w in model.network.weights if w.path not in backbone]))
+
+    monkeypatch.setattr(engine, "_compile", spy)
+    model = engine.train(cfg("train.freeze_backbone_epochs=1", "train.epochs=2", "model.backbone_norm=batch"),
+                         train_ann=ann, train_images=images, run_dir=tmp_path / "r", verbose=0)
+    assert [(two, trainable) for two, trainable, _, _ in seen] == [(False, False), (True, True)]
+    (_, _, backbone_1, head_1), (_, _, backbone_2, head_2) = seen
+    assert all(np.array_equal(a, b) for a, b in zip(backbone_1, backbone_2))  # frozen in stage one
+    assert any(not np.array_equal(a, b) for a, b in zip(head_1, head_2))  # ... while the heads learned
+    final = [w.numpy() for w in model.backbone.weights]
+    assert any(not np.array_equal(a, b) for a, b in zip(backbone_2, final))  # stage two trains it
     conv = model.backbone.get_layer("conv3_block1_1_conv")
     assert conv.trainable and not model.backbone.get_layer("conv1_bn").trainable  # BN stays frozen
 
@@ -73,7 +91,7 @@ def teardown_module():
 
 
 def test_train_out_folder_policy(data, tmp_path, capsys):
-    from detect.cli import main
+    from detect.cli.main import main
 
     ann, images = data
     args = ["train", "--train-ann", str(ann), "--train-images", str(images),
@@ -177,7 +195,7 @@ def test_warmup_capped_to_a_fifth_of_the_run(data, tmp_path, capsys):
 
 
 def test_validation_ap_equals_evaluate_model(data, tmp_path):
-    from detect.cli import main
+    from detect.cli.main import main
 
     ann, images = data
     engine.train(cfg("train.epochs=1", "model.postprocess.score_threshold=0.01"), train_ann=ann,
@@ -236,7 +254,7 @@ def test_measuring_a_step_leaves_the_weights_alone(data, optimizer):
     from detect.datasets.coco import load_coco
     from detect.datasets.pipeline import make_dataset
     from detect.models import build_retinanet
-    from detect.time_budget import measure_step_seconds
+    from detect.training.time_budget import measure_step_seconds
 
     ann, images = data
     c = cfg(f"train.optimizer={optimizer}", "train.weight_decay=0.01")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from detect.cli import main
+from detect.cli.main import main
 from tests.evaluation.conftest import make_case
 from tests.evaluation.test_coco_eval import reference
 
@@ -106,9 +106,9 @@ def test_save_predictions_is_opt_in_and_never_overwrites(tmp_path, monkeypatch):
     code, _, err = run(["evaluate", "--ann", "gt.json", "--predictions", "dt.json", "--save-predictions", "x.json"])
     assert code == 2 and "applies with --model only" in err
     (tmp_path / "detections.json").write_text("mine")
-    import detect.cli
+    import detect.cli.main
 
-    monkeypatch.setattr(detect.cli, "_check_inputs", lambda args: None)  # no model needed to refuse
+    monkeypatch.setattr(detect.cli.main, "_check_inputs", lambda args: None)  # no model needed to refuse
     code, _, err = run(["evaluate", "--ann", "gt.json", "--model", "m.keras", "--images", ".",
                         "--save-predictions", "detections.json"])
     assert code == 2 and "detections.json exists: pass --overwrite" in err

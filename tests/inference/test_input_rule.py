@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from detect.cli import main
+from detect.cli.main import main
 from detect.inference.coco_dataset import predict_coco
 from detect.inference.predictor import CapCount, TileOptions, detect_image
 from detect.models import build_retinanet, load_model

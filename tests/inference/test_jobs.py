@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from detect.api import predict
-from detect.cli import main
+from detect.cli.main import main
 from detect.inference import jobs
 from detect.inference.jobs import Unit, parse_shard, shard_units
 from tests.inference.blob_model import BlobModel

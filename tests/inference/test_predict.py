@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from detect.cli import main
+from detect.cli.main import main
 from detect.inference.predictor import TileOptions, detect_image
 from tests.models.conftest import square_scenes, tiny_config
 
@@ -106,7 +106,7 @@ def test_rerun_with_another_model_or_settings_is_refused(model_file, tmp_path, c
 def test_inputs_literal_names_globs_and_looping_links(tmp_path, capsys):
     """A name that exists is that file, brackets and all; a glob matching nothing is an error;
     a looping link in a folder is skipped with a counted warning, the good image kept."""
-    from detect.inference.run import expand_sources
+    from detect.imagery.inputs import expand_sources
 
     odd = tmp_path / "image #2 [draft] é.png"
     plain = tmp_path / "a.png"
@@ -146,7 +146,7 @@ def test_a_read_only_out_is_one_line(model_file, tmp_path, capsys):
 
 def test_permission_errors_are_one_line(capsys, monkeypatch):
     """Root ignores read-only folders (CI runs as root): the handler itself, with a raised error."""
-    from detect import cli
+    from detect.cli import main as cli
 
     def refuse(args):
         raise PermissionError(13, "Permission denied", "/data/out/predict.tmp1-abcd1234.json")

@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from detect.cli import main
-from detect.datasets.images import BandRule
+from detect.cli.main import main
+from detect.imagery.images import BandRule
+from detect.imagery.rasters import RasterSource, open_source
 from detect.inference.predictor import TileOptions, detect_image, detect_source
-from detect.inference.sources import RasterSource, open_source
 from tests.inference.test_predict import model_file  # noqa: F401  (fixture)
 from tests.models.conftest import square_scenes
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from detect.api import predict
-from detect.cli import main
+from detect.cli.main import main
 from detect.inference import jobs
 from tests.inference.test_jobs import read_outputs, squares_scene, write_tif
 from tests.inference.test_predict import model_file  # noqa: F401  (fixture)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from detect.imagery.rasters import ArraySource
+from detect.imagery.tiling import merge_detections, tile_windows
 from detect.inference.predictor import TileOptions
-from detect.inference.sources import ArraySource
-from detect.inference.tiling import merge_detections, tile_windows
 
 
 def test_tile_windows_golden():

@@ -3,7 +3,7 @@ import json
 import cv2
 import numpy as np
 
-from detect.cli import main
+from detect.cli.main import main
 from tests.inference.test_predict import model_file  # noqa: F401  (fixture)
 from tests.models.conftest import square_scenes
 

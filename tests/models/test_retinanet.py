@@ -86,7 +86,7 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_export_parity(tmp_path):
-    from detect.saved_model import export_saved_model
+    from detect.export.saved_model import export_saved_model
 
     model = build_retinanet(tiny_config(postprocess={"score_threshold": 0.001, "iou_threshold": 0.5,
                                                      "max_detections": 40, "pre_nms_top_k": 300}))
@@ -263,15 +263,20 @@ def test_p2_pyramid_matches_anchors_and_shares_p3_weights():
     assert {k.split("/")[-2] for k in set(w2) - set(w3)} == {"fpn_lateral2", "fpn_output2"}
 
 
-def test_config_names_exactly_the_backbones_that_can_be_built():
+def test_every_backbone_config_accepts_has_a_builder_and_a_stage_rule_that_resolve():
     from detect.config import BACKBONES
-    from detect.models.backbones import BUILT_HERE
+    from detect.config import backbones as registry
 
-    assert sorted(BACKBONES) == sorted(BUILT_HERE)
+    assert BACKBONES and set(BACKBONES) == set(registry.SPECS)
+    for name in BACKBONES:
+        entry = registry.spec(name)
+        for ref in filter(None, (entry.builder, entry.stage_rule, entry.torch_layout)):
+            assert callable(registry.resolve(ref)), (name, ref)
+        assert entry.normalization in ("caffe", "tf", "torch", "lite"), (name, entry.normalization)
 
 
 def test_export_to_an_existing_file_is_refused_with_one_line(tmp_path, capsys):
-    from detect.cli import main
+    from detect.cli.main import main
 
     build_retinanet(tiny_config()).save(tmp_path / "m.keras")
     taken = tmp_path / "taken.txt"

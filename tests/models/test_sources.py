@@ -137,7 +137,7 @@ def test_source_backbone_config_rules(tmp_path):
 def test_init_from_a_detector_with_a_source_backbone(extractor, tmp_path):
     from dataclasses import replace
 
-    from detect.transfer import build_like, init_from
+    from detect.training.transfer import build_like, init_from
 
     extractor.save(tmp_path / "fe.keras")
     src = build_retinanet(backbone_weights=str(tmp_path / "fe.keras"), **HEAD)

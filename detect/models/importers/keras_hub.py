@@ -22,8 +22,8 @@ What keras-hub does, and how ``detect`` expresses it:
 
 from __future__ import annotations
 
+from detect.models.backbone_sources import converter_normalization
 from detect.models.importers.plan import ImportPlan, head_permutation
-from detect.models.sources import converter_normalization
 
 
 def plan_keras_hub(detector, source: str) -> ImportPlan:

@@ -57,8 +57,8 @@ def head_permutation(num_anchors: int, per_anchor: int, anchor_of, channel_of=No
 def assemble(plan: ImportPlan):
     """The RetinaNet of ``plan`` with every source weight assigned (see module doc)."""
     from detect.config import ModelConfig
+    from detect.models.backbone_sources import graph_of
     from detect.models.retinanet import RetinaNet
-    from detect.models.sources import graph_of
 
     config = ModelConfig.from_dict(plan.config)
     model = RetinaNet(config, load_backbone_weights=False, backbone_graph=graph_of(plan.extractor))

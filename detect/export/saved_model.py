@@ -18,8 +18,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from detect import atomic
 from detect.models.retinanet import RetinaNet
+from detect.util import atomic
 
 
 def export_saved_model(model: RetinaNet, out_dir: str | Path) -> Path:

@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from detect import atomic
+from detect.util import atomic
 
 
-def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    """``(epochs, values)`` of ``key``: rows whose value is missing, not a number or not finite left out."""
     xs, ys = [], []
     for row in rows:
         try:
@@ -26,6 +27,16 @@ def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     return xs, ys
 
 
+def plot_panels(rows: list[dict]) -> list[tuple[str, list[str]]]:
+    """``[(title, metric keys), ...]``: the panels ``curves.png`` draws, left to right (losses,
+    learning rate, validation metrics), each only when the last row has one of its keys."""
+    keys = [k for k in rows[-1] if k != "epoch"]
+    panels = [("loss", [k for k in keys if k.endswith("loss")]),
+              ("learning rate", [k for k in ("lr", "learning_rate") if k in keys]),
+              ("validation", [k for k in keys if k.startswith("val_")])]
+    return [(title, ks) for title, ks in panels if ks]
+
+
 def write_curves(rows: list[dict], path: str | Path) -> Path | None:
     """Plot the run's metrics to ``path``; None (nothing written) before the first epoch."""
     if not rows:
@@ -35,22 +46,17 @@ def write_curves(rows: list[dict], path: str | Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in rows[-1] if k != "epoch"]
-    losses = [k for k in keys if k.endswith("loss")]
-    val = [k for k in keys if k.startswith("val_")]
-    panels = [("loss", losses), ("learning rate", [k for k in ("lr", "learning_rate") if k in keys]),
-              ("validation", val)]
-    panels = [(title, ks) for title, ks in panels if ks]
+    panels = plot_panels(rows)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.6), squeeze=False)
     for ax, (title, ks) in zip(axes[0], panels):
         for k in ks:
-            xs, ys = _series(rows, k)
+            xs, ys = series(rows, k)
             ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, ms=3, label=k)
         ax.set(title=title, xlabel="epoch")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         if title == "validation":
-            ax.set_ylim(0, max(0.05, max((max(_series(rows, k)[1] or [0]) for k in ks), default=0) * 1.1))
+            ax.set_ylim(0, max(0.05, max((max(series(rows, k)[1] or [0]) for k in ks), default=0) * 1.1))
     fig.tight_layout()
     written = atomic.write_with(path, lambda p: fig.savefig(p, dpi=90))
     plt.close(fig)

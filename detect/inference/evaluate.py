@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from detect.config import defaults
 from detect.evaluation import evaluate, operating_points, parse_area_ranges
 from detect.evaluation.coco_eval import EvalResult, load_ground_truth, load_results, parse_max_dets
 from detect.evaluation.report import report_dict, write_json
@@ -112,7 +113,7 @@ def run_evaluation(ann, *, predictions=None, model=None, images=None, options=No
     if (predictions is None) == (model is None):
         raise ValueError("give either predictions (a results file) or a model")
     ranges = parse_area_ranges(area_ranges or "")
-    max_dets = parse_max_dets(max_dets or (1, 10, 100))
+    max_dets = parse_max_dets(max_dets or defaults.MAX_DETS)
     gt = load_ground_truth(ann)
     written = {}
     if model is not None:
@@ -121,7 +122,7 @@ def run_evaluation(ann, *, predictions=None, model=None, images=None, options=No
         from detect.inference.coco_dataset import predict_coco
         from detect.inference.predictor import DEFAULT_TILES
 
-        detections = predict_coco(model, gt, images, options=options or DEFAULT_TILES)
+        detections = predict_coco(model, gt, images, options=(options or DEFAULT_TILES).resolved(model))
         if save_predictions:
             written["predictions"] = write_json(detections, save_predictions)
     else:
@@ -146,7 +147,7 @@ def run_evaluation(ann, *, predictions=None, model=None, images=None, options=No
                                                          points=points))
     if html:
         from detect.view import write_view
-        from detect.view.sources import items_from_evaluation
+        from detect.view.items import items_from_evaluation
 
         items, names = items_from_evaluation(gt, detections, images)
         threshold = points["overall"]["score_threshold"]

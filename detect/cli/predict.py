@@ -1,18 +1,17 @@
-"""``detect predict`` and ``detect merge``: parsers and handlers (registered by :mod:`detect.cli`)."""
+"""``detect predict`` and ``detect merge``: parsers and handlers (registered by :mod:`detect.cli.main`)."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from detect.cli_args import add_postprocess_args, add_tile_args, tile_kwargs
+from detect.cli.args import add_command, add_postprocess_args, add_tile_args, tile_kwargs
+from detect.config import defaults
 
 
 def _add_predict(sub) -> None:
-    p = sub.add_parser(
-        "predict", help="detect objects in images, folders or globs (tiled for large images)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run a trained detector over imagery.\n\n"
+    p = add_command(
+        sub, "predict", "detect objects in images, folders or globs (tiled for large images)",
+        "Run a trained detector over imagery.\n\n"
         "  detect predict --model model.keras --out OUT scene.tif folder/ 'tiles/*.png'\n\n"
         "Images larger than --tile are cut into overlapping tiles, batched, and the tiles' "
         "detections merged so an object cut by a seam is reported once. Outputs in OUT: "
@@ -57,7 +56,7 @@ def _add_predict(sub) -> None:
                    help="redo every input, also those with outputs (needed when OUT holds results of "
                    "another model or other settings); with --shard: this shard's units")
     g = p.add_argument_group("GIS outputs (georeferenced rasters; pip install 'detect[geo]')")
-    g.add_argument("--format", choices=["geojson", "gpkg"], default="geojson",
+    g.add_argument("--format", choices=defaults.FORMATS, default="geojson",
                    help="geojson: per-scene geojson/NAME.geojson in the raster's CRS (always written); "
                    "gpkg: also OUT/detections.gpkg, one layer for the run (class, score, scene, model; "
                    "one layer per CRS when scenes differ)")
@@ -74,12 +73,12 @@ def _add_predict(sub) -> None:
                    "by pixels; every shard uses the same --out (a shared folder). A rerun resumes; the "
                    "shard that finds every unit done merges (else run 'detect merge OUT'). For SLURM "
                    "arrays: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
-    g.add_argument("--engine", choices=["local", "ray"], default="local",
+    g.add_argument("--engine", choices=defaults.ENGINES, default="local",
                    help="ray: the units run on Ray Data workers that each load the model once "
                    "(pip install 'detect[ray]'), on a local Ray instance or --address's cluster")
     g.add_argument("--address", metavar="HOST:PORT",
                    help="--engine ray: an existing Ray cluster's head (default: start a local one)")
-    g.add_argument("--workers", type=int, default=2,
+    g.add_argument("--workers", type=int, default=defaults.WORKERS,
                    help="--engine ray: worker processes, each holding one model (default: %(default)s)")
     p.set_defaults(handler=_run_predict)
 
@@ -114,10 +113,9 @@ def _print_outputs(r: dict, out) -> int:
 
 
 def _add_merge(sub) -> None:
-    p = sub.add_parser(
-        "merge", help="gather the shards of a 'detect predict --shard' / '--engine ray' job",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Write the outputs of a sharded prediction job from its units.\n\n"
+    p = add_command(
+        sub, "merge", "gather the shards of a 'detect predict --shard' / '--engine ray' job",
+        "Write the outputs of a sharded prediction job from its units.\n\n"
         "  detect predict --model m.keras --out OUT --shard 0/2 scenes/   # on one machine\n"
         "  detect predict --model m.keras --out OUT --shard 1/2 scenes/   # on another\n"
         "  detect merge OUT\n\n"

@@ -3,8 +3,8 @@
 Each subcommand lives in an ``add_<name>`` function that registers its
 parser and a handler; handlers import the heavy modules lazily so that
 ``detect --help`` answers instantly. Here: train, evaluate, export, import;
-:mod:`detect.cli_predict`: predict, merge; :mod:`detect.cli_data`: convert,
-slice, doctor, view; :mod:`detect.cli_args`: the argument groups they share.
+:mod:`detect.cli.predict`: predict, merge; :mod:`detect.cli.data`: convert,
+slice, doctor, view; :mod:`detect.cli.args`: the argument groups they share.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from detect import __version__
-from detect.cli_args import add_postprocess_args as _add_postprocess_args
-from detect.cli_args import add_tile_args as _add_tile_args
-from detect.cli_args import tile_kwargs as _tile_kwargs
+from detect.cli.args import add_command
+from detect.cli.args import add_postprocess_args as _add_postprocess_args
+from detect.cli.args import add_tile_args as _add_tile_args
+from detect.cli.args import tile_kwargs as _tile_kwargs
+from detect.config import defaults
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,10 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser(
-        "export", help="write a SavedModel, or a (quantised) LiteRT/TFLite file for fast CPU inference",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Export a saved detector (.keras).\n\n"
+    p = add_command(
+        sub, "export", "write a SavedModel, or a (quantised) LiteRT/TFLite file for fast CPU inference",
+        "Export a saved detector (.keras).\n\n"
         "  detect export --model model.keras --out saved/\n"
         "  detect export --model model.keras --format tflite --out model.tflite\n"
         "  detect export --model model.keras --format tflite --quantize int8 --calibration data/sample_val "
@@ -63,7 +64,7 @@ def _add_export(sub) -> None:
     p.add_argument("--format", choices=["savedmodel", "tflite"], default="savedmodel",
                    help="default: %(default)s")
     g = p.add_argument_group("tflite")
-    g.add_argument("--quantize", choices=["none", "float16", "dynamic", "int8"], default="none",
+    g.add_argument("--quantize", choices=defaults.QUANTIZATIONS, default="none",
                    help="none: float32; float16: half-size weights; dynamic: int8 weights, float "
                    "activations; int8: full-integer (needs --calibration). Default: %(default)s")
     g.add_argument("--calibration", metavar="DIR",
@@ -91,7 +92,7 @@ def _run_export(args) -> int:
         print(f"wrote SavedModel to {out} (signature 'serving_default': uint8 images -> detections; "
               f"class names and input rule in assets/detect.json)")
         return 0
-    from detect.litert import LiteRTModel, calibration_set, parity
+    from detect.export.litert import LiteRTModel, calibration_set, parity
 
     images, ann = calibration_set(args.calibration, args.calibration_ann) if args.calibration else ([], None)
     if args.calibration_ann and not args.calibration:
@@ -114,10 +115,9 @@ def _run_export(args) -> int:
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser(
-        "evaluate", help="COCO mAP (pycocotools-exact), per-class AP, size buckets, operating point",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Evaluate detections against COCO ground truth.\n\n"
+    p = add_command(
+        sub, "evaluate", "COCO mAP (pycocotools-exact), per-class AP, size buckets, operating point",
+        "Evaluate detections against COCO ground truth.\n\n"
         "  detect evaluate --ann GT.json --predictions DT.json\n"
         "  detect evaluate --ann GT.json --model model.keras --images DIR\n\n"
         "Prints pycocotools' 12 statistics (same numbers, order and wording), a per-class "
@@ -135,7 +135,7 @@ def _add_evaluate(sub) -> None:
                    help="with --model: also write its detections here as a COCO results JSON (default: not "
                    "written); an existing file is refused unless --overwrite")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --save-predictions file")
-    p.add_argument("--backend", choices=["detect", "faster-coco-eval", "pycocotools"],
+    p.add_argument("--backend", choices=defaults.EVAL_BACKENDS,
                    default="detect",
                    help="detect (default: pycocotools' algorithm over arrays, compiled; the same "
                    "precision/recall arrays bit for bit, measured 27x faster than pycocotools "
@@ -144,7 +144,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--area-ranges", default="",
                    help="extra size buckets 'name:min:max,...' in pixels of side length "
                    "(sqrt(area)), e.g. 'tiny:0:16,small:16:32,rest:32:inf'")
-    p.add_argument("--max-dets", default="1,10,100",
+    p.add_argument("--max-dets", default=",".join(map(str, defaults.MAX_DETS)),
                    help="pycocotools' maxDets: three increasing counts of detections per image "
                    "(default: %(default)s; the stats match pycocotools run with the same list)")
     p.add_argument("--operating-point-at", type=float, metavar="SCORE",
@@ -193,10 +193,9 @@ def _run_evaluate(args) -> int:
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser(
-        "train", help="train a detector on a COCO-format dataset",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train RetinaNet on a COCO dataset (instances JSON + image folder).\n\n"
+    p = add_command(
+        sub, "train", "train a detector on a COCO-format dataset",
+        "Train RetinaNet on a COCO dataset (instances JSON + image folder).\n\n"
         "  detect train --train-ann A.json --train-images DIR --out RUN\n"
         "  detect train ... --config data/sample_config.yaml --set train.epochs=30\n"
         "  detect train --resume RUN\n\n"
@@ -254,7 +253,7 @@ def _add_train(sub) -> None:
 
 def _run_train(args) -> int:
     from detect.api import train
-    from detect.engine import TrainingError
+    from detect.training.engine import TrainingError
 
     if not args.resume and not args.out:
         raise ValueError("--out is required (or --resume RUN)")
@@ -273,10 +272,9 @@ def _run_train(args) -> int:
 
 
 def _add_import(sub) -> None:
-    p = sub.add_parser(
-        "import", help="turn a keras-hub or keras-cv RetinaNet into a detect model",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Import a Keras RetinaNet as an ordinary detect model (predict, evaluate, export, "
+    p = add_command(
+        sub, "import", "turn a keras-hub or keras-cv RetinaNet into a detect model",
+        "Import a Keras RetinaNet as an ordinary detect model (predict, evaluate, export, "
         "fine-tune, tiled rasters), built from detect's backbone graph, FPN and heads with the "
         "source's weights, anchors, box coding, input scaling and NMS settings: its detections "
         "equal the source's.\n\n"
@@ -293,8 +291,8 @@ def _add_import(sub) -> None:
 
 
 def _run_import(args) -> int:
-    from detect import atomic
     from detect.models.importers import import_detector
+    from detect.util import atomic
 
     out = Path(args.out)
     if out.suffix != ".keras":
@@ -310,7 +308,8 @@ def _run_import(args) -> int:
 
 
 def _more_commands() -> tuple[list, list]:
-    from detect import cli_data, cli_predict
+    from detect.cli import data as cli_data
+    from detect.cli import predict as cli_predict
 
     return cli_predict.COMMANDS, cli_data.COMMANDS
 
@@ -327,7 +326,7 @@ _INPUTS = {"model": "model", "ann": "file", "train_ann": "file", "val_ann": "fil
 
 def _check_inputs(args) -> None:
     """Missing files and folders, and broken model files, fail here in milliseconds."""
-    from detect.files import check_model_file
+    from detect.util.files import check_model_file
 
     for name, kind in _INPUTS.items():
         value = getattr(args, name, None)
@@ -354,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     """The ``detect`` command; returns the exit code (0 ok, 2 bad input, 3 training failed).
 
     Run from the command line (``argv`` None), TensorFlow's native start-up
-    lines are filtered from stderr unless ``--verbose`` (:mod:`detect.quiet`).
+    lines are filtered from stderr unless ``--verbose`` (:mod:`detect.util.quiet`).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -362,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     if argv is None and not args.verbose:
-        from detect.quiet import NativeLogFilter
+        from detect.util.quiet import NativeLogFilter
 
         with NativeLogFilter():
             return _handle(args)
@@ -392,7 +391,7 @@ def _resume_hint(args) -> str:
     run = getattr(args, "resume", None) or getattr(args, "out", None)
     if args.command != "train" or not run:
         return ""
-    from detect.runs import RunFolder
+    from detect.training.runs import RunFolder
 
     committed = RunFolder(run).committed()
     if not committed:

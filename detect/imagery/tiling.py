@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from detect.config.sections import tile_rule_problems
+from detect.ops import numpy_boxes
 from detect.ops.nms import greedy_keep
 
 #: A box edge within this many pixels of a tile edge counts as touching it.
@@ -29,10 +31,8 @@ EDGE_TOLERANCE = 1.0
 
 def tile_windows(height: int, width: int, tile: int, overlap: float) -> np.ndarray:
     """``[T, 4]`` int windows ``(x0, y0, x1, y1)`` covering the image (see module doc)."""
-    if tile < 32:
-        raise ValueError(f"tile size {tile} is too small (minimum 32 px)")
-    if not 0 <= overlap < 1:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    for name, problem in tile_rule_problems(tile, overlap):
+        raise ValueError(f"{name} {problem}")
     step = max(int(round(tile * (1 - overlap))), 1)
 
     def starts(n):
@@ -95,16 +95,8 @@ def merge_detections(boxes, scores, labels, windows, *, height: int, width: int,
     boxes, scores, labels = boxes[order], scores[order], labels[order]
     seam = touches_seam(boxes, np.asarray(windows)[order], height, width)
 
-    x0 = np.maximum(boxes[:, None, 0], boxes[None, :, 0])
-    y0 = np.maximum(boxes[:, None, 1], boxes[None, :, 1])
-    x1 = np.minimum(boxes[:, None, 2], boxes[None, :, 2])
-    y1 = np.minimum(boxes[:, None, 3], boxes[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area[:, None] + area[None, :] - inter
-    iou = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-    smaller = np.minimum(area[:, None], area[None, :])
-    ios = np.where(smaller > 0, inter / np.maximum(smaller, 1e-12), 0.0)
+    iou = numpy_boxes.iou(boxes[:, None], boxes[None, :])
+    ios = numpy_boxes.ios(boxes[:, None], boxes[None, :])
     same = np.ones((len(boxes),) * 2, bool) if agnostic else labels[:, None] == labels[None, :]
     # Only detections of different tiles are duplicates here: each tile's own were already
     # suppressed by the model's NMS (on unclipped boxes for imported models, whose parity a

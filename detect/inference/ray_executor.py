@@ -16,8 +16,11 @@ import os
 import resource
 import socket
 import sys
+from pathlib import Path
 
 import numpy as np
+
+from detect.config import defaults
 
 #: Seconds to wait for a Ray head before giving up on an address.
 CONNECT_TIMEOUT = 5.0
@@ -45,13 +48,13 @@ class UnitWorker:
     def __init__(self, model_path: str, postprocess: dict, job: dict, out_dir: str, threads: int):
         import tensorflow as tf
 
-        from detect.api import load_model
-        from detect.datasets.images import BandRule
-        from detect.inference.sources import open_source
+        from detect.imagery.images import BandRule
+        from detect.imagery.rasters import open_source
+        from detect.models.detector import load_detector
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-        self.model = load_model(model_path, threads=threads)
+        self.model = load_detector(model_path, threads=threads)
         self.model.set_postprocess(**postprocess)
         self.job, self.out_dir = job, out_dir
         rule = BandRule.of(self.model.model_config, tuple(job["bands"]))
@@ -73,7 +76,7 @@ class UnitWorker:
 
 
 def run_units_ray(job: dict, units: list, out_dir, *, model_path: str, postprocess: dict,
-                  workers: int = 2, address: str | None = None, threads: int | None = None) -> dict:
+                  workers: int = defaults.WORKERS, address: str | None = None, threads: int | None = None) -> dict:
     """Run ``units`` on Ray (see module doc); returns :func:`~detect.inference.jobs.run_units`' counts
     plus ``peak_rss`` (bytes, per worker process id)."""
     from detect.inference.jobs import unit_path
@@ -116,3 +119,19 @@ def run_units_ray(job: dict, units: list, out_dir, *, model_path: str, postproce
     for key in ("tiles", "blank_tiles", "failed_units"):
         stats[key] = int(round(stats[key]))
     return stats
+
+
+def stage_model_file(model, path, out: Path) -> str:
+    """A model file Ray workers can load: the path given, a LiteRT model's file, or the in-memory
+    model saved to ``OUT/job_model.keras``."""
+    if path is not None:
+        p = Path(path)
+        return str((p / "model.keras" if p.is_dir() else p).resolve())
+    if getattr(model, "path", None) is not None:
+        return str(Path(model.path).resolve())
+    from detect.util import atomic
+
+    target = out / "job_model.keras"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.save_model(model, target)
+    return str(target.resolve())

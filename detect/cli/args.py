@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from detect.config import defaults
+
 
 def add_postprocess_args(p) -> None:
     """--score-threshold / --iou-threshold / --max-detections: applied exactly (NMS rebuilt)."""
@@ -26,7 +28,7 @@ def add_tile_args(p) -> None:
     g.add_argument("--scale", type=float,
                    help="resample imagery by this factor (model pixels per image pixel) instead "
                    "of the model's rule")
-    g.add_argument("--batch-size", type=int, default=4, help="tiles per batch (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, help="tiles per batch (default: %(default)s)")
     g.add_argument("--threads", type=int,
                    help="a .tflite --model: LiteRT interpreter threads (default: all cores)")
 
@@ -36,3 +38,9 @@ def tile_kwargs(args) -> dict:
     return dict(tile=args.tile, overlap=args.overlap, scale=args.scale, batch_size=args.batch_size,
                 score_threshold=args.score_threshold, iou_threshold=args.iou_threshold,
                 max_detections=args.max_detections, agnostic_nms=args.agnostic_nms, threads=args.threads)
+
+
+def add_command(sub, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    """A ``detect NAME`` subcommand whose ``--help`` keeps ``description``'s line breaks (examples)."""
+    return sub.add_parser(name, help=help, description=description,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -234,11 +234,6 @@ def _read_bands(path: Path, rule: BandRule) -> np.ndarray:
     return stretch(data, *stretch_levels(data, per_band=rule.per_band))
 
 
-def is_readable(path: Path) -> bool:
-    """Cheap check (file exists and its header names a format OpenCV decodes)."""
-    return path.is_file() and cv2.haveImageReader(str(path))
-
-
 #: EXIF orientations that turn the image by 90 degrees (width and height swap on display).
 _TRANSPOSING = (5, 6, 7, 8)
 
@@ -299,3 +294,12 @@ def inspect_image(path: str | Path) -> tuple[int, int]:
             raise ValueError(f"image file {str(path)!r} is truncated or corrupt ({err})") from None
     img = read_raw(path)
     return img.shape[1], img.shape[0]
+
+
+def display_rgb(image: np.ndarray) -> np.ndarray:
+    """``[H, W, 3]`` to look at: bands 1-3 of a multi-band image, one band repeated."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[2] < 3:
+        return np.repeat(image[:, :, :1], 3, axis=2)
+    return image[:, :, :3]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detect import backbone_registry
+from detect.config import backbones as backbone_registry
 
 #: Model config fields that shape the network (and its anchors): copied from the
 #: source model unless the user's config sets them.
@@ -40,7 +40,7 @@ def source_model_file(path) -> Path:
     if path.is_dir():
         if (path / "model.keras").is_file():
             return path / "model.keras"
-        from detect.runs import RunFolder
+        from detect.training.runs import RunFolder
 
         latest = RunFolder(path).latest()
         if latest is None:
@@ -124,7 +124,7 @@ def init_from(model, source) -> InitReport:
 
     Raises ValueError when the backbones differ or no weight matches.
     """
-    from detect.models.sources import share_saved_models
+    from detect.models.backbone_sources import share_saved_models
 
     a, b = model.model_config, source.model_config
     if _backbone_name(a) != _backbone_name(b):

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from detect.atomic import is_temporary
-from detect.files import read_json
+from detect.structures import read_record
+from detect.util.atomic import is_temporary
+from detect.util.files import read_json
 from detect.view import ViewItem
 
 
@@ -47,17 +48,15 @@ def items_from_output(out_dir, gt: dict | None = None) -> tuple[list[ViewItem], 
     for rec_path in sorted((out_dir / "detections").glob("*.json")):
         if is_temporary(rec_path):  # a record being written, or a killed writer's leftover
             continue
-        rec = read_json(rec_path, "detection record", "delete it and rerun detect predict on that image")
-        if "frames" in rec:
+        rec = read_record(rec_path)
+        if rec.is_video:
             videos += 1
             continue
-        dets = rec["detections"]
-        item = ViewItem(Path(rec["file"]).name, Path(rec["file"]), rec["width"], rec["height"],
-                        np.array([d["box"] for d in dets], np.float64).reshape(-1, 4),
-                        np.array([d["label_id"] for d in dets], np.int64),
-                        np.array([d["score"] for d in dets], np.float64))
+        d = rec.detections
+        item = ViewItem(Path(rec.file).name, Path(rec.file), rec.width, rec.height, d.boxes, d.label_ids,
+                        d.scores)
         if truth is not None:
-            found = truth.get(Path(rec["file"]).name, (np.zeros((0, 4)), np.zeros(0, int), np.zeros(0, bool)))
+            found = truth.get(Path(rec.file).name, (np.zeros((0, 4)), np.zeros(0, int), np.zeros(0, bool)))
             item.gt_boxes, item.gt_labels, item.gt_crowd = found
         if not item.path.is_file():
             print(f"warning: {item.path} is gone; its detections are shown without the image", file=sys.stderr)

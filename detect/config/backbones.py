@@ -26,7 +26,7 @@ An entry says:
 
 Backbones that bring their own network (keras-hub presets, ``.keras`` feature
 extractors, SavedModels) are not entries: ``model.backbone`` is then
-``"source"`` (see :mod:`detect.models.sources`).
+``"source"`` (see :mod:`detect.models.backbone_sources`).
 """
 
 from __future__ import annotations

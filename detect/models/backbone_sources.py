@@ -101,7 +101,7 @@ def load_keras_source(config: ModelConfig) -> tuple[keras.Model, dict]:
         source = getattr(source, "image_encoder", source)
         source_norm = _preset_normalization(hub, preset)
     elif weights.endswith(".keras"):
-        from detect.files import check_model_file
+        from detect.util.files import check_model_file
 
         source = keras.saving.load_model(check_model_file(weights), compile=False)
         source_norm = {}

@@ -1,6 +1,6 @@
 """Learning-rate schedules that training writes into checkpoints (registered with Keras).
 
-Kept apart from :mod:`detect.engine` so that loading a checkpoint (whose
+Kept apart from :mod:`detect.training.engine` so that loading a checkpoint (whose
 optimizer refers to the schedule by its registered name ``detect>WarmupSchedule``)
 needs only this small module, which ``import detect`` registers.
 """

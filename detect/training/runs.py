@@ -29,9 +29,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from detect import atomic
-from detect.curves import write_curves
-from detect.files import check_model_file
+from detect.training.curves import write_curves
+from detect.util import atomic
+from detect.util.files import check_model_file
 
 #: Committed epochs kept in ``checkpoints/`` (the newest, and one to fall back to).
 KEEP = 2
@@ -154,3 +154,37 @@ def metrics_csv(rows: list[dict]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
+
+
+@dataclass
+class Run:
+    """A finished training run: its folder, the trained model and the metrics per epoch.
+
+    ``metrics``: one dict per epoch as in ``metrics.csv`` (epoch, losses,
+    learning rate, validation AP/AP50 when validated), numbers as floats.
+    """
+
+    path: Path
+    model: object
+    metrics: list[dict]
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, {len(self.metrics)} epochs)"
+
+
+def finished_run(path: Path, load_model) -> Run:
+    """The :class:`Run` in folder ``path``: its ``model.keras`` (by ``load_model``) and ``metrics.csv``."""
+    metrics = []
+    if (path / "metrics.csv").is_file():
+        with open(path / "metrics.csv") as f:
+            for row in csv.DictReader(f):
+                metrics.append({k: _number(v) for k, v in row.items()})
+    return Run(path, load_model(path / "model.keras"), metrics)
+
+
+def _number(text: str):
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return text
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value

@@ -1,22 +1,22 @@
 """``detect convert`` / ``slice`` / ``doctor`` / ``view``: bringing data in, checking it, and looking
 at results (parsers and handlers).
 
-Registered by :mod:`detect.cli` next to the model commands; the same rules
+Registered by :mod:`detect.cli.main` next to the model commands; the same rules
 hold (heavy imports inside handlers, one-line errors with exit code 2).
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from detect.cli.args import add_command
+
 
 def add_convert(sub) -> None:
-    p = sub.add_parser(
-        "convert", help="labels from Pascal VOC, YOLO, CSV (DeepForest) or GIS vectors as COCO JSON",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Convert labels to a COCO instances file that 'detect train' reads.\n\n"
+    p = add_command(
+        sub, "convert", "labels from Pascal VOC, YOLO, CSV (DeepForest) or GIS vectors as COCO JSON",
+        "Convert labels to a COCO instances file that 'detect train' reads.\n\n"
         "  detect convert --from voc Annotations/ --images JPEGImages/ --out train.json\n"
         "  detect convert --from yolo labels/ --images images/ --classes classes.txt --out train.json\n"
         "  detect convert --from csv annotations.csv --images images/ --out train.json\n"
@@ -43,8 +43,8 @@ def add_convert(sub) -> None:
 
 
 def run_convert(args) -> int:
-    from detect import atomic
     from detect.datasets.convert import convert, print_summary
+    from detect.util import atomic
 
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -59,10 +59,9 @@ def run_convert(args) -> int:
 
 
 def add_slice(sub) -> None:
-    p = sub.add_parser(
-        "slice", help="cut large images or rasters and their labels into a training set of chips",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Build a training set of fixed-size chips from scenes larger than the model's input.\n\n"
+    p = add_command(
+        sub, "slice", "cut large images or rasters and their labels into a training set of chips",
+        "Build a training set of fixed-size chips from scenes larger than the model's input.\n\n"
         "  detect slice --ann scenes.json --images scenes/ --size 512 --overlap 0.2 --out chips/\n\n"
         "Chips are laid out as prediction lays out tiles (the last row and column end at the "
         "edge). A box cut by a chip edge is kept, clipped, when at least --min-visible of its area "
@@ -95,10 +94,9 @@ def run_slice(args) -> int:
 
 
 def add_doctor(sub) -> None:
-    p = sub.add_parser(
-        "doctor", help="the dataset report training prints, on its own (text and PNG)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Check a COCO dataset before training.\n\n"
+    p = add_command(
+        sub, "doctor", "the dataset report training prints, on its own (text and PNG)",
+        "Check a COCO dataset before training.\n\n"
         "  detect doctor train.json --images images/ [--model model.keras | --config cfg.yaml] "
         "[--png report.png]\n\n"
         "Prints image and box counts per class, the problems training would count or refuse, "
@@ -124,10 +122,9 @@ def run_doctor(args) -> int:
 
 
 def add_view(sub) -> None:
-    p = sub.add_parser(
-        "view", help="an offline HTML page of a predict output: detections over the images",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Write one self-contained HTML file (no server, no CDN) that shows the detections of "
+    p = add_command(
+        sub, "view", "an offline HTML page of a predict output: detections over the images",
+        "Write one self-contained HTML file (no server, no CDN) that shows the detections of "
         "a 'detect predict' output folder over their images.\n\n"
         "  detect view OUT [--ann GT.json] [--out OUT/view.html]\n\n"
         "Zoom with the wheel, pan by dragging, page with the arrow keys, filter by class and by "
@@ -147,7 +144,7 @@ def add_view(sub) -> None:
 
 def run_view(args) -> int:
     from detect.view import write_view
-    from detect.view.sources import items_from_output
+    from detect.view.items import items_from_output
 
     if not 0 <= args.score <= 1:
         raise ValueError(f"--score must be in [0, 1], got {args.score}")

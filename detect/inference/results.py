@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from detect.structures import xywh
+
 
 @dataclass(frozen=True)
 class Detections:
@@ -100,7 +102,7 @@ class Detections:
         class indices (default: the indices themselves)."""
         ids = list(category_ids) if category_ids is not None else list(range(len(self.names)))
         return [{"image_id": int(image_id), "category_id": int(ids[int(lab)]),
-                 "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                 "bbox": xywh(b),
                  "score": float(s)} for b, lab, s in zip(self.boxes, self.labels, self.scores)]
 
     def plot(self, image: np.ndarray | None = None, *, line_width: int | None = None,
@@ -130,8 +132,8 @@ class Detections:
             if not ok:
                 raise ValueError(f"{path}: frame {self.frame} could not be read")
             return bgr[..., ::-1]
+        from detect.imagery.rasters import open_source
         from detect.inference.outputs import MAX_DRAW_PIXELS
-        from detect.inference.sources import open_source
 
         source = open_source(path)
         try:
@@ -206,3 +208,22 @@ class Results(Sequence):
 
     def __repr__(self) -> str:
         return f"Results({len(self)} items, {sum(len(d) for d in self._items)} boxes)"
+
+
+def results_to_coco(results: Results, gt: dict) -> list[dict]:
+    """COCO results with the ground truth's image ids (by file name) and category ids (by name)."""
+    from detect.inference.outputs import image_ids_by_file_name
+
+    by_file = image_ids_by_file_name(gt)
+    by_name = {c["name"]: c["id"] for c in gt["categories"]}
+    out = []
+    for d in results:
+        ids = by_file.get(Path(d.source).name, [])
+        if len(ids) != 1:
+            raise ValueError(f"{d.source}: {'no' if not ids else len(ids)} ground-truth images named "
+                             f"{Path(d.source).name}; cannot evaluate it")
+        missing = sorted(set(d.names) - set(by_name))
+        if missing and len(d):
+            raise ValueError(f"classes {missing} are not categories of the ground truth")
+        out += d.to_coco(ids[0], [by_name.get(n, -1) for n in d.names])
+    return out

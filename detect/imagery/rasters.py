@@ -3,7 +3,7 @@
 - :class:`ArraySource`: an image already in memory (JPEG/PNG, small TIFFs).
 - :class:`RasterSource`: a TIFF / GeoTIFF read window by window with rasterio
   (the ``[geo]`` extra). The bands are the model's
-  (:class:`~detect.datasets.images.BandRule`: 1-3 of a 3- or 4-band raster
+  (:class:`~detect.imagery.images.BandRule`: 1-3 of a 3- or 4-band raster
   for an RGB model, band 1 repeated for a single-band one; ``--bands`` or
   the model's stored bands otherwise). Non-8-bit data is
   stretched linearly from the 2nd to the 98th percentile of a decimated read
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detect.datasets.images import RGB, BandRule, read_image, stretch, stretch_levels
+from detect.imagery.images import RGB, BandRule, read_image, stretch, stretch_levels
 
 RASTER_SUFFIXES = {".tif", ".tiff"}
 #: GDAL's block cache (bytes). Its default is 5% of RAM, which made peak memory

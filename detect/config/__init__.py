@@ -10,18 +10,32 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
 
-import yaml
+from detect.config import backbones as backbone_registry
+from detect.config.plain import (  # noqa: F401  load_yaml, dump_yaml: part of this module's API
+    _check,
+    _dotted_keys,
+    _from_plain,
+    _set_dotted,
+    _split_assignment,
+    _to_plain,
+    dump_yaml,
+    load_yaml,
+)
+from detect.config.sections import (  # noqa: F401  the model's sections, re-exported
+    PRE_NMS_PER_DETECTION,
+    AnchorConfig,
+    InputConfig,
+    LossConfig,
+    MatcherConfig,
+    PostprocessConfig,
+)
 
-from detect import backbone_registry
-
-#: Backbone names: the registry's (detect.backbone_registry, which imports no TensorFlow).
+#: Backbone names: the registry's (detect.config.backbones, which imports no TensorFlow).
 #: ``"source"``: the network comes from ``backbone_weights`` (see :func:`is_model_source`).
 BACKBONES = backbone_registry.NAMES
-ANCHOR_CONVENTIONS = ("detect", "keras_hub")
 # "lite": (x - 127) / 128, TensorFlow's EfficientNet-Lite preprocessing.
 NORMALIZATIONS = ("auto", "caffe", "tf", "torch", "lite", "unit", "raw", "custom", "bands")
 
@@ -62,123 +76,6 @@ class _Section:
 
 
 @dataclass(frozen=True)
-class AnchorConfig:
-    """Anchor layout; see :mod:`detect.ops.anchors` for the conventions."""
-
-    min_level: int = 3
-    max_level: int = 7
-    anchor_size: float = 4.0  # base size = anchor_size * stride
-    num_scales: int = 3
-    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # height / width
-    # "detect": centres at (i + 0.5) * stride, exact sizes. "keras_hub": keras-hub's
-    # AnchorGenerator (imported models): centres at i * (size // cells), sizes
-    # truncated to integers and half-sides rounded. See detect.ops.anchors.
-    convention: str = "detect"
-    clip: bool = False  # clip anchors to the (padded) input, as keras-cv's RetinaNet does
-
-    def validate(self) -> None:
-        _check(self.convention in ANCHOR_CONVENTIONS, "anchors.convention",
-               f"must be one of {ANCHOR_CONVENTIONS}, got {self.convention!r}")
-        # The backbones provide C2..C5 and the FPN builds P2 (small objects) up to P7.
-        _check(2 <= self.min_level <= self.max_level <= 7, "anchors.min_level/max_level",
-               f"need 2 <= min_level <= max_level <= 7, got {self.min_level}, {self.max_level}")
-        _check(self.anchor_size > 0, "anchors.anchor_size", f"must be > 0, got {self.anchor_size}")
-        _check(self.num_scales >= 1, "anchors.num_scales", f"must be >= 1, got {self.num_scales}")
-        _check(len(self.aspect_ratios) > 0 and min(self.aspect_ratios) > 0,
-               "anchors.aspect_ratios", f"must be positive, got {self.aspect_ratios}")
-
-
-@dataclass(frozen=True)
-class MatcherConfig:
-    positive_iou: float = 0.5
-    negative_iou: float = 0.4
-    allow_low_quality_matches: bool = True
-
-    def validate(self) -> None:
-        _check(0 < self.negative_iou <= self.positive_iou <= 1, "matcher",
-               f"need 0 < negative_iou <= positive_iou <= 1, got {self.negative_iou}, {self.positive_iou}")
-
-
-@dataclass(frozen=True)
-class LossConfig:
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
-    box_loss: str = "smooth_l1"  # or "giou"
-    smooth_l1_beta: float = 0.1
-    box_loss_weight: float = 1.0
-
-    def validate(self) -> None:
-        _check(self.box_loss in ("smooth_l1", "giou"), "loss.box_loss",
-               f"must be 'smooth_l1' or 'giou', got {self.box_loss!r}")
-        _check(0 <= self.focal_alpha <= 1, "loss.focal_alpha", f"must be in [0, 1], got {self.focal_alpha}")
-
-
-#: ``pre_nms_top_k`` is raised to at least this many times ``max_detections`` (by the data
-#: fit and by ``--max-detections``): on dense scenes of small objects every object has many
-#: overlapping candidates above the score threshold (measured: over 8,000 per 512 px tile
-#: with ~120 objects on P2-P4), and a top-k that cuts them loses objects (AP50 0.79 -> 0.82).
-PRE_NMS_PER_DETECTION = 12
-
-
-@dataclass(frozen=True)
-class PostprocessConfig:
-    score_threshold: float = 0.05
-    iou_threshold: float = 0.5
-    max_detections: int = 100
-    pre_nms_top_k: int = 1000
-    # Class-agnostic NMS: each box keeps its best class only (max over classes) and
-    # suppresses boxes of any class (keras-hub's and keras-cv's decoders; on aerial
-    # scenes it stops one object from getting two labels). Default: per class.
-    agnostic: bool = False
-    # Clip decoded boxes to the input before NMS (detections are always clipped to
-    # the image afterwards); imported keras-hub / keras-cv models run NMS unclipped.
-    clip_boxes: bool = True
-
-    def changed(self, **changes) -> "PostprocessConfig":
-        """A validated copy with ``changes`` (``None`` keeps a value); ``pre_nms_top_k``
-        grows with ``max_detections`` (see :data:`PRE_NMS_PER_DETECTION`)."""
-        changes = {k: v for k, v in changes.items() if v is not None}
-        if "max_detections" in changes and "pre_nms_top_k" not in changes:
-            changes["pre_nms_top_k"] = max(self.pre_nms_top_k,
-                                           PRE_NMS_PER_DETECTION * int(changes["max_detections"]))
-        new = dataclasses.replace(self, **changes)
-        new.validate()
-        return new
-
-    def validate(self) -> None:
-        _check(0 <= self.iou_threshold <= 1, "postprocess.iou_threshold",
-               f"must be in [0, 1], got {self.iou_threshold}")
-        _check(0 <= self.score_threshold < 1, "postprocess.score_threshold",
-               f"must be in [0, 1), got {self.score_threshold}")
-        _check(self.max_detections >= 1 and self.pre_nms_top_k >= 1, "postprocess",
-               "max_detections and pre_nms_top_k must be >= 1")
-
-
-@dataclass(frozen=True)
-class InputConfig:
-    """The input rule the model was trained with, applied wherever it runs.
-
-    Imagery of any size is resampled by ``scale`` (model pixels per source
-    pixel) and cut into ``tile`` x ``tile`` windows overlapping by
-    ``overlap`` (a fraction of the tile); see :mod:`detect.inference.predictor`.
-    ``gsd``: metres per *model* pixel when the training data told it (GeoTIFF
-    transforms or ``--gsd``); a GeoTIFF of another pixel size is resampled to it.
-    """
-
-    scale: float = 1.0
-    tile: int = 512
-    overlap: float = 0.2
-    gsd: float | None = None
-    category_ids: tuple[int, ...] = ()  # the training set's COCO id of each class
-
-    def validate(self) -> None:
-        _check(self.scale > 0, "input.scale", f"must be > 0, got {self.scale}")
-        _check(self.tile >= 32, "input.tile", f"must be >= 32, got {self.tile}")
-        _check(0 <= self.overlap < 1, "input.overlap", f"must be in [0, 1), got {self.overlap}")
-        _check(self.gsd is None or self.gsd > 0, "input.gsd", f"must be > 0, got {self.gsd}")
-
-
-@dataclass(frozen=True)
 class ModelConfig(_Section):
     """Everything needed to rebuild a RetinaNet and use it."""
 
@@ -188,7 +85,7 @@ class ModelConfig(_Section):
     # "imagenet", "none", a Keras weights file, or a model that brings its own
     # network (backbone = "source"): "keras_hub:PRESET", a keras-hub preset
     # folder, a .keras feature extractor or a SavedModel folder (see
-    # detect.models.sources and the README's table of backbone sources).
+    # detect.models.backbone_sources and the README's table of backbone sources).
     backbone_weights: str = "none"
     # Layers (or, for a SavedModel, output names) of a source network giving
     # C3, C4, C5, or C2..C5; () = the source's own pyramid outputs / outputs.
@@ -239,6 +136,11 @@ class ModelConfig(_Section):
             # the source brings its own network; training says so when it builds it
             object.__setattr__(self, "backbone", "source")
         self.validate()
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """One name per class: ``class_names``, or the class indices as text when it has none."""
+        return self.class_names or tuple(str(i) for i in range(self.num_classes))
 
     @property
     def pretrained(self) -> bool:
@@ -422,126 +324,3 @@ class DetectConfig(_Section):
         """True when ``key`` (dotted) or a section containing it was set by the user."""
         parts = key.split(".")
         return any(".".join(parts[:i]) in self.explicit for i in range(1, len(parts) + 1))
-
-
-def _dotted_keys(data: dict, prefix: str = ""):
-    for k, v in data.items():
-        if isinstance(v, dict) and v:
-            yield from _dotted_keys(v, f"{prefix}{k}.")
-        else:
-            yield prefix + k
-
-
-def _check(ok: bool, name: str, message: str) -> None:
-    if not ok:
-        raise ValueError(f"invalid config value {name}: {message}")
-
-
-def _to_plain(obj):
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in fields(obj)
-                if f.metadata.get("plain", True)}
-    if isinstance(obj, tuple):
-        return [_to_plain(v) for v in obj]
-    return obj
-
-
-def _from_plain(cls, data: dict, prefix: str):
-    if not isinstance(data, dict):
-        raise ValueError(f"config section {prefix or '<root>'} must be a mapping, got {data!r}")
-    hints = get_type_hints(cls)
-    names = {f.name for f in fields(cls) if f.metadata.get("plain", True)}
-    unknown = set(data) - names
-    if unknown:
-        raise ValueError(f"unknown config key(s) {sorted(prefix + k for k in unknown)}; "
-                         f"known: {sorted(names)}")
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, prefix + name)
-    return cls(**kwargs)
-
-
-def _coerce(hint, value, name):
-    origin = get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return _from_plain(hint, value, name + ".")
-    if origin is tuple:
-        (item,) = {a for a in get_args(hint) if a is not Ellipsis}
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"config value {name} must be a list, got {value!r}")
-        return tuple(_coerce(item, v, name) for v in value)
-    args = [a for a in get_args(hint) if a is not type(None)]
-    if value is None:
-        if type(None) in get_args(hint):
-            return None
-        raise ValueError(f"config value {name} may not be null")
-    target = args[0] if args else hint
-    if target is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"config value {name} must be true/false, got {value!r}")
-        return value
-    if target is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"config value {name} must be an integer, got {value!r}")
-        return value
-    if target is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"config value {name} must be a number, got {value!r}")
-        return float(value)
-    if target is str:
-        return str(value)
-    return value
-
-
-def _split_assignment(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise ValueError(f"override {text!r} must look like key=value")
-    key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
-
-
-def _set_dotted(data: dict, key: str, value) -> None:
-    parts = key.split(".")
-    node = data
-    for p in parts[:-1]:
-        if not isinstance(node.get(p), dict):
-            raise ValueError(f"unknown config section {p!r} in {key!r}{_did_you_mean(data, key)}")
-        node = node[p]
-    if parts[-1] not in node:
-        raise ValueError(f"unknown config key {key!r}{_did_you_mean(data, key)}; known here: {sorted(node)}")
-    node[parts[-1]] = value
-
-
-def _did_you_mean(data: dict, key: str) -> str:
-    """``"; did you mean train.epochs?"``: the fields named like the key's last part, else close spellings."""
-    import difflib
-
-    def leaves(d, prefix=""):
-        for k, v in d.items():
-            if isinstance(v, dict) and v:
-                yield from leaves(v, f"{prefix}{k}.")
-            else:
-                yield prefix + k
-
-    known = list(leaves(data))
-    close = [k for k in known if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]] or \
-        difflib.get_close_matches(key, known, n=3)
-    return f"; did you mean {', '.join(close)}?" if close else ""
-
-
-def load_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be a mapping")
-    return data
-
-
-def dump_yaml(data: dict, path: str | Path) -> None:
-    """Write YAML atomically (temp file + rename)."""
-    from detect import atomic
-
-    atomic.write_text(path, yaml.safe_dump(data, sort_keys=False))

@@ -3,7 +3,7 @@
 :func:`train_run` is what ``detect train`` calls: it owns the run folder
 (refuses to overwrite one, resumes one, removes a run that failed before its
 first epoch) and calls :func:`train`. The folder's files and the atomic
-epoch commit are described in :mod:`detect.runs`. A non-finite loss stops
+epoch commit are described in :mod:`detect.training.runs`. A non-finite loss stops
 training with a message naming the last good checkpoint.
 """
 
@@ -21,24 +21,24 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from detect import atomic
 from detect.config import DetectConfig, dump_yaml
 from detect.datasets.coco import CocoDataset, load_coco, problem_block, summary
 from detect.datasets.fit import fit_to_data
-from detect.datasets.images import BandRule
 from detect.datasets.pipeline import make_dataset
+from detect.imagery.images import BandRule
 from detect.models.backbones import apply_freezing, check_backbone_weights
 from detect.models.factory import build_retinanet, inference_copy
 from detect.models.retinanet import RetinaNet
-from detect.runs import RunFolder
-from detect.schedules import WarmupSchedule
-from detect.time_budget import (
+from detect.training.runs import RunFolder
+from detect.training.schedules import WarmupSchedule
+from detect.training.time_budget import (
     Deadline,
     format_seconds,
     measure_step_seconds,
     parse_duration,
     plan_budget,
 )
+from detect.util import atomic
 
 #: Warmup never takes more than this share of the run's steps.
 MAX_WARMUP_FRACTION = 0.2
@@ -170,7 +170,7 @@ def _read_gsd(ds: CocoDataset, scale: float) -> float | None:
     if not tifs:
         return None
     try:
-        from detect.inference.sources import raster_gsd
+        from detect.imagery.rasters import raster_gsd
     except ImportError:  # pragma: no cover - rasterio missing
         return None
     values = [g for g in (raster_gsd(p) for p in tifs) if g]
@@ -198,9 +198,9 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     Unless resuming, settings the config does not pin are first fitted to the
     training data (:func:`detect.datasets.fit.fit_to_data`), and with
     ``time_budget`` (seconds, or ``"20m"``) the schedule is fitted to the
-    number of steps this machine can do in that time (:mod:`detect.time_budget`).
+    number of steps this machine can do in that time (:mod:`detect.training.time_budget`).
     ``init_from``: a detector file or run folder to start from
-    (:mod:`detect.transfer`: weights by layer path and shape, class logits
+    (:mod:`detect.training.transfer`: weights by layer path and shape, class logits
     remapped by name, the source's architecture unless the config pins it).
     ``gsd``: metres per pixel of the training images, when their files do
     not say (GeoTIFF transforms are read otherwise). ``max_dets``: the
@@ -211,51 +211,13 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     started = time.monotonic()
     budget = parse_duration(time_budget) if isinstance(time_budget, str) else time_budget
     run = RunFolder(run_dir)
-    start_epoch, checkpoint = 0, None
-    if resume:
-        checkpoint = run.latest()
-        if checkpoint is None:
-            raise FileNotFoundError(f"{run.path} has no checkpoint to resume from "
-                                    f"(expected {run.checkpoints}/epoch-NNNN/)")
-        start_epoch = checkpoint.epoch
-        run.restore_metrics(checkpoint)  # the copy may lag the commit it was killed after
-        # the run's own resolved config (fitted defaults, budget plan) rebuilds the same model
-        from detect.config import load_yaml
-
-        cfg = DetectConfig.from_dict(load_yaml(run.config))
+    start_epoch, checkpoint, cfg = _resume_point(run, cfg, resume)
     run.path.mkdir(parents=True, exist_ok=True)
 
     train_ds = load_coco(train_ann, train_images, strict=strict)
     print(summary(train_ds), flush=True)
-    if train_ds.samples:  # the band rule against a real file now, not as skipped images later
-        from detect.datasets.images import read_image
-
-        read_image(train_ds.samples[0].path, BandRule.of(cfg.model, training=True))
-    cfg = replace(cfg, model=replace(cfg.model, num_classes=train_ds.num_classes,
-                                     class_names=tuple(train_ds.class_names)))
-    source = None
-    if init_from is not None and not resume:
-        from detect.transfer import inherit_architecture, load_source
-
-        source = load_source(init_from)
-        cfg = inherit_architecture(cfg, source.model_config)
-    if not resume:
-        cfg, lines = fit_to_data(cfg, train_ds)
-        print("\n".join(lines), flush=True)
-        if cfg.model.input.gsd is None:
-            found = gsd / cfg.model.input.scale if gsd else _read_gsd(train_ds, cfg.model.input.scale)
-            if found:
-                cfg = replace(cfg, model=replace(cfg.model, input=replace(cfg.model.input, gsd=round(found, 6))))
-                print(f"ground sample distance: {found:.4g} m per model pixel", flush=True)
-    val = None
-    if val_ann:
-        val_ds = load_coco(val_ann, val_images, strict=strict)
-        if problem_block(val_ds.report):
-            print("validation " + problem_block(val_ds.report), flush=True)
-        if val_ds.class_names != train_ds.class_names:
-            raise ValueError(f"validation categories {val_ds.class_names} differ from training "
-                             f"categories {train_ds.class_names}")
-        val = (val_ds, json.loads(Path(val_ann).read_text()))
+    cfg, source = _settle_config(cfg, train_ds, init_from=None if resume else init_from, resume=resume, gsd=gsd)
+    val = _validation_set(val_ann, val_images, strict, train_ds) if val_ann else None
 
     if mixed_precision:
         keras.mixed_precision.set_global_policy(
@@ -267,31 +229,12 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
                         repeat=True, skip=start_epoch * steps * t.batch_size, bands=BandRule.of(cfg.model, training=True))
     keras.utils.set_random_seed(t.seed)
     dist = _strategy(strategy)  # one strategy object: the model is built and compiled under it
-    with dist.scope():
-        if source is None:
-            model = build_retinanet(cfg.model)
-        else:  # every weight comes from the source: no pretrained download, its backbone graph
-            from detect.transfer import build_like
+    model = _build_model(cfg, source, dist, init_from)
+    del source
 
-            model = build_like(cfg.model, source)
-    if source is not None:
-        from detect.transfer import init_from as copy_weights
-
-        print("\n".join(copy_weights(model, source).lines(init_from)), flush=True)
-        del source
-
-    deadline = None
+    deadline, per_epoch = None, 0.0
     if budget and not resume:
-        with dist.scope():
-            step_s, first = measure_step_seconds(model, data, make_optimizer(cfg, steps, 0.0))
-        per_epoch = 0.5 + (_estimate_validation_seconds(model, val[0]) if val else 0.0)
-        plan = plan_budget(budget, spent=time.monotonic() - started, step_seconds=step_s,
-                           first_call=first, per_epoch=per_epoch, data_steps=steps)
-        print(plan.describe(budget), flush=True)
-        cfg = replace(cfg, train=replace(cfg.train, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch,
-                                         freeze_backbone_epochs=min(cfg.train.freeze_backbone_epochs,
-                                                                    plan.epochs - 1)))
-        steps = plan.steps_per_epoch
+        cfg, steps, per_epoch = _plan_to_budget(cfg, model, data, dist, val, budget, started, steps)
         deadline = started + budget
     if not resume:
         cfg = _cap_warmup(cfg)
@@ -299,39 +242,9 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     t = cfg.train
 
     with dist.scope():
-        stage_two = 0 < t.freeze_backbone_epochs <= start_epoch
-
-        def compile_for(stage_two: bool):
-            before = getattr(model, "optimizer", None) if stage_two else None
-            if t.freeze_backbone_epochs and not stage_two:
-                model.backbone.trainable = False
-            else:
-                model.backbone.trainable = True  # lift stage one's blanket freeze first
-                apply_freezing(model.backbone, freeze_stages=cfg.model.freeze_stages,
-                               freeze_batchnorm=cfg.model.batchnorm_frozen)
-            factor = t.finetune_lr_factor if (t.freeze_backbone_epochs and stage_two) else 1.0
-            model.compile(optimizer=make_optimizer(cfg, steps, factor))
-            backbone_frozen = bool(t.freeze_backbone_epochs) and not stage_two
-            model.backbone_optimizer = None
-            if t.backbone_lr_multiplier != 1.0 and not backbone_frozen:
-                if keras.mixed_precision.global_policy().name == "mixed_float16":
-                    raise ValueError("train.backbone_lr_multiplier != 1 is not supported with "
-                                     "mixed_float16 loss scaling; use mixed_bfloat16 or multiplier 1")
-                model.backbone_optimizer = make_optimizer(
-                    cfg, steps, factor * t.backbone_lr_multiplier, warmup=factor == 1.0)
-            if before is not None:
-                _continue_optimizer(before, model)
-
-        compile_for(stage_two)
+        _compile(model, cfg, steps, stage_two=0 < t.freeze_backbone_epochs <= start_epoch)
         if resume:
-            backbone_vars = {id(v) for v in model.backbone.trainable_variables}
-            if model.backbone_optimizer is None:
-                model.optimizer.build(model.trainable_variables)
-            else:
-                model.optimizer.build([v for v in model.trainable_variables if id(v) not in backbone_vars])
-                model.backbone_optimizer.build(model.backbone.trainable_variables)
-            model.load_weights(checkpoint.model_file)
-            print(f"resumed from {checkpoint.model_file} after epoch {start_epoch}", flush=True)
+            _restore(model, checkpoint, start_epoch)
 
     guard = _Guard(run, steps, checkpoint.metrics if checkpoint else [])
     callbacks = [guard, keras.callbacks.TensorBoard(str(run.logs), write_graph=False)]
@@ -354,10 +267,146 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     if t.freeze_backbone_epochs and start_epoch < t.freeze_backbone_epochs:
         fit(start_epoch, t.freeze_backbone_epochs)
         if not guard.bad:
-            compile_for(True)
+            _compile(model, cfg, steps, stage_two=True)
             start_epoch = t.freeze_backbone_epochs
     if not guard.bad:
         fit(start_epoch, t.epochs)
+    _finish(model, run, guard, stopper, steps, t.epochs, budget, started, validation)
+    return model
+
+
+def _resume_point(run: RunFolder, cfg: DetectConfig, resume: bool):
+    """``(start_epoch, checkpoint, cfg)``: epoch 0, no checkpoint and ``cfg`` for a new run; for
+    ``resume``, the newest intact checkpoint and the run's own resolved config (fitted defaults,
+    budget plan), which rebuilds the same model."""
+    if not resume:
+        return 0, None, cfg
+    checkpoint = run.latest()
+    if checkpoint is None:
+        raise FileNotFoundError(f"{run.path} has no checkpoint to resume from "
+                                f"(expected {run.checkpoints}/epoch-NNNN/)")
+    run.restore_metrics(checkpoint)  # the copy may lag the commit it was killed after
+    from detect.config import load_yaml
+
+    return checkpoint.epoch, checkpoint, DetectConfig.from_dict(load_yaml(run.config))
+
+
+def _settle_config(cfg: DetectConfig, train_ds: CocoDataset, *, init_from, resume: bool, gsd):
+    """``(cfg, source)``: the config with the data's classes, a source detector's architecture
+    (``init_from``; ``source`` is that detector, else None), and unless resuming the settings
+    fitted to the data and the ground sample distance."""
+    if train_ds.samples:  # the band rule against a real file now, not as skipped images later
+        from detect.imagery.images import read_image
+
+        read_image(train_ds.samples[0].path, BandRule.of(cfg.model, training=True))
+    cfg = replace(cfg, model=replace(cfg.model, num_classes=train_ds.num_classes,
+                                     class_names=tuple(train_ds.class_names)))
+    source = None
+    if init_from is not None:
+        from detect.training.transfer import inherit_architecture, load_source
+
+        source = load_source(init_from)
+        cfg = inherit_architecture(cfg, source.model_config)
+    if resume:
+        return cfg, source
+    cfg, lines = fit_to_data(cfg, train_ds)
+    print("\n".join(lines), flush=True)
+    if cfg.model.input.gsd is None:
+        found = gsd / cfg.model.input.scale if gsd else _read_gsd(train_ds, cfg.model.input.scale)
+        if found:
+            cfg = replace(cfg, model=replace(cfg.model, input=replace(cfg.model.input, gsd=round(found, 6))))
+            print(f"ground sample distance: {found:.4g} m per model pixel", flush=True)
+    return cfg, source
+
+
+def _validation_set(val_ann, val_images, strict: bool, train_ds: CocoDataset):
+    """``(dataset, ground truth dict)`` of the validation set, its categories checked against training's."""
+    val_ds = load_coco(val_ann, val_images, strict=strict)
+    if problem_block(val_ds.report):
+        print("validation " + problem_block(val_ds.report), flush=True)
+    if val_ds.class_names != train_ds.class_names:
+        raise ValueError(f"validation categories {val_ds.class_names} differ from training "
+                         f"categories {train_ds.class_names}")
+    return val_ds, json.loads(Path(val_ann).read_text())
+
+
+def _build_model(cfg: DetectConfig, source, dist, init_from) -> RetinaNet:
+    """The detector, built under the strategy; with a ``source`` detector, its weights copied in."""
+    with dist.scope():
+        if source is None:
+            return build_retinanet(cfg.model)
+        # every weight comes from the source: no pretrained download, its backbone graph
+        from detect.training.transfer import build_like
+
+        model = build_like(cfg.model, source)
+    from detect.training.transfer import init_from as copy_weights
+
+    print("\n".join(copy_weights(model, source).lines(init_from)), flush=True)
+    return model
+
+
+def _plan_to_budget(cfg: DetectConfig, model, data, dist, val, budget: float, started: float, steps: int):
+    """``(cfg, steps_per_epoch, seconds per epoch besides steps)``: epochs and steps that fit the
+    time left of ``budget``, from a measured training step (and validation pass)."""
+    with dist.scope():
+        step_s, first = measure_step_seconds(model, data, make_optimizer(cfg, steps, 0.0))
+    per_epoch = 0.5 + (_estimate_validation_seconds(model, val[0]) if val else 0.0)
+    plan = plan_budget(budget, spent=time.monotonic() - started, step_seconds=step_s,
+                       first_call=first, per_epoch=per_epoch, data_steps=steps)
+    print(plan.describe(budget), flush=True)
+    cfg = replace(cfg, train=replace(cfg.train, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch,
+                                     freeze_backbone_epochs=min(cfg.train.freeze_backbone_epochs,
+                                                                plan.epochs - 1)))
+    return cfg, plan.steps_per_epoch, per_epoch
+
+
+def _compile(model: RetinaNet, cfg: DetectConfig, steps: int, *, stage_two: bool) -> None:
+    """Freeze what this stage freezes and compile with its optimizers.
+
+    Stage one (``train.freeze_backbone_epochs`` > 0) trains with the whole
+    backbone frozen; stage two (and a run without stages) applies
+    ``freeze_stages`` / frozen batch norm, at ``finetune_lr_factor`` after a
+    stage one, and continues stage one's optimizer state. A
+    ``backbone_lr_multiplier`` other than 1 gives the backbone its own optimizer.
+    """
+    t = cfg.train
+    before = getattr(model, "optimizer", None) if stage_two else None
+    if t.freeze_backbone_epochs and not stage_two:
+        model.backbone.trainable = False
+    else:
+        model.backbone.trainable = True  # lift stage one's blanket freeze first
+        apply_freezing(model.backbone, freeze_stages=cfg.model.freeze_stages,
+                       freeze_batchnorm=cfg.model.batchnorm_frozen)
+    factor = t.finetune_lr_factor if (t.freeze_backbone_epochs and stage_two) else 1.0
+    model.compile(optimizer=make_optimizer(cfg, steps, factor))
+    backbone_frozen = bool(t.freeze_backbone_epochs) and not stage_two
+    model.backbone_optimizer = None
+    if t.backbone_lr_multiplier != 1.0 and not backbone_frozen:
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            raise ValueError("train.backbone_lr_multiplier != 1 is not supported with "
+                             "mixed_float16 loss scaling; use mixed_bfloat16 or multiplier 1")
+        model.backbone_optimizer = make_optimizer(
+            cfg, steps, factor * t.backbone_lr_multiplier, warmup=factor == 1.0)
+    if before is not None:
+        _continue_optimizer(before, model)
+
+
+def _restore(model: RetinaNet, checkpoint, start_epoch: int) -> None:
+    """Build the optimizers' slots, then load the checkpoint's weights and optimizer state."""
+    backbone_vars = {id(v) for v in model.backbone.trainable_variables}
+    if model.backbone_optimizer is None:
+        model.optimizer.build(model.trainable_variables)
+    else:
+        model.optimizer.build([v for v in model.trainable_variables if id(v) not in backbone_vars])
+        model.backbone_optimizer.build(model.backbone.trainable_variables)
+    model.load_weights(checkpoint.model_file)
+    print(f"resumed from {checkpoint.model_file} after epoch {start_epoch}", flush=True)
+
+
+def _finish(model, run: RunFolder, guard, stopper, steps: int, epochs: int, budget, started: float,
+            validation) -> None:
+    """Raise on a bad loss (naming the last good checkpoint), say where a deadline stopped the
+    run, and save the inference model."""
     if guard.bad:
         last = run.latest()
         where = (f"The last good checkpoint is {last.model_file} (after epoch {last.epoch}); try a lower "
@@ -366,19 +415,18 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
         raise TrainingError(f"{guard.bad}; training stopped. {where}")
     if stopper and stopper.stopped_at:
         print(f"time budget reached: stopped after {int(model.optimizer.iterations.numpy())} of "
-              f"{t.epochs * steps} planned steps (the machine ran slower than measured)", flush=True)
+              f"{epochs * steps} planned steps (the machine ran slower than measured)", flush=True)
     atomic.save_model(inference_copy(model), run.model)  # no optimizer: the inference artefact
     if budget:
         took = time.monotonic() - started
         ap = f"; validation AP {validation.last[0]:.3f}, AP50 {validation.last[1]:.3f}" if (
             validation and validation.last) else ""
         print(f"trained for {format_seconds(took)} of the {format_seconds(budget)} budget{ap}", flush=True)
-    return model
 
 
 def _estimate_validation_seconds(model, dataset: CocoDataset) -> float:
     """Rough cost of one validation pass: one timed inference on a validation image, scaled."""
-    from detect.datasets.images import BandRule, read_image
+    from detect.imagery.images import BandRule, read_image
     from detect.inference.coco_dataset import predict_arrays
 
     img = read_image(dataset.samples[0].path, BandRule.of(model.model_config))
@@ -391,7 +439,7 @@ def _estimate_validation_seconds(model, dataset: CocoDataset) -> float:
 def train_run(out, *, train_ann=None, train_images=None, val_ann=None, val_images=None,
               config: DetectConfig | str | Path | None = None, settings: dict | None = None, overrides=(),
               resume: bool = False, overwrite: bool = False, **kwargs) -> RetinaNet:
-    """``detect train``: train into the run folder ``out`` (see :mod:`detect.runs`).
+    """``detect train``: train into the run folder ``out`` (see :mod:`detect.training.runs`).
 
     - ``resume=True`` continues ``out`` from its newest intact epoch with its
       own config and data paths (``run.yaml``); nothing else is needed.
