@@ -309,7 +309,7 @@ def train(train_ann=None, train_images=None, out=None, config=None, *, val_ann=N
               config=config, settings=settings, overrides=assignments, resume=resume, overwrite=overwrite,
               strict=strict, strategy=strategy, mixed_precision=mixed_precision, time_budget=time_budget, gsd=gsd,
               init_from=init_from, verbose=verbose)
-    return finished_run(Path(out), load_model)
+    return finished_run(Path(out))
 
 
 def export(model, out, *, format: str = "savedmodel", quantize: str = "none", calibration=None,

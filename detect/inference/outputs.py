@@ -6,7 +6,6 @@ the model and settings that produced it.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import sys
@@ -161,14 +160,9 @@ def write_scene(out_dir: Path, stem: str, f: Path, source, det: dict, names, sav
 
 
 def model_digest(model) -> str:
-    """SHA-256 of a model's config (post-processing included) and every weight, hex."""
-    if hasattr(model, "digest"):  # a LiteRTModel: its file and post-processing
-        return model.digest()
-    h = hashlib.sha256(json.dumps(model.model_config.to_dict(), sort_keys=True, default=str).encode())
-    for w in model.weights:
-        h.update(w.path.encode())
-        h.update(np.ascontiguousarray(w.numpy()).tobytes())
-    return h.hexdigest()
+    """What a rerun into the same folder must match: the :class:`~detect.models.detector.Detector`'s
+    ``digest()`` (its weights or file, and its current post-processing)."""
+    return model.digest()
 
 
 def claim_output(out_dir: Path, fingerprint: dict, *, overwrite: bool) -> None:

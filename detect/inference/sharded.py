@@ -205,12 +205,19 @@ class _Described:
         pass
 
 
-def _described_model(job: dict):
-    """The job's model as far as writing outputs goes: its config and class names, no weights."""
-    from types import SimpleNamespace
+@dataclass(frozen=True)
+class _ModelDescription:
+    """The job's model as far as writing outputs goes (category ids, class names): its config,
+    no weights, so ``detect merge`` needs no model file."""
 
+    model_config: object
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.model_config.labels
+
+
+def _described_model(job: dict) -> _ModelDescription:
     from detect.config import ModelConfig
 
-    config = ModelConfig.from_dict(job["model_config"])
-    return SimpleNamespace(model_config=config,
-                           class_names=config.labels)
+    return _ModelDescription(ModelConfig.from_dict(job["model_config"]))

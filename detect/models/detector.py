@@ -24,7 +24,9 @@ class Detector(Protocol):
     - ``predict_on_batch(images [B, h, w, bands], 0..255)``: a dict of padded
       ``boxes [B, M, 4]`` (xyxy pixels), ``scores [B, M]``, ``classes [B, M]`` and
       ``valid_detections [B]``;
-    - ``set_postprocess(**changes)``: change score/IoU thresholds and caps for this object.
+    - ``set_postprocess(**changes)``: change score/IoU thresholds and caps for this object;
+    - ``digest()``: a hex SHA-256 of what decides its detections (weights or file, config with
+      post-processing): a rerun into the same output folder must match it.
     """
 
     model_config: object
@@ -35,6 +37,8 @@ class Detector(Protocol):
     def predict_on_batch(self, images: np.ndarray) -> dict: ...
 
     def set_postprocess(self, **changes) -> None: ...
+
+    def digest(self) -> str: ...
 
 
 def load_detector(path: str | Path, *, threads: int | None = None) -> Detector:
@@ -55,9 +59,9 @@ def load_detector(path: str | Path, *, threads: int | None = None) -> Detector:
             raise FileNotFoundError(f"{path} is a folder without model.keras (a run that has not finished? "
                                     f"its checkpoints are in {path / 'checkpoints'})")
         path = path / "model.keras"
-    from detect.models.factory import load_model
+    from detect.models.factory import load_keras_model
 
-    return load_model(path)
+    return load_keras_model(path)
 
 
 def as_detector(model, *, threads: int | None = None) -> Detector:

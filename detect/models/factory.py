@@ -26,8 +26,9 @@ def build_retinanet(config: ModelConfig | dict | None = None, **overrides) -> Re
     return RetinaNet(config)
 
 
-def load_model(path: str | Path) -> RetinaNet:
-    """Load a detector saved with ``model.save("x.keras")``; clear error if it is not one."""
+def load_keras_model(path: str | Path) -> RetinaNet:
+    """Load a RetinaNet saved with ``model.save("x.keras")``; clear error if it is not one.
+    (Model files of any kind: :func:`detect.models.detector.load_detector`.)"""
     path = check_model_file(path)
     model = keras.models.load_model(path, compile=False)
     if not isinstance(model, RetinaNet):

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from detect.config import ModelConfig
@@ -96,6 +97,18 @@ class RetinaNet(keras.Model):
         # backbone's pretrained weights are not fetched again.
         return cls(config["config"], load_backbone_weights=False, name=config.get("name"),
                    backbone_graph=config.get("backbone_graph"))
+
+    def digest(self) -> str:
+        """SHA-256 of the config (post-processing included) and every weight, hex: equal for
+        equal detectors, whatever file they came from."""
+        import hashlib
+        import json
+
+        h = hashlib.sha256(json.dumps(self.model_config.to_dict(), sort_keys=True, default=str).encode())
+        for w in self.weights:
+            h.update(w.path.encode())
+            h.update(np.ascontiguousarray(w.numpy()).tobytes())
+        return h.hexdigest()
 
     @property
     def class_names(self) -> tuple[str, ...]:

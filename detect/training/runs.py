@@ -172,14 +172,16 @@ class Run:
         return f"Run({str(self.path)!r}, {len(self.metrics)} epochs)"
 
 
-def finished_run(path: Path, load_model) -> Run:
-    """The :class:`Run` in folder ``path``: its ``model.keras`` (by ``load_model``) and ``metrics.csv``."""
+def finished_run(path: Path) -> Run:
+    """The :class:`Run` in folder ``path``: its ``model.keras`` and ``metrics.csv``."""
+    from detect.models.detector import load_detector
+
     metrics = []
     if (path / "metrics.csv").is_file():
         with open(path / "metrics.csv") as f:
             for row in csv.DictReader(f):
                 metrics.append({k: _number(v) for k, v in row.items()})
-    return Run(path, load_model(path / "model.keras"), metrics)
+    return Run(path, load_detector(path / "model.keras"), metrics)
 
 
 def _number(text: str):

@@ -54,7 +54,7 @@ def source_model_file(path) -> Path:
 def load_source(path):
     """The source detector of ``--init-from`` (a clear error when it is not one): a detect
     model or run folder, or a keras-hub / keras-cv RetinaNet, imported first."""
-    from detect.models import load_model
+    from detect.models.factory import load_keras_model
     from detect.models.importers import import_detector, source_kind
 
     if source_kind(str(path)) is not None:
@@ -62,7 +62,7 @@ def load_source(path):
         return import_detector(str(path))
     file = source_model_file(path)
     try:
-        return load_model(file)
+        return load_keras_model(file)
     except (ValueError, TypeError) as err:
         raise ValueError(f"--init-from {file}: not a detect model ({err})") from None
 

@@ -285,3 +285,23 @@ def test_export_to_an_existing_file_is_refused_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "taken.txt' is a file; a SavedModel is a folder" in err and "Traceback" not in err
     assert taken.read_text() == "keep me"
+
+
+def test_the_detector_protocol_is_what_inference_takes(tmp_path):
+    from detect.models.detector import Detector, as_detector, load_detector
+    from tests.inference.blob_model import BlobModel
+
+    model = build_retinanet(tiny_config())
+    assert isinstance(model, Detector) and isinstance(BlobModel(), Detector)
+    assert as_detector(model) is model
+    assert model.class_names == model.model_config.labels == ("pool", "car", "building")
+    # the digest follows the weights and the post-processing, not the object
+    model.save(tmp_path / "m.keras")
+    again = load_detector(tmp_path / "m.keras")
+    assert again.digest() == model.digest()
+    again.set_postprocess(score_threshold=0.3)
+    assert again.digest() != model.digest()
+    with pytest.raises(ValueError, match="got object"):
+        as_detector(object())
+    with pytest.raises(FileNotFoundError, match="without model.keras"):
+        load_detector(tmp_path)  # a folder that is not a finished run
