@@ -8,7 +8,7 @@ around one of these functions)::
     model = detect.load_model("run/model.keras")
     results = detect.predict(model, "scene.tif")          # -> Results, one Detections per image
     report = detect.evaluate(model, "gt.json", images="images/")
-    run = detect.train("train.json", "images/", "run/", config="data/aerial_cpu.yaml")
+    run = detect.train("train.json", "images/", "run/", config="aerial-cpu")
     detect.export(model, "saved_model/")
 
 ``import detect`` also registers every class a model file written by

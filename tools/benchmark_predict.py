@@ -163,7 +163,7 @@ def main() -> None:
                    "command on the first size (model loaded from its file in both) and compare")
     p.add_argument("--compare-tflite", action="store_true",
                    help="on the first size: Keras fp32 vs LiteRT fp32 vs LiteRT int8 for the light CPU "
-                   "config (data/aerial_cpu.yaml, trained --train-budget on data/sample) and a random "
+                   "config (the aerial-cpu recipe, trained --train-budget on data/sample) and a random "
                    "batch-norm ResNet-50 (or --model): tiles/s, s/MP, peak RSS, AP50 on data/sample_val")
     p.add_argument("--train-budget", default="3m", help="--compare-tflite: training time of the light model")
     p.add_argument("--scale-out", action="store_true",
@@ -231,7 +231,7 @@ def compare_tflite(args) -> None:
     if not light.exists():
         print(f"training the light CPU config for {args.train_budget} on data/sample ...", flush=True)
         detect.train(ROOT / "data/sample/annotations.json", ROOT / "data/sample/images", work / "light",
-                     config=ROOT / "data/aerial_cpu.yaml", time_budget=args.train_budget, overwrite=True,
+                     config="aerial-cpu", time_budget=args.train_budget, overwrite=True,
                      verbose=0)
     models["light (aerial_cpu.yaml)"] = light
     if args.model:

@@ -22,10 +22,10 @@ first epoch's (a spike shows as a ratio above 1).
 
 Recipes:
 
-- ``aerial``: ``data/aerial_cpu.yaml``, fitted to the data by ``detect train``
+- ``aerial``: the ``aerial-cpu`` recipe, fitted to the data by ``detect train``
   (GroupNorm and zero-initialised residuals from scratch, anchors, levels
   and caps from the boxes, native resolution).
-- ``pretrained``: ``data/aerial_pretrained_cpu.yaml``: EfficientNet-Lite0 from
+- ``pretrained``: the ``aerial-pretrained-cpu`` recipe: EfficientNet-Lite0 from
   ImageNet (the ``[pretrained]`` extra), fitted to the data the same way.
 - ``before``: the recipe ``detect`` shipped before the dense-aerial work
   (``data/sample_config.yaml`` of commit d4a5a03: batch norm frozen at its
@@ -62,6 +62,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import make_dense_aerial  # noqa: E402
 import make_urban_aerial  # noqa: E402
+
+from detect.config.recipes import recipe_path  # noqa: E402
 
 GENERATORS = {"dense": make_dense_aerial.make_dataset, "urban": make_urban_aerial.make_dataset}
 THROUGHPUT = """\
@@ -141,8 +143,8 @@ def main(argv=None) -> int:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     (work / "before.yaml").write_text(BEFORE)
-    configs = {"aerial": ROOT / "data" / "aerial_cpu.yaml", "before": work / "before.yaml",
-               "pretrained": ROOT / "data" / "aerial_pretrained_cpu.yaml"}
+    configs = {"aerial": recipe_path("aerial-cpu"), "before": work / "before.yaml",
+               "pretrained": recipe_path("aerial-pretrained-cpu")}
     if args.runs:
         plan = [tuple(r.split(":", 1)) for r in args.runs.split(",")]
     else:

@@ -4,7 +4,7 @@
 1. Source domain: dense generated aerial scenes (``tools/make_dense_aerial.py``:
    touching tree crowns and parked cars of 10-40 px on varied ground,
    classes ``tree`` and ``car``). A detector is trained on ``--source`` scenes
-   for ``--pretrain`` minutes with ``data/aerial_cpu.yaml``: the model one starts
+   for ``--pretrain`` minutes with the ``aerial-cpu`` recipe: the model one starts
    from is trained on more data and for longer than the new domain allows.
 2. Target domain: ``--target`` other scenes (another seed) seen through another
    sensor (bands permuted, a gamma curve, less contrast, more noise), where
@@ -17,8 +17,8 @@
 3. For each budget in ``--budgets``, in alternation so that anything else the
    machine does weighs on both arms alike:
 
-       detect train --config data/aerial_cpu.yaml --time-budget B            (scratch)
-       detect train --config data/aerial_cpu.yaml --time-budget B --init-from SOURCE/model.keras
+       detect train --config aerial-cpu --time-budget B            (scratch)
+       detect train --config aerial-cpu --time-budget B --init-from SOURCE/model.keras
 
    then ``detect evaluate`` on the test scenes (fresh processes).
 
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     p.add_argument("--test", type=int, default=20, help="target-domain test scenes")
     p.add_argument("--size", type=int, default=512, help="scene side, px")
     args = p.parse_args(argv)
-    config = str(ROOT / "data" / "aerial_cpu.yaml")
+    config = "aerial-cpu"
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
 

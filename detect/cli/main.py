@@ -22,7 +22,7 @@ from detect.cli.args import add_command
 from detect.cli.args import add_postprocess_args as _add_postprocess_args
 from detect.cli.args import add_tile_args as _add_tile_args
 from detect.cli.args import tile_kwargs as _tile_kwargs
-from detect.config import defaults
+from detect.config import defaults, recipes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,8 +207,9 @@ def _add_train(sub) -> None:
         "Before training, settings the config does not pin are fitted to the data: "
         "data.max_boxes (the densest image), anchors (best coverage of the boxes, reported per "
         "size bucket), postprocess.max_detections and the input rule (scale, tile, overlap) "
-        "the model carries to predict and evaluate. Start from data/aerial_cpu.yaml for "
-        "small objects on a CPU.")
+        "the model carries to predict and evaluate. For small objects on a CPU start from "
+        "a packaged recipe: --config aerial-cpu (random weights) or --config aerial-pretrained-cpu "
+        "(ImageNet weights, the [pretrained] extra).")
     p.add_argument("--train-ann", help="COCO instances JSON for training")
     p.add_argument("--train-images", help="folder the training file_name values are in")
     p.add_argument("--val-ann", help="validation annotations: AP/AP50 reported each epoch")
@@ -216,7 +217,9 @@ def _add_train(sub) -> None:
     p.add_argument("--out", help="run folder; must not exist or be empty (see --overwrite)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out if it holds a previous run (a folder that is not a run is never deleted)")
-    p.add_argument("--config", help="YAML with model/data/train sections")
+    p.add_argument("--config", metavar="RECIPE|YAML",
+                   help="a packaged recipe by name (" + recipes.describe() + ") or a YAML file with "
+                   "model/data/train sections")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set train.learning_rate=0.005")
     p.add_argument("--resume", metavar="RUN",
@@ -226,7 +229,7 @@ def _add_train(sub) -> None:
                    "efficientnet_lite0), keras_hub:PRESET, a keras-hub preset folder, a .keras feature "
                    "extractor or a SavedModel folder (= --set model.backbone_weights=...; see the README's "
                    "backbone sources). imagenet for efficientnet_lite0 comes from the [pretrained] extra, "
-                   "offline; data/aerial_pretrained_cpu.yaml is the recipe that uses it")
+                   "offline; --config aerial-pretrained-cpu is the recipe that uses it")
     p.add_argument("--bands", help="1-based bands of the training images the model takes, in order, e.g. "
                    "1,2,3,4 for RGB+NIR: sets model.input_bands, stored in the model (predict reads the "
                    "same bands); default: RGB (1-3 of 3-4 band files, grey repeated)")
@@ -337,6 +340,9 @@ def _check_inputs(args) -> None:
 
             if is_preset_name(value):
                 continue  # a keras-hub preset name: loaded (or refused) by the importer
+        if name == "config":
+            recipes.recipe_path(value, note=False)  # a recipe's name, or a file
+            continue
         if name == "images" and args.command == "convert":
             kind = "path"  # vector labels: one GeoTIFF or a folder of them
         flag = "ANN" if args.command == "doctor" and name == "ann" else "--" + name.replace("_", "-")

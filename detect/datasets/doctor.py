@@ -55,7 +55,9 @@ def doctor(ann, images, *, model=None, config=None, png=None) -> DoctorReport:
     counts = np.array([int((s.labels >= 0).sum()) for s in ds.samples] or [0])
     lines.append(f"boxes per image: min {counts.min()}, median {np.median(counts):g}, "
                  f"95th percentile {np.percentile(counts, 95):g}, max {counts.max()}")
-    cfg = DetectConfig.from_dict(load_yaml(config)) if config else DetectConfig()
+    from detect.config.recipes import recipe_path
+
+    cfg = DetectConfig.from_dict(load_yaml(recipe_path(config))) if config else DetectConfig()
     if model:
         m = _model_config(Path(model))
         # prediction resamples imagery by the model's input scale

