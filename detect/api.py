@@ -54,17 +54,29 @@ def tile_options(tile=None, overlap=None, scale=None, batch_size: int = defaults
 
 
 @contextlib.contextmanager
-def postprocessing(model, score_threshold=None, iou_threshold=None, max_detections=None, agnostic_nms=None):
+def postprocessing(model, score_threshold=None, iou_threshold=None, max_detections=None, agnostic_nms=None,
+                   *, calibrated: bool = True):
     """Apply post-processing changes to ``model`` for the ``with`` block, then restore its own.
 
     The NMS step is rebuilt, so a score threshold below the model's works
-    exactly; a line says what changed.
+    exactly; a line says what changed. A calibrated model's per-class
+    thresholds apply unless ``score_threshold`` is given (it replaces them) or
+    ``calibrated`` is False (evaluation: AP needs every detection); a line
+    says when they apply.
     """
     before = model.model_config
+    pp = before.postprocess
+    if score_threshold is not None or not calibrated:
+        pp = pp.uncalibrated()
     model.set_postprocess(score_threshold=score_threshold, iou_threshold=iou_threshold,
-                          max_detections=max_detections, agnostic=agnostic_nms)
+                          max_detections=max_detections, agnostic=agnostic_nms,
+                          class_thresholds=pp.class_thresholds, calibration=pp.calibration)
     after = model.model_config.postprocess
-    if after != before.postprocess:
+    if after.class_thresholds:
+        pairs = ", ".join(f"{n} {t:.2f}" for n, t in zip(model.class_names, after.class_thresholds))
+        print(f"score thresholds calibrated per class on {after.calibration or 'labelled data'}: {pairs} "
+              f"(--score-threshold T uses one threshold instead)")
+    if after.uncalibrated() != before.postprocess.uncalibrated():
         print(f"post-processing: score > {after.score_threshold:g}, "
               f"{'class-agnostic' if after.agnostic else 'per-class'} NMS IoU {after.iou_threshold:g}, "
               f"at most {after.max_detections} detections per tile")
@@ -216,7 +228,7 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
              iou_threshold: float | None = None, max_detections: int | None = None,
              agnostic_nms: bool | None = None, backend: str = "detect", area_ranges: str = "", max_dets=defaults.MAX_DETS,
              operating_point_at: float | None = None, save_predictions=None, report=None,
-             plots=None, html=None, threads: int | None = None) -> Report:
+             plots=None, html=None, threads: int | None = None, calibrate=None, overwrite: bool = False) -> Report:
     """COCO statistics (pycocotools-exact) of a model or of detections against ``ann``.
 
     ``model_or_predictions``: a detector (object, ``.keras`` / ``.tflite`` path
@@ -234,6 +246,11 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
     ``save_predictions`` / ``report`` / ``plots`` / ``html``: a results file / a
     JSON report / a folder of PNG curves / an HTML view (needs ``images``) to
     write (none by default).
+
+    ``calibrate`` (a ``.keras`` path; a model only): also write the model with each class's
+    best-F1 score threshold stored in it (``postprocess.class_thresholds``), so ``predict``
+    writes maps at that operating point by default; ``overwrite`` replaces an existing file.
+    AP always uses every detection above the model's ``score_threshold``.
     """
     from detect.evaluation.coco_eval import load_ground_truth
     from detect.inference.evaluate import run_evaluation
@@ -250,15 +267,22 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
                                    and not Path(given).is_dir()):
         if iou_threshold is not None or max_detections is not None or agnostic_nms is not None:
             raise ValueError("iou_threshold, max_detections and agnostic_nms apply to a model only")
+        if calibrate is not None:
+            raise ValueError("calibrate applies to a model only (it writes a calibrated copy of the model)")
         return run_evaluation(ann, predictions=given, score_threshold=score_threshold, images=images, **common)
     if images is None:
         raise ValueError("a model needs images (the folder the ground truth's file_name values are in)")
     options = tile_options(tile, overlap, scale, batch_size)
     model = _model(given, threads)
     options = options.resolved(model)  # the input rule, once
-    with postprocessing(model, score_threshold, iou_threshold, max_detections, agnostic_nms):
-        return run_evaluation(ann, model=model, images=images, options=options,
-                              save_predictions=save_predictions, **common)
+    with postprocessing(model, score_threshold, iou_threshold, max_detections, agnostic_nms, calibrated=False):
+        result = run_evaluation(ann, model=model, images=images, options=options,
+                                save_predictions=save_predictions, **common)
+        if calibrate is not None:
+            from detect.inference.evaluate import write_calibrated
+
+            result.written["calibrated"] = write_calibrated(model, result, ann, calibrate, overwrite=overwrite)
+        return result
 
 
 # ---- train and export ------------------------------------------------------------

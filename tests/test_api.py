@@ -305,3 +305,33 @@ def test_no_submodule_shadows_an_api_name():
             importlib.import_module(info.name)
     for name in detect.__all__:
         assert callable(getattr(detect, name)) and not isinstance(getattr(detect, name), type(detect)), name
+
+
+def test_evaluate_calibrate_then_predict_writes_at_the_calibrated_thresholds(model_file, tmp_path,  # noqa: F811
+                                                                             capsys):
+    root = tmp_path / "d"
+    ann = make_synthetic.make_dataset(root, images=3, size=96, seed=8)
+    images = root / "images"
+    rep = detect.evaluate(model_file, ann, images, calibrate=tmp_path / "cal.keras")
+    path, _ = rep.written["calibrated"]
+    cal = detect.load_model(path)
+    pp = cal.model_config.postprocess
+    thresholds = np.array(pp.class_thresholds)
+    assert len(thresholds) == 3 and pp.calibration.startswith("annotations.json (3 images")
+    assert (thresholds > pp.score_threshold).any()  # a real operating point, not the NMS floor
+    # evaluation ignores the calibration: the same AP as the model it came from
+    assert detect.evaluate(path, ann, images).stats == pytest.approx(rep.stats, abs=1e-12)
+    capsys.readouterr()
+    at_cal = detect.predict(path, images)
+    assert "score thresholds calibrated per class on annotations.json" in capsys.readouterr().out
+    every = detect.predict(path, images, score_threshold=pp.score_threshold)  # one threshold instead
+    for a, b in zip(at_cal, every):
+        assert (a.scores >= thresholds[a.labels]).all()
+        keep = b.scores >= thresholds[b.labels]
+        assert len(a) == int(keep.sum()) < len(b) or len(a) == len(b) == int(keep.sum())
+        np.testing.assert_allclose(a.boxes, b.boxes[keep], atol=1e-4)
+    assert sum(len(a) for a in at_cal) < sum(len(b) for b in every)
+    with pytest.raises(FileExistsError, match="cal.keras exists"):
+        detect.evaluate(model_file, ann, images, calibrate=path)
+    with pytest.raises(ValueError, match="calibrate applies to a model only"):
+        detect.evaluate(rep.detections, ann, calibrate=tmp_path / "x.keras")

@@ -46,3 +46,41 @@ def test_empty_and_non_finite_inputs():
     out = postprocess(logits, deltas, anchors, (20, 20), cfg, variances=V)
     np.testing.assert_array_equal(out["num_detections"], [1, 0])  # NaN score never kept
     assert np.isfinite(out["boxes"]).all() and out["boxes"].shape == (2, 3, 4)
+
+
+def test_class_thresholds_keep_each_class_at_its_own_score_and_recompact():
+    # four separate anchors (no overlap): class 0 at 0.9 and 0.4, class 1 at 0.7 and 0.2
+    anchors = tf.constant([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10], [60, 0, 70, 10]], tf.float32)
+    deltas = tf.zeros([1, 4, 4])
+    probs = [[0.9, 0.01], [0.01, 0.7], [0.4, 0.01], [0.01, 0.2]]
+    logits = tf.constant([[[logit(p) for p in row] for row in probs]], tf.float32)
+    base = PostprocessConfig(score_threshold=0.05, max_detections=4, pre_nms_top_k=10)
+    plain = postprocess(logits, deltas, anchors, (10, 80), base, variances=V)
+    assert int(plain["num_detections"][0]) == 4 and bool(plain["capped"][0])  # full, all could be output
+    # class 0 needs 0.5 (drops 0.4), class 1 needs 0.15 (keeps 0.7 and 0.2)
+    cal = postprocess(logits, deltas, anchors, (10, 80),
+                      PostprocessConfig(score_threshold=0.05, max_detections=4, pre_nms_top_k=10,
+                                        class_thresholds=(0.5, 0.15)), variances=V)
+    assert int(cal["num_detections"][0]) == 3
+    np.testing.assert_allclose(cal["scores"][0], [0.9, 0.7, 0.2, 0], rtol=1e-5)  # order kept, padding last
+    np.testing.assert_array_equal(cal["labels"][0], [0, 1, 1, -1])
+    np.testing.assert_allclose(cal["boxes"][0, 2], [60, 0, 70, 10], atol=1e-4)
+    np.testing.assert_array_equal(cal["boxes"][0, 3], 0)
+    # NMS was full but its weakest kept (0.2) reaches class 1's threshold: a cut could matter
+    assert bool(cal["capped"][0])
+    high = postprocess(logits, deltas, anchors, (10, 80),
+                       PostprocessConfig(score_threshold=0.05, max_detections=4, pre_nms_top_k=10,
+                                         class_thresholds=(0.5, 0.5)), variances=V)
+    # the weakest NMS-kept (0.2) is below every threshold: what the cap cut is lower still
+    assert int(high["num_detections"][0]) == 2 and not bool(high["capped"][0])
+
+
+def test_class_thresholds_are_validated():
+    import pytest
+
+    from detect.config import ModelConfig
+
+    with pytest.raises(ValueError, match="class_thresholds"):
+        PostprocessConfig(class_thresholds=(0.5, 1.5)).validate()
+    with pytest.raises(ValueError, match="has 2 values for num_classes=3"):
+        ModelConfig(num_classes=3, postprocess=PostprocessConfig(class_thresholds=(0.5, 0.5)))

@@ -11,7 +11,8 @@ def add_postprocess_args(p) -> None:
     """--score-threshold / --iou-threshold / --max-detections: applied exactly (NMS rebuilt)."""
     g = p.add_argument_group("post-processing (default: the model's own settings)")
     g.add_argument("--score-threshold", type=float,
-                   help="keep detections scoring above this; a value below the model's own works")
+                   help="keep detections scoring above this, one threshold for every class (replaces a "
+                   "calibrated model's per-class thresholds); a value below the model's own works")
     g.add_argument("--iou-threshold", type=float, help="NMS and tile-merge IoU threshold")
     g.add_argument("--max-detections", type=int,
                    help="detections kept per tile / image (a warning counts tiles that reach it)")

@@ -134,7 +134,12 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--save-predictions", metavar="FILE",
                    help="with --model: also write its detections here as a COCO results JSON (default: not "
                    "written); an existing file is refused unless --overwrite")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --save-predictions file")
+    p.add_argument("--calibrate", metavar="OUT.keras",
+                   help="with --model: also write the model with each class's best-F1 score threshold "
+                   "(measured here, at IoU 0.5) stored in it; predict then writes maps, CSV and pictures "
+                   "at those thresholds by default")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --save-predictions or --calibrate file")
     p.add_argument("--backend", choices=defaults.EVAL_BACKENDS,
                    default="detect",
                    help="detect (default: pycocotools' algorithm over arrays, compiled; the same "
@@ -164,6 +169,11 @@ def _run_evaluate(args) -> int:
 
     if args.save_predictions and not args.model:
         raise ValueError("--save-predictions applies with --model only (the detections it runs)")
+    if args.calibrate and not args.model:
+        raise ValueError("--calibrate applies with --model only (it writes a calibrated copy of the model)")
+    if args.calibrate and Path(args.calibrate).exists() and not args.overwrite:
+        raise FileExistsError(f"--calibrate {args.calibrate} exists: pass --overwrite to replace it, or name "
+                              f"another file")
     if args.save_predictions and Path(args.save_predictions).exists() and not args.overwrite:
         raise FileExistsError(f"--save-predictions {args.save_predictions} exists: pass --overwrite to replace "
                               f"it, or name another file")
@@ -173,7 +183,8 @@ def _run_evaluate(args) -> int:
         e = evaluate(args.model, args.ann, args.images, **_tile_kwargs(args), backend=args.backend,
                      area_ranges=args.area_ranges, max_dets=args.max_dets,
                      operating_point_at=args.operating_point_at, save_predictions=args.save_predictions,
-                     report=args.report, plots=args.plots, html=args.html)
+                     report=args.report, plots=args.plots, html=args.html, calibrate=args.calibrate,
+                     overwrite=args.overwrite)
     else:
         if args.iou_threshold is not None or args.max_detections is not None or args.agnostic_nms is not None:
             raise ValueError("--iou-threshold, --max-detections and --agnostic-nms apply with --model only")
@@ -186,6 +197,11 @@ def _run_evaluate(args) -> int:
     print(e)
     if "report" in e.written:
         print(f"\nreport: {e.written['report']}")
+    if "calibrated" in e.written:
+        path, notes = e.written["calibrated"]
+        for note in notes:
+            print(f"note: {note}")
+        print(f"\ncalibrated model: {path} (predict writes at its per-class thresholds by default)")
     if "plots" in e.written:
         folder, files = e.written["plots"]
         print(f"plots: {len(files)} PNG files in {folder}")

@@ -212,6 +212,9 @@ class ModelConfig(_Section):
                f"need 4 positive values, got {self.box_variances}")
         _check(self.pad_multiple >= 0, "pad_multiple", f"must be >= 0, got {self.pad_multiple}")
         _check(self.fpn_channels >= 1 and self.head_convs >= 0, "fpn_channels/head_convs", "must be positive")
+        _check(not self.postprocess.class_thresholds or len(self.postprocess.class_thresholds) == self.num_classes,
+               "postprocess.class_thresholds",
+               f"has {len(self.postprocess.class_thresholds)} values for num_classes={self.num_classes}")
         _check(not self.input.category_ids or len(self.input.category_ids) == self.num_classes,
                "input.category_ids", f"has {len(self.input.category_ids)} ids for num_classes={self.num_classes}")
         for sub in (self.anchors, self.matcher, self.loss, self.postprocess, self.input):

@@ -102,6 +102,13 @@ class PostprocessConfig:
     # Clip decoded boxes to the input before NMS (detections are always clipped to
     # the image afterwards); imported keras-hub / keras-cv models run NMS unclipped.
     clip_boxes: bool = True
+    # A calibrated operating point: one minimum score per class, applied after NMS to what
+    # the model outputs (maps, CSV, pictures, exports); () = none. Set from labelled data
+    # (training's validation set, or `detect evaluate --calibrate`): each class's best-F1
+    # threshold. `calibration` says which data. Evaluation ignores them (AP needs every
+    # detection); an explicit score threshold (--score-threshold) replaces them.
+    class_thresholds: tuple[float, ...] = ()
+    calibration: str = ""
 
     def changed(self, **changes) -> "PostprocessConfig":
         """A validated copy with ``changes`` (``None`` keeps a value); ``pre_nms_top_k``
@@ -121,6 +128,15 @@ class PostprocessConfig:
                f"must be in [0, 1), got {self.score_threshold}")
         _check(self.max_detections >= 1 and self.pre_nms_top_k >= 1, "postprocess",
                "max_detections and pre_nms_top_k must be >= 1")
+        _check(all(0 <= t <= 1 for t in self.class_thresholds), "postprocess.class_thresholds",
+               f"must be in [0, 1], got {self.class_thresholds}")
+
+    def uncalibrated(self) -> "PostprocessConfig":
+        """The same settings without the calibrated per-class thresholds: every detection above
+        ``score_threshold`` (what evaluation and training's validation need)."""
+        if not self.class_thresholds and not self.calibration:
+            return self
+        return dataclasses.replace(self, class_thresholds=(), calibration="")
 
 
 @dataclass(frozen=True)

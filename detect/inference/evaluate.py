@@ -154,3 +154,29 @@ def run_evaluation(ann, *, predictions=None, model=None, images=None, options=No
         written["html"] = write_view(items, html, names, title=f"detect evaluate: {Path(str(ann)).name}",
                                      score=threshold if threshold is not None else 0.3)
     return Report(result, points, detections, written)
+
+
+def write_calibrated(model, report: Report, ann, out, *, overwrite: bool = False) -> tuple[Path, list[str]]:
+    """Write ``model`` to ``out`` (``.keras``) with each class's best-F1 threshold of ``report``
+    (on ground truth ``ann``) as its post-processing's ``class_thresholds``; returns the path and
+    notes on classes that took the pooled threshold. ``model`` keeps the settings it was
+    evaluated with (the thresholds were measured under them)."""
+    from detect.evaluation.calibration import class_thresholds, provenance
+    from detect.evaluation.coco_eval import load_ground_truth
+    from detect.models.retinanet import RetinaNet
+    from detect.util import atomic
+
+    out = Path(out)
+    if not isinstance(model, RetinaNet):
+        raise ValueError(f"--calibrate needs a Keras model (.keras or a run folder), not {type(model).__name__}: "
+                         f"calibrate the .keras model, then export it again")
+    if out.suffix != ".keras":
+        raise ValueError(f"--calibrate {out}: the calibrated model is a .keras file")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"--calibrate {out} exists: pass --overwrite to replace it, or name another file")
+    gt = load_ground_truth(ann)
+    thresholds, notes = class_thresholds(report.points, gt, model.class_names,
+                                         model.model_config.postprocess.score_threshold)
+    model.set_postprocess(class_thresholds=tuple(thresholds), calibration=provenance(ann, gt))
+    atomic.save_model(model, out)
+    return out, notes

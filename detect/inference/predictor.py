@@ -151,9 +151,12 @@ def infer_tiles(model, tiles: list[np.ndarray | None], windows) -> list[TileResu
         boxes = np.asarray(det["boxes"][b, :n], np.float64)
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, x1 - x0) + x0
         boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, y1 - y0) + y0
+        # "capped": NMS returned max_detections and what it cut could have been output
+        at_max = bool(det["capped"][b]) if "capped" in det else n >= pp.max_detections
         out[k] = TileResult(boxes.astype(np.float32), np.asarray(det["scores"][b, :n], np.float32),
-                            np.asarray(det["labels"][b, :n], np.int32), at_max=n >= pp.max_detections,
-                            at_top_k=n < pp.max_detections and int(det["num_candidates"][b]) > pp.pre_nms_top_k)
+                            np.asarray(det["labels"][b, :n], np.int32), at_max=at_max,
+                            at_top_k=not at_max and n < pp.max_detections
+                            and int(det["num_candidates"][b]) > pp.pre_nms_top_k)
     return out
 
 

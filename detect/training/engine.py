@@ -125,11 +125,12 @@ class _Validation(keras.callbacks.Callback):
     ``max_dets`` as configured, so the numbers equal that command's.
     """
 
-    def __init__(self, dataset: CocoDataset, gt: dict, max_dets):
+    def __init__(self, dataset: CocoDataset, gt: dict, max_dets, ann=""):
         super().__init__()
-        self.dataset, self.gt, self.max_dets = dataset, gt, tuple(max_dets)
+        self.dataset, self.gt, self.max_dets, self.ann = dataset, gt, tuple(max_dets), ann
         self.seconds = 0.0
         self.last: list[float] | None = None
+        self.results: list[dict] | None = None  # the last epoch's detections (COCO results)
 
     def on_epoch_end(self, epoch, logs=None):
         from detect.evaluation import evaluate
@@ -143,7 +144,7 @@ class _Validation(keras.callbacks.Callback):
         # AP at the largest maxDets (pycocotools' own first statistic is fixed at 100)
         stats = [result.ap_at_max_dets, result.stats[1]]
         self.seconds = time.perf_counter() - t0
-        self.last = stats
+        self.last, self.results = stats, results
         if logs is not None:
             logs["val_AP"], logs["val_AP50"] = stats[0], stats[1]
         capped = caps.at_max + caps.at_top_k
@@ -250,7 +251,7 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     callbacks = [guard, keras.callbacks.TensorBoard(str(run.logs), write_graph=False)]
     if max_dets is None:
         max_dets = (1, 10, max(100, cfg.model.postprocess.max_detections))
-    validation = _Validation(val[0], val[1], max_dets) if val else None
+    validation = _Validation(val[0], val[1], max_dets, ann=val_ann) if val else None
     if validation:
         callbacks.insert(0, validation)
     stopper = None
@@ -299,8 +300,11 @@ def _settle_config(cfg: DetectConfig, train_ds: CocoDataset, *, init_from, resum
         from detect.imagery.images import read_image
 
         read_image(train_ds.samples[0].path, BandRule.of(cfg.model, training=True))
+    # a calibration belongs to the model it was measured on: a new one is made from this run's
+    # validation set, if it has one
     cfg = replace(cfg, model=replace(cfg.model, num_classes=train_ds.num_classes,
-                                     class_names=tuple(train_ds.class_names)))
+                                     class_names=tuple(train_ds.class_names),
+                                     postprocess=cfg.model.postprocess.uncalibrated()))
     source = None
     if init_from is not None:
         from detect.training.transfer import inherit_architecture, load_source
@@ -416,12 +420,38 @@ def _finish(model, run: RunFolder, guard, stopper, steps: int, epochs: int, budg
     if stopper and stopper.stopped_at:
         print(f"time budget reached: stopped after {int(model.optimizer.iterations.numpy())} of "
               f"{epochs * steps} planned steps (the machine ran slower than measured)", flush=True)
+    if validation is not None and validation.results is not None:
+        _calibrate(model, validation, ema=bool(getattr(model.optimizer, "use_ema", False)))
     atomic.save_model(inference_copy(model), run.model)  # no optimizer: the inference artefact
     if budget:
         took = time.monotonic() - started
         ap = f"; validation AP {validation.last[0]:.3f}, AP50 {validation.last[1]:.3f}" if (
             validation and validation.last) else ""
         print(f"trained for {format_seconds(took)} of the {format_seconds(budget)} budget{ap}", flush=True)
+
+
+def _calibrate(model: RetinaNet, validation: "_Validation", *, ema: bool) -> None:
+    """Store each class's best-F1 score threshold on the validation set in the model
+    (``postprocess.class_thresholds``): predict writes maps at that operating point. The last
+    epoch's validation detections are the final model's, unless EMA weights were swapped in."""
+    from detect.evaluation.calibration import class_thresholds, provenance
+    from detect.evaluation.operating_point import operating_points
+
+    results = validation.results
+    if ema:  # the final weights are the averaged ones, not those the last validation ran
+        from detect.inference.coco_dataset import predict_samples
+
+        results = predict_samples(model, validation.dataset)
+    points = operating_points(validation.gt, results, validation.dataset.category_ids,
+                              max_dets=validation.max_dets[-1])
+    thresholds, notes = class_thresholds(points, validation.gt, model.class_names,
+                                         model.model_config.postprocess.score_threshold)
+    model.set_postprocess(class_thresholds=tuple(thresholds), calibration="validation set " +
+                          provenance(validation.ann, validation.gt))
+    pairs = ", ".join(f"{n} {t:.2f}" for n, t in zip(model.class_names, thresholds))
+    print(f"calibrated on the validation set (best F1 per class at IoU 0.5): {pairs}", flush=True)
+    for note in notes:
+        print(f"note: {note}", flush=True)
 
 
 def _estimate_validation_seconds(model, dataset: CocoDataset) -> float:

@@ -1,6 +1,7 @@
 """detect.training.engine.train: the run folder, schedules, stopping rules, fine-tuning, validation."""
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -212,6 +213,17 @@ def test_validation_ap_equals_evaluate_model(data, tmp_path):
     assert report["AP_at_max_dets"] == pytest.approx(val_ap, abs=1e-6)
     val_ap50 = float(row[header.index("val_AP50")])
     assert report["stats"][1] == pytest.approx(val_ap50, abs=1e-6)
+    # the run calibrated the model on its validation set: each class's best-F1 threshold, as
+    # evaluate's operating point on the same detections says (rounded down to 1e-4)
+    from detect.evaluation.calibration import class_thresholds
+    from detect.evaluation.operating_point import operating_points
+
+    pp = model.model_config.postprocess
+    assert pp.calibration.startswith("validation set ") and len(pp.class_thresholds) == model.model_config.num_classes
+    gt = json.loads(Path(ann).read_text())
+    points = operating_points(gt, json.loads((tmp_path / "d.json").read_text()),
+                              [c["id"] for c in gt["categories"]], max_dets=dets)
+    assert list(pp.class_thresholds) == class_thresholds(points, gt, model.class_names, 0.01)[0]
 
 
 def test_boxes_no_anchor_can_match_stop_before_training(tmp_path):
