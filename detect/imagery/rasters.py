@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detect.imagery.images import RGB, BandRule, read_image, stretch, stretch_levels
+from detect.imagery.images import RGB, BandRule, inspect_image, read_image, stretch, stretch_levels
 
 RASTER_SUFFIXES = {".tif", ".tiff"}
 #: GDAL's block cache (bytes). Its default is 5% of RAM, which made peak memory
@@ -161,4 +161,5 @@ def open_source(path: Path, rule: BandRule = RGB):
                                  f"pip install 'detect[geo]'") from None
         else:
             return RasterSource(path, rule)
+    inspect_image(path)  # a truncated or corrupt file is refused whole, not read grey-filled
     return ArraySource(read_image(path, rule), str(path), rule.count)

@@ -101,7 +101,7 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
                                gsd_match=gsd_match, ann=ann, save_images=save_images, overwrite=overwrite,
                                outputs=outputs, on_result=on_result, style=style)
     names = model.class_names
-    failed, skipped, caps, t0 = [], 0, CapCount(), time.perf_counter()
+    failed, skipped, caps, t0 = {}, 0, CapCount(), time.perf_counter()  # failed: file -> reason
     for f in tqdm(files, desc="predict", unit="image"):
         stem = output_stem(f, files)
         target = out_dir / "detections" / f"{stem}.json" if out_dir is not None else None
@@ -117,7 +117,7 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
                 continue
             source = open_source(f, band_rule)
         except (OSError, ValueError) as err:
-            failed.append(str(f))
+            failed[str(f)] = str(err)
             print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
             continue
         try:
@@ -127,7 +127,7 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
             if out_dir is not None:
                 write_scene(out_dir, stem, f, source, det, names, save_images, style)  # its record last: done
         except (OSError, ValueError) as err:
-            failed.append(str(f))
+            failed[str(f)] = str(err)
             print(f"\nerror: {f}: {err} (skipped)", file=sys.stderr)
             continue
         finally:
@@ -144,8 +144,23 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
     if out_dir is not None:
         counts = gather(out_dir, files, names, id_map=id_map_for(model, ground_truth))
         write_run_outputs(out_dir, files, outputs)
-    return run_summary(images=len(files), caps=caps, failed=failed, skipped_done=skipped, seconds=seconds,
+        record_failures(out_dir, failed)
+    return run_summary(images=len(files), caps=caps, failed=list(failed), skipped_done=skipped, seconds=seconds,
                        objects_per_class=counts)
+
+
+#: Inputs the last run into an output folder could not process, and why (absent when none).
+FAILURES = "failed.json"
+
+
+def record_failures(out_dir: Path, failed: dict[str, str]) -> None:
+    """``OUT/failed.json``: ``[{"file", "error"}]`` of the inputs this run skipped (a rerun
+    retries them: they have no record); removed when a run leaves none."""
+    path = Path(out_dir) / FAILURES
+    if failed:
+        atomic.write_json(path, [{"file": f, "error": e} for f, e in failed.items()])
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _predict_video_file(model, f: Path, out_dir, stem: str, target, options, *, stride, save_images, style,

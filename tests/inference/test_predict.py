@@ -184,3 +184,26 @@ def test_a_bomb_beside_a_good_image_fails_alone(model_file, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "claims 3,600,000,000 pixels" in err and "skipped 1 entry" in err and "Traceback" not in err
     assert [p.name for p in (out / "detections").glob("*.json")] == ["good.json"]
+
+
+def test_a_truncated_jpeg_is_a_counted_failure_recorded_in_the_output_folder(model_file, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    images, _ = square_scenes(2, size=96, seed=4)
+    for i, img in enumerate(images):
+        cv2.imwrite(str(src / f"s{i}.jpg"), img.astype(np.uint8))
+    whole = (src / "s1.jpg").read_bytes()
+    (src / "s1.jpg").write_bytes(whole[: len(whole) // 2])  # cut short: OpenCV would grey-fill it
+    out = tmp_path / "out"
+    assert main(["predict", str(src), "--model", str(model_file), "--out", str(out)]) == 1
+    err = capsys.readouterr()
+    assert "s1.jpg" in err.err and "truncated or corrupt" in err.err
+    assert "1 image(s) processed, 0 already done, 1 failed" in err.out
+    failed = json.loads((out / "failed.json").read_text())
+    assert [f["file"] for f in failed] == [str(src / "s1.jpg")] and "truncated" in failed[0]["error"]
+    assert not (out / "detections" / "s1.json").exists()
+    # the file mended, a rerun does the missing input only and clears the record of failures
+    (src / "s1.jpg").write_bytes(whole)
+    assert main(["predict", str(src), "--model", str(model_file), "--out", str(out)]) == 0
+    assert "1 image(s) processed, 1 already done, 0 failed" in capsys.readouterr().out
+    assert not (out / "failed.json").exists()
