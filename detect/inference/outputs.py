@@ -5,6 +5,7 @@ the model and settings that produced it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -163,6 +164,70 @@ def model_digest(model) -> str:
     """What a rerun into the same folder must match: the :class:`~detect.models.detector.Detector`'s
     ``digest()`` (its weights or file, and its current post-processing)."""
     return model.digest()
+
+
+#: Held in an output folder while one ``detect predict`` writes it (sharded jobs share folders
+#: by design and take none).
+LOCK = ".predict.lock"
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: Path):
+    """Hold ``out_dir`` for this process: a second ``detect predict`` into it is refused, naming
+    the first (its pid, host and start). A lock left by a run that is gone (killed; same host,
+    no such process) is taken over with a note."""
+    import os
+    import socket
+    import time
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / LOCK
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                other = json.loads(path.read_text())
+            except (OSError, ValueError):  # half-written by a run killed at that instant
+                other = {}
+            if _alive(other, me["host"]):
+                raise FileExistsError(
+                    f"{out_dir} is being written by another detect predict (pid {other.get('pid')} on "
+                    f"{other.get('host')}, since {other.get('started')}): wait for it to finish, or "
+                    f"choose another --out (if that run is gone, delete {path})") from None
+            print(f"note: {out_dir}: a run that is gone left its lock (pid {other.get('pid')}, since "
+                  f"{other.get('started')}); taking over", file=sys.stderr)
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    else:
+        raise FileExistsError(f"{out_dir}: could not take {path} (other runs keep taking it)")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(lock: dict, host: str) -> bool:
+    """Whether the process a lock names still runs: checked on this host; on another host,
+    assumed (it cannot be checked from here)."""
+    import os
+
+    pid = lock.get("pid")
+    if not isinstance(pid, int):
+        return False
+    if lock.get("host") != host:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def claim_output(out_dir: Path, fingerprint: dict, *, overwrite: bool) -> None:

@@ -19,6 +19,7 @@ Unreadable inputs are reported and skipped; the return value counts them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -37,6 +38,7 @@ from detect.inference.outputs import (
     gather,
     id_map_for,
     model_digest,
+    output_lock,
     output_stem,
     write_scene,
 )
@@ -79,6 +81,21 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
     behind ``ground_truth``, for the job's merge. ``style``: how annotated
     images and videos are drawn.
     """
+    one_writer = out_dir is not None and shard is None and engine == "local"  # jobs share folders by design
+    with output_lock(Path(out_dir)) if one_writer else contextlib.nullcontext():
+        return _predict_files(model, files, out_dir, options, save_images=save_images, overwrite=overwrite,
+                              bands=bands, stride=stride, gsd_match=gsd_match, ground_truth=ground_truth,
+                              ann=ann, on_result=on_result, outputs=outputs, shard=shard, engine=engine,
+                              engine_options=engine_options, style=style)
+
+
+def _predict_files(model, files: list[Path], out_dir: Path | None, options: TileOptions, *,
+                   save_images: bool = False, overwrite: bool = False,
+                   bands: tuple[int, ...] | None = None, stride: int = 1, gsd_match: bool = True,
+                   ground_truth: dict | None = None, ann: str | None = None, on_result=None,
+                   outputs: RunOutputs | None = None, shard: str | None = None, engine: str = "local",
+                   engine_options: dict | None = None, style: DrawStyle = DEFAULT_STYLE) -> dict:
+    """:func:`predict_files` without the output folder's lock."""
     if out_dir is None and (save_images or shard is not None or engine != "local"):
         raise ValueError("save_images, shard and engine need an output folder (out=...)")
     outputs = outputs or RunOutputs()

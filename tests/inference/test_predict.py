@@ -207,3 +207,36 @@ def test_a_truncated_jpeg_is_a_counted_failure_recorded_in_the_output_folder(mod
     assert main(["predict", str(src), "--model", str(model_file), "--out", str(out)]) == 0
     assert "1 image(s) processed, 1 already done, 0 failed" in capsys.readouterr().out
     assert not (out / "failed.json").exists()
+
+
+def test_a_second_predict_into_a_folder_in_use_is_refused_naming_the_first(model_file, tmp_path, capsys):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from detect.inference.outputs import LOCK
+
+    src = tmp_path / "in"
+    src.mkdir()
+    images, _ = square_scenes(1, size=96, seed=6)
+    cv2.imwrite(str(src / "s0.png"), images[0].astype(np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    # a live process (this test's child) holds the folder
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / LOCK).write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(),
+                                            "started": "2026-12-05 10:00:00"}))
+        assert main(["predict", str(src), "--model", str(model_file), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"being written by another detect predict (pid {holder.pid}" in err and "Traceback" not in err
+        assert not (out / "detections").exists()  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    # that process is gone: its lock is taken over with a note, and released at the end
+    assert main(["predict", str(src), "--model", str(model_file), "--out", str(out)]) == 0
+    assert "left its lock" in capsys.readouterr().err
+    assert (out / "detections" / "s0.json").is_file() and not (out / LOCK).exists()
+    assert os.listdir(out)  # the run's outputs
