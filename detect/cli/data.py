@@ -32,8 +32,10 @@ def add_convert(sub) -> None:
     p.add_argument("--to", default="coco", choices=["coco"], help="output format (default: %(default)s)")
     p.add_argument("--images", required=True, help="image folder (vector: a GeoTIFF or a folder of them)")
     p.add_argument("--out", required=True, help="COCO JSON to write")
-    p.add_argument("--classes", help="yolo: classes.txt (one name per line) or data.yaml (default: found "
-                   "next to the labels)")
+    p.add_argument("--classes", help="classes.txt (one name per line) or a YOLO data.yaml: the categories, "
+                   "in this order (a box of another class is dropped, counted). yolo: its class ids "
+                   "(default: found next to the labels); voc / csv / vector: default every class "
+                   "seen, ordered by name, so a train / val pair gets the same category ids")
     p.add_argument("--label-field", help="vector: the attribute holding the class (default: label, class, "
                    "name or category; else every feature is 'object')")
     p.add_argument("--layer", help="vector: the layer of a multi-layer file")
@@ -49,9 +51,10 @@ def run_convert(args) -> int:
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         raise FileExistsError(f"--out {out} exists (--overwrite replaces it)")
-    options = {"voc": {"drop_difficult": args.drop_difficult},
-               "yolo": {"classes": Path(args.classes) if args.classes else None},
+    classes = Path(args.classes) if args.classes else None
+    options = {"voc": {"drop_difficult": args.drop_difficult}, "yolo": {},
                "vector": {"label_field": args.label_field, "layer": args.layer}}.get(args.fmt, {})
+    options["classes"] = classes
     coco, report = convert(args.fmt, args.labels, args.images, **options)
     atomic.write_json(out, coco)
     print_summary(coco, report, out)

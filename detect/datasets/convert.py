@@ -64,10 +64,13 @@ class ConvertReport:
 
 
 class _Builder:
-    """Accumulates a COCO dict; categories by name, in the order given or first seen."""
+    """Accumulates a COCO dict. Categories: those of ``names``, in that order (a label not among
+    them is refused by :meth:`known`); with no names, every label seen, ordered by name at the
+    end, so two files of the same classes (a train / val pair) get the same category ids."""
 
     def __init__(self, names=()):
         self.images, self.annotations, self.cats = [], [], {}
+        self.fixed = bool(names)
         for n in names:
             self.category(n)
 
@@ -75,6 +78,13 @@ class _Builder:
         if name not in self.cats:
             self.cats[name] = len(self.cats) + 1
         return self.cats[name]
+
+    def known(self, name: str, report: "ConvertReport", where: str) -> bool:
+        """False (counted in ``report``) for a label that is not one of the given classes."""
+        if self.fixed and name not in self.cats:
+            report.add("class not in --classes (box dropped)", f"{where}: {name!r}")
+            return False
+        return True
 
     def image(self, file_name: str, width: int, height: int) -> int:
         self.images.append({"id": len(self.images) + 1, "file_name": file_name, "width": int(width),
@@ -89,8 +99,13 @@ class _Builder:
                                  "area": round(w * h, 3), "iscrowd": 0})
 
     def coco(self) -> dict:
+        if not self.fixed:  # ids by name order, not by first appearance
+            renumber = {i: k for k, (_, i) in enumerate(sorted(self.cats.items()), 1)}
+            self.cats = {n: renumber[i] for n, i in self.cats.items()}
+            for a in self.annotations:
+                a["category_id"] = renumber[a["category_id"]]
         return {"images": self.images, "annotations": self.annotations,
-                "categories": [{"id": i, "name": n} for n, i in self.cats.items()]}
+                "categories": sorted(({"id": i, "name": n} for n, i in self.cats.items()), key=lambda c: c["id"])}
 
 
 def _clip_box(box, width, height, report: ConvertReport, where: str):
@@ -136,9 +151,10 @@ def _find_image(images: Path, stem_or_name: str) -> Path | None:
 # ---- Pascal VOC ---------------------------------------------------------------------
 
 
-def from_voc(labels: Path, images: Path, *, drop_difficult: bool = False) -> tuple[dict, ConvertReport]:
-    """A folder of VOC XML files (or one file) -> COCO."""
-    report, out = ConvertReport(), _Builder()
+def from_voc(labels: Path, images: Path, *, drop_difficult: bool = False,
+             classes: Path | None = None) -> tuple[dict, ConvertReport]:
+    """A folder of VOC XML files (or one file) -> COCO; ``classes``: the category order."""
+    report, out = ConvertReport(), _Builder(read_class_names(classes) if classes else ())
     files = sorted(labels.glob("*.xml")) if labels.is_dir() else [labels]
     if not files:
         raise FileNotFoundError(f"{labels}: no .xml files")
@@ -179,7 +195,7 @@ def from_voc(labels: Path, images: Path, *, drop_difficult: bool = False) -> tup
                 report.add("object without a numeric bndbox", where)
                 continue
             box = _clip_box((xmin - 1, ymin - 1, xmax, ymax), width, height, report, where)
-            if box is not None:
+            if box is not None and out.known(label, report, where):
                 out.box(image_id, label, *box)
     return out.coco(), report
 
@@ -271,9 +287,10 @@ def from_yolo(labels: Path, images: Path, *, classes: Path | None = None) -> tup
 CSV_COLUMNS = ("image_path", "xmin", "ymin", "xmax", "ymax", "label")
 
 
-def from_csv(labels: Path, images: Path) -> tuple[dict, ConvertReport]:
-    """``image_path,xmin,ymin,xmax,ymax,label`` rows (DeepForest's annotations) -> COCO."""
-    report, out = ConvertReport(), _Builder()
+def from_csv(labels: Path, images: Path, *, classes: Path | None = None) -> tuple[dict, ConvertReport]:
+    """``image_path,xmin,ymin,xmax,ymax,label`` rows (DeepForest's annotations) -> COCO;
+    ``classes``: the category order."""
+    report, out = ConvertReport(), _Builder(read_class_names(classes) if classes else ())
     with open(labels, newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
@@ -308,7 +325,7 @@ def from_csv(labels: Path, images: Path) -> tuple[dict, ConvertReport]:
                 continue
             image = out.images[ids[name] - 1]
             box = _clip_box(box, image["width"], image["height"], report, where)
-            if box is not None:
+            if box is not None and out.known(label, report, where):
                 out.box(ids[name], label, *box)
     return out.coco(), report
 
@@ -317,7 +334,7 @@ def from_csv(labels: Path, images: Path) -> tuple[dict, ConvertReport]:
 
 
 def from_vector(labels: Path, images: Path, *, label_field: str | None = None,
-                layer: str | None = None) -> tuple[dict, ConvertReport]:
+                layer: str | None = None, classes: Path | None = None) -> tuple[dict, ConvertReport]:
     """Polygons / boxes of a vector file over the GeoTIFF(s) ``images`` (a file or folder) -> COCO.
 
     Each feature goes to every raster whose extent it intersects (reprojected
@@ -326,7 +343,7 @@ def from_vector(labels: Path, images: Path, *, label_field: str | None = None,
     import geopandas as gpd
     import rasterio
 
-    report, out = ConvertReport(), _Builder()
+    report, out = ConvertReport(), _Builder(read_class_names(classes) if classes else ())
     frame = gpd.read_file(labels, layer=layer, engine="pyogrio")
     if frame.crs is None:
         raise ValueError(f"{labels}: the layer has no CRS; assign the one it was drawn in, e.g. "
@@ -372,7 +389,8 @@ def from_vector(labels: Path, images: Path, *, label_field: str | None = None,
                 continue
             used[k] = True
             label = str(frame[field_name].iloc[k]) if field_name else "object"
-            out.box(image_id, label, *box)
+            if out.known(label, report, f"feature {k}"):
+                out.box(image_id, label, *box)
     outside = ~used & ~empty.to_numpy()
     if outside.all() and len(frame):
         fb = frame.total_bounds

@@ -150,3 +150,33 @@ def test_vector_labels_reprojected_onto_a_geotiff(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "none of its 1 features lies on the raster(s)" in err and "raster extent scene.tif: 500000" in err
     assert not (tmp_path / "o2.json").exists()
+
+
+def test_voc_pairs_get_the_same_category_ids_and_classes_fixes_the_order(tmp_path):
+    import cv2
+    import numpy as np
+
+    from detect.datasets.convert import convert
+
+    def voc(folder, objects):
+        (folder / "ann").mkdir(parents=True)
+        (folder / "img").mkdir()
+        cv2.imwrite(str(folder / "img" / "a.png"), np.zeros((50, 60, 3), np.uint8))
+        body = "".join(f"<object><name>{n}</name><bndbox><xmin>{x}</xmin><ymin>5</ymin><xmax>{x + 9}</xmax>"
+                       f"<ymax>15</ymax></bndbox></object>" for n, x in objects)
+        (folder / "ann" / "a.xml").write_text(f"<annotation><filename>a.png</filename>{body}</annotation>")
+        return folder / "ann", folder / "img"
+
+    # classes first seen in opposite orders in a train and a val file
+    train, _ = convert("voc", *voc(tmp_path / "train", [("tree", 1), ("car", 20)]))
+    val, _ = convert("voc", *voc(tmp_path / "val", [("car", 1), ("tree", 20)]))
+    assert train["categories"] == val["categories"] == [{"id": 1, "name": "car"}, {"id": 2, "name": "tree"}]
+    by_id = {c["id"]: c["name"] for c in train["categories"]}
+    assert [by_id[a["category_id"]] for a in train["annotations"]] == ["tree", "car"]
+    # --classes: that order, and a box of another class dropped and counted
+    (tmp_path / "classes.txt").write_text("tree\nboat\n")
+    fixed, report = convert("voc", tmp_path / "train" / "ann", tmp_path / "train" / "img",
+                            classes=tmp_path / "classes.txt")
+    assert [c["name"] for c in fixed["categories"]] == ["tree", "boat"]
+    assert [a["category_id"] for a in fixed["annotations"]] == [1]
+    assert report.counts["class not in --classes (box dropped)"] == 1
