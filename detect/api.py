@@ -99,7 +99,7 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
             overwrite: bool = False, threads: int | None = None, format: str = "geojson",
             geojson_wgs84: bool = False, merge_across_scenes: bool = False, shard: str | None = None,
             engine: str = "local", address: str | None = None, workers: int = defaults.WORKERS,
-            html: bool = False, line_width: int | None = None, hide_labels: bool = False,
+            html: bool | str | Path = False, line_width: int | None = None, hide_labels: bool = False,
             hide_scores: bool = False) -> Results:
     """Detect objects in ``source``; one :class:`~detect.inference.results.Detections` per image, frame or raster.
 
@@ -131,7 +131,7 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
     share of the job and ``engine="ray"`` (``address``, ``workers``) runs
     it on Ray (:mod:`detect.inference.sharded`); the Results then hold the
     detections once the job is merged (none for a shard that leaves units
-    to others). ``html``: also ``OUT/view.html`` (:mod:`detect.view`; with
+    to others). ``html``: also ``OUT/view.html`` (or this file; :mod:`detect.view`; with
     ``ann``, true / false positives and missed objects coloured).
     ``line_width``, ``hide_labels``, ``hide_scores``: how ``save_images``
     draws (:class:`~detect.inference.outputs.DrawStyle`).
@@ -194,7 +194,8 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
         from detect.view.items import items_from_output
 
         items, names = items_from_output(out, gt)
-        summary["html"] = write_view(items, Path(out) / "view.html", names, title=f"detect predict: {Path(out).name}")
+        page = Path(out) / "view.html" if html is True else Path(html)
+        summary["html"] = write_view(items, page, names, title=f"detect predict: {Path(out).name}")
     return Results(found, summary)
 
 

@@ -106,9 +106,15 @@ def test_boxes_drawn_and_the_score_slider_filters_them_in_chromium(view, tmp_pat
 
 def test_view_command_and_evaluate_html(view, capsys):
     root, _, _ = view
-    assert main(["view", str(root / "out"), "--out", str(root / "plain.html")]) == 0
+    assert main(["view", str(root / "out"), "--html", str(root / "plain.html"), "--score-threshold", "0.4"]) == 0
     html = (root / "plain.html").read_text()
     assert '"gts":null' in html  # no ground truth given: coloured by class
+    capsys.readouterr()
+    # the old spellings (--out FILE, --score) still work, each with a one-line note
+    assert main(["view", str(root / "out"), "--out", str(root / "old.html"), "--score", "0.4"]) == 0
+    err = capsys.readouterr().err
+    assert "--out is now --html" in err and "--score is now --score-threshold" in err
+    assert (root / "old.html").read_text() == html
     assert main(["evaluate", "--ann", str(root / "ann.json"), "--predictions", str(root / "out" / "coco_results.json"),
                  "--images", str(root / "images"), "--html", str(root / "eval.html")]) == 0
     assert (root / "eval.html").read_text().count("data:image/jpeg") == 3
@@ -129,11 +135,11 @@ def test_view_skips_a_killed_writers_leftover_and_names_a_damaged_record(view, t
     leftover = atomic.temporary_name(records[0])
     leftover.write_text('{"file": "1.png", "detec')  # a writer killed half way
     assert atomic.is_temporary(leftover) and not any(atomic.is_temporary(r) for r in records)
-    assert main(["view", str(out), "--out", str(tmp_path / "v.html")]) == 0
+    assert main(["view", str(out), "--html", str(tmp_path / "v.html")]) == 0
     assert (tmp_path / "v.html").read_text().count("data:image/jpeg") == 3
     records[1].write_text('{"file": "2.png", "detec')  # a record damaged in place
     capsys.readouterr()
-    assert main(["view", str(out), "--out", str(tmp_path / "w.html")]) == 2
+    assert main(["view", str(out), "--html", str(tmp_path / "w.html")]) == 2
     err = capsys.readouterr().err
     assert f"{records[1]}: damaged or half-written detection record (line 1 column" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -45,3 +45,20 @@ def add_command(sub, name: str, help: str, description: str) -> argparse.Argumen
     """A ``detect NAME`` subcommand whose ``--help`` keeps ``description``'s line breaks (examples)."""
     return sub.add_parser(name, help=help, description=description,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+class Renamed(argparse.Action):
+    """An option's old spelling: sets the new option's value and says, in one line, what it is
+    called now (old spellings keep working for one release)."""
+
+    def __init__(self, option_strings, dest, *, new: str, **kwargs):
+        kwargs.setdefault("help", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import sys
+
+        print(f"note: {option_string} is now {self.new}; the old spelling works until the next release",
+              file=sys.stderr)
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)

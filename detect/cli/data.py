@@ -7,10 +7,11 @@ hold (heavy imports inside handlers, one-line errors with exit code 2).
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
-from detect.cli.args import add_command
+from detect.cli.args import Renamed, add_command
 
 
 def add_convert(sub) -> None:
@@ -100,27 +101,32 @@ def add_doctor(sub) -> None:
     p = add_command(
         sub, "doctor", "the dataset report training prints, on its own (text and PNG)",
         "Check a COCO dataset before training.\n\n"
-        "  detect doctor train.json --images images/ [--model model.keras | --config cfg.yaml] "
-        "[--png report.png]\n\n"
+        "  detect doctor --ann train.json --images images/ [--model model.keras | --config cfg.yaml] "
+        "[--plots DIR]\n\n"
         "Prints image and box counts per class, the problems training would count or refuse, "
         "the object size histogram against the anchors (the share of boxes an anchor matches at "
-        "IoU >= 0.5, per size bucket) and boxes per image; --png draws the same.")
-    p.add_argument("ann", help="COCO instances JSON")
+        "IoU >= 0.5, per size bucket) and boxes per image; --plots DIR (or --png FILE) draws the same.")
+    p.add_argument("--ann", help="COCO instances JSON")
+    p.add_argument("ann_positional", nargs="?", metavar="ANN", help=argparse.SUPPRESS)  # the old spelling
     p.add_argument("--images", required=True, help="folder the file_name values are in")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--model", help="check against this model's anchors (default: the default anchors)")
     g.add_argument("--config", help="check against this training config's anchors")
-    p.add_argument("--png", help="also draw the report here")
+    p.add_argument("--plots", metavar="DIR", help="also draw the report as DIR/dataset.png")
+    p.add_argument("--png", metavar="FILE", help="also draw the report as this PNG file")
     p.set_defaults(handler=run_doctor)
 
 
 def run_doctor(args) -> int:
     from detect.datasets.doctor import doctor
 
-    report = doctor(args.ann, args.images, model=args.model, config=args.config, png=args.png)
+    png = Path(args.plots) / "dataset.png" if args.plots else args.png
+    if png is not None:
+        Path(png).parent.mkdir(parents=True, exist_ok=True)
+    report = doctor(args.ann, args.images, model=args.model, config=args.config, png=png)
     print(report.text)
-    if args.png:
-        print(f"wrote {args.png}", file=sys.stderr)
+    if png:
+        print(f"wrote {png}", file=sys.stderr)
     return 0 if not report.refused else 2
 
 
@@ -129,7 +135,7 @@ def add_view(sub) -> None:
         sub, "view", "an offline HTML page of a predict output: detections over the images",
         "Write one self-contained HTML file (no server, no CDN) that shows the detections of "
         "a 'detect predict' output folder over their images.\n\n"
-        "  detect view OUT [--ann GT.json] [--out OUT/view.html]\n\n"
+        "  detect view OUT [--ann GT.json] [--html OUT/view.html]\n\n"
         "Zoom with the wheel, pan by dragging, page with the arrow keys, filter by class and by "
         "score (slider); labels and scores show on hover. Large rasters are shown as an overview "
         "read from the file at most --max-side px on the long side. With --ann (matched by file "
@@ -138,8 +144,11 @@ def add_view(sub) -> None:
         "'#image=N&score=S' at the end of the page's address opens image N at score S.")
     p.add_argument("out_dir", metavar="OUT", help="a 'detect predict --out' folder")
     p.add_argument("--ann", help="COCO ground truth: colour true / false positives and missed objects")
-    p.add_argument("--out", dest="html", help="the HTML file (default: OUT/view.html)")
-    p.add_argument("--score", type=float, default=0.3, help="the slider's start (default: %(default)s)")
+    p.add_argument("--html", metavar="FILE", help="the HTML file to write (default: OUT/view.html)")
+    p.add_argument("--out", dest="html", action=Renamed, new="--html")
+    p.add_argument("--score-threshold", dest="score", type=float, default=0.3,
+                   help="the score slider's start (default: %(default)s)")
+    p.add_argument("--score", dest="score", type=float, action=Renamed, new="--score-threshold")
     p.add_argument("--max-side", type=int, default=1600,
                    help="long side of the embedded images, px (default: %(default)s)")
     p.set_defaults(handler=run_view)
@@ -150,7 +159,7 @@ def run_view(args) -> int:
     from detect.view.items import items_from_output
 
     if not 0 <= args.score <= 1:
-        raise ValueError(f"--score must be in [0, 1], got {args.score}")
+        raise ValueError(f"--score-threshold must be in [0, 1], got {args.score}")
     if args.max_side < 64:
         raise ValueError(f"--max-side must be at least 64, got {args.max_side}")
     gt = None

@@ -226,8 +226,10 @@ def _add_train(sub) -> None:
         "the model carries to predict and evaluate. For small objects on a CPU start from "
         "a packaged recipe: --config aerial-cpu (random weights) or --config aerial-pretrained-cpu "
         "(ImageNet weights, the [pretrained] extra).")
-    p.add_argument("--train-ann", help="COCO instances JSON for training")
-    p.add_argument("--train-images", help="folder the training file_name values are in")
+    p.add_argument("--train-ann", "--ann", help="COCO instances JSON for training (--ann, as in the other "
+                   "commands, is the same option)")
+    p.add_argument("--train-images", "--images", help="folder the training file_name values are in (--images: "
+                   "the same option)")
     p.add_argument("--val-ann", help="validation annotations: AP/AP50 reported each epoch")
     p.add_argument("--val-images", help="validation image folder")
     p.add_argument("--out", help="run folder; must not exist or be empty (see --overwrite)")
@@ -361,7 +363,7 @@ def _check_inputs(args) -> None:
             continue
         if name == "images" and args.command == "convert":
             kind = "path"  # vector labels: one GeoTIFF or a folder of them
-        flag = "ANN" if args.command == "doctor" and name == "ann" else "--" + name.replace("_", "-")
+        flag = "--" + name.replace("_", "-")
         path = Path(value)
         if kind == "model" and path.suffix == ".keras":
             check_model_file(path)
@@ -369,6 +371,18 @@ def _check_inputs(args) -> None:
             raise FileNotFoundError(f"{flag} {value}: no such folder")
         elif kind != "folder" and not path.exists():
             raise FileNotFoundError(f"{flag} {value}: no such {'file or folder' if kind == 'path' else 'file'}")
+
+
+def _old_spellings(args, parser) -> None:
+    """Positional spellings that became options (one release of grace, with a note)."""
+    if getattr(args, "ann_positional", None):
+        if args.ann:
+            parser.error("give the annotations once: --ann FILE")
+        print("note: 'detect doctor ANN' is now 'detect doctor --ann ANN'; the old spelling works until "
+              "the next release", file=sys.stderr)
+        args.ann = args.ann_positional
+    if getattr(args, "command", None) == "doctor" and not args.ann:
+        parser.error("doctor needs --ann FILE (COCO instances JSON)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -379,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    _old_spellings(args, parser)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 0

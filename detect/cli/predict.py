@@ -49,9 +49,10 @@ def _add_predict(sub) -> None:
                    "image's long side)")
     p.add_argument("--hide-labels", action="store_true", help="--save-images: boxes only, no text")
     p.add_argument("--hide-scores", action="store_true", help="--save-images: class names without scores")
-    p.add_argument("--html", action="store_true",
-                   help="also OUT/view.html: the detections over each image (an overview of a large "
-                   "raster), zoom, pan, class and score filters; offline, one file (see 'detect view')")
+    p.add_argument("--html", nargs="?", const=True, default=False, metavar="FILE",
+                   help="also an HTML view (FILE, default OUT/view.html): the detections over each image "
+                   "(an overview of a large raster), zoom, pan, class and score filters; offline, one "
+                   "file (see 'detect view')")
     p.add_argument("--overwrite", action="store_true",
                    help="redo every input, also those with outputs (needed when OUT holds results of "
                    "another model or other settings); with --shard: this shard's units")

@@ -8,7 +8,8 @@ through the scene's transform (a rectangle for north-up rasters), written
 with pyogrio / shapely / geopandas (the ``[geo]`` extra):
 
 - ``--format gpkg``: ``OUT/detections.gpkg``, one layer for the run (named
-  after ``OUT``) with ``class``, ``score``, ``scene`` and ``model``; scenes
+  after ``OUT``) with ``label``, ``score``, ``file`` and ``model`` (the fields of
+  the per-scene GeoJSON and the CSV, plus the model); scenes
   in several CRSs give one layer per CRS (``NAME_EPSG``), since a layer has one.
 - ``--geojson-wgs84``: ``OUT/detections_wgs84.geojson``, RFC 7946 (EPSG:4326
   longitude/latitude, counter-clockwise exterior rings, no ``crs`` member),
@@ -138,7 +139,7 @@ def _frame(rows: list[tuple[Scene, np.ndarray]], crs, model_name: str):
         score += [round(float(s.scores[i]), 5) for i in keep]
         scene += [s.file] * len(keep)
     geoms = shapely.orient_polygons(np.concatenate(polys)) if polys else []  # CCW exterior rings
-    return gpd.GeoDataFrame({"class": cls, "score": score, "scene": scene,
+    return gpd.GeoDataFrame({"label": cls, "score": score, "file": scene,
                              "model": [model_name] * len(cls)}, geometry=list(geoms), crs=crs.to_wkt())
 
 
@@ -211,7 +212,7 @@ def write_run_outputs(out_dir: Path, files: list[Path], outs: RunOutputs) -> dic
             if not groups:  # an empty run still gets its (empty) layer
                 import geopandas as gpd
 
-                pyogrio.write_dataframe(gpd.GeoDataFrame({"class": [], "score": [], "scene": [], "model": []},
+                pyogrio.write_dataframe(gpd.GeoDataFrame({"label": [], "score": [], "file": [], "model": []},
                                                          geometry=[], crs="EPSG:4326"), p, driver="GPKG",
                                         layer=layer, geometry_type="Polygon")
 
@@ -221,7 +222,7 @@ def write_run_outputs(out_dir: Path, files: list[Path], outs: RunOutputs) -> dic
         import geopandas as gpd
 
         wgs = (pd.concat([f.to_crs("EPSG:4326") for f in frames], ignore_index=True) if frames
-               else gpd.GeoDataFrame({"class": [], "score": [], "scene": [], "model": []}, geometry=[],
+               else gpd.GeoDataFrame({"label": [], "score": [], "file": [], "model": []}, geometry=[],
                                      crs="EPSG:4326"))
         atomic.write_with(out_dir / WGS84_FILE, lambda p: pyogrio.write_dataframe(
             gpd.GeoDataFrame(wgs, crs="EPSG:4326"), p, driver="GeoJSON",
@@ -237,9 +238,16 @@ def _layer_name(name: str) -> str:
 
 
 def model_name(model, path) -> str:
-    """The model's name in GIS outputs: its file's stem (run folders: the folder's name)."""
-    if path is not None:
-        p = Path(path)
-        return p.name if p.is_dir() else p.stem
-    file = getattr(model, "path", None)  # a LiteRTModel
-    return Path(file).stem if file else (getattr(model, "name", None) or "model")
+    """The model's name in GIS outputs: its file's stem, or for a run's own ``model.keras`` /
+    ``checkpoint.keras`` (whose stems say nothing) the run folder's name."""
+    if path is None:
+        path = getattr(model, "path", None)  # a LiteRTModel
+    if path is None:
+        return getattr(model, "name", None) or "model"
+    p = Path(path)
+    if p.is_dir():
+        return p.resolve().name
+    if p.stem in ("model", "checkpoint"):  # RUN/model.keras, RUN/checkpoints/epoch-N/checkpoint.keras
+        run = p.resolve().parent
+        return (run.parent.parent if run.parent.name == "checkpoints" else run).name
+    return p.stem

@@ -108,8 +108,9 @@ def test_doctor_reports_like_training_and_draws(tmp_path, capsys):
     from detect.datasets.coco import load_coco, summary
 
     scene_dataset(tmp_path)
-    png = tmp_path / "report.png"
-    assert main(["doctor", str(tmp_path / "ann.json"), "--images", str(tmp_path / "scenes"), "--png", str(png)]) == 0
+    png = tmp_path / "plots" / "dataset.png"
+    assert main(["doctor", "--ann", str(tmp_path / "ann.json"), "--images", str(tmp_path / "scenes"),
+                 "--plots", str(tmp_path / "plots")]) == 0
     text = capsys.readouterr().out
     assert summary(load_coco(tmp_path / "ann.json", tmp_path / "scenes")) in text  # training's own table
     assert "boxes per image: min 8, median 8, 95th percentile 8, max 8" in text
@@ -122,8 +123,13 @@ def test_doctor_reports_like_training_and_draws(tmp_path, capsys):
     bad = json.loads((tmp_path / "ann.json").read_text())
     bad["images"].append(dict(bad["images"][0]))  # a duplicate image id: training refuses
     (tmp_path / "bad.json").write_text(json.dumps(bad))
-    assert main(["doctor", str(tmp_path / "bad.json"), "--images", str(tmp_path / "scenes")]) == 2
+    assert main(["doctor", "--ann", str(tmp_path / "bad.json"), "--images", str(tmp_path / "scenes")]) == 2
     assert "training would refuse this dataset" in capsys.readouterr().out
+    # the old spelling (ANN positional, --png FILE) still works, with a one-line note
+    assert main(["doctor", str(tmp_path / "ann.json"), "--images", str(tmp_path / "scenes"),
+                 "--png", str(tmp_path / "old.png")]) == 0
+    out = capsys.readouterr()
+    assert "'detect doctor ANN' is now 'detect doctor --ann ANN'" in out.err and (tmp_path / "old.png").is_file()
 
 
 def test_doctor_against_a_model_anchors(tmp_path, capsys):
@@ -133,6 +139,6 @@ def test_doctor_against_a_model_anchors(tmp_path, capsys):
     scene_dataset(tmp_path)
     path = tmp_path / "m.keras"
     build_retinanet(tiny_config()).save(path)
-    assert main(["doctor", str(tmp_path / "ann.json"), "--images", str(tmp_path / "scenes"),
+    assert main(["doctor", "--ann", str(tmp_path / "ann.json"), "--images", str(tmp_path / "scenes"),
                  "--model", str(path)]) == 0
     assert f"anchors of {path}:" in capsys.readouterr().out

@@ -36,12 +36,12 @@ def test_geopackage_and_wgs84_geojson_read_back(tmp_path, capsys):
     assert [name for name, _ in pyogrio.list_layers(out / "detections.gpkg")] == ["run1"]
     gpkg = pyogrio.read_dataframe(out / "detections.gpkg", layer="run1")
     assert gpkg.crs.to_epsg() == 32633 and len(gpkg) == 8
-    assert set(gpkg.columns) >= {"class", "score", "scene", "model", "geometry"}
+    assert set(gpkg.columns) >= {"label", "score", "file", "model", "geometry"}
     assert set(gpkg["model"]) == {"model"}  # an in-memory model without a file or name
     for (_, row), d in zip(gpkg.iterrows(), dets):
         np.testing.assert_allclose(row.geometry.bounds, map_box(t, d["box"]), atol=1e-6)
-        assert row["class"] == d["label"] and row["score"] == pytest.approx(d["score"])
-        assert row["scene"] == str(path)
+        assert row["label"] == d["label"] and row["score"] == pytest.approx(d["score"])
+        assert row["file"] == str(path)
         assert row.geometry.exterior.is_ccw  # counter-clockwise exterior ring
 
     per_scene = json.loads((out / "geojson" / "scene.geojson").read_text())
@@ -118,3 +118,14 @@ def test_geographic_and_compound_crs_still_work_and_warn(tmp_path, capsys):
     assert "compound CRS" in err and "horizontal part 'WGS 84 / UTM zone 33N'" in err
     assert pyogrio.read_dataframe(out / "detections.gpkg").crs.to_epsg() == 32633
     assert len(pyogrio.read_dataframe(out / "detections_wgs84.geojson")) == 8
+
+
+def test_the_model_field_names_the_model_file_or_its_run(tmp_path):
+    from detect.inference.gis import model_name
+
+    run = tmp_path / "trees_2026"
+    (run / "checkpoints" / "epoch-0003").mkdir(parents=True)
+    assert model_name(None, run / "model.keras") == "trees_2026"
+    assert model_name(None, run / "checkpoints" / "epoch-0003" / "checkpoint.keras") == "trees_2026"
+    assert model_name(None, run) == "trees_2026"
+    assert model_name(None, tmp_path / "crowns_int8.tflite") == "crowns_int8"
