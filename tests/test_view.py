@@ -87,6 +87,12 @@ def test_boxes_drawn_and_the_score_slider_filters_them_in_chromium(view, tmp_pat
     assert fewer[0] == len(scores) - 1 and fewer[0] == fewer[1] + fewer[2]
     none = counts(1)
     assert none[0] == 0 and none[1] + none[2] == 0
+    # the sidebar counts what the slider shows: this image's entry and the total follow it
+    at_cut = dom(page, f"image={first}&score={cut}")
+    entry = re.search(rf'data-i="{first}"[^>]*>0\.png \(<span class="n">(\d+)</span>\)', at_cut)
+    assert entry and int(entry.group(1)) == len(scores) - 1
+    total = sum(1 for it in data["items"] for d in it["dets"] if d[5] >= cut)
+    assert f"{total} detections at score >= {cut:.2f}" in at_cut
     assert none[3] == sum(1 for g in item["gts"])  # every object is missed above every score
 
     # the screenshot has the true positives' green outlines at score 0 and none at score 1
@@ -143,3 +149,11 @@ def test_view_skips_a_killed_writers_leftover_and_names_a_damaged_record(view, t
     err = capsys.readouterr().err
     assert f"{records[1]}: damaged or half-written detection record (line 1 column" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_class_colours_are_not_the_true_false_missed_colours():
+    from detect.imagery.images import CLASS_COLOURS
+
+    reserved = [(0, 200, 0), (255, 32, 32), (255, 208, 0)]  # true / false positive, missed (template)
+    for c in CLASS_COLOURS:
+        assert min(sum((a - b) ** 2 for a, b in zip(c, r)) ** 0.5 for r in reserved) > 90, c

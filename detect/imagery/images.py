@@ -296,6 +296,13 @@ def inspect_image(path: str | Path) -> tuple[int, int]:
     return img.shape[1], img.shape[0]
 
 
+#: Class colours (RGB) of annotated images and of the viewer, in class order (repeating). None is
+#: red, green or yellow: the viewer keeps those for false positives, true positives and missed
+#: objects.
+CLASS_COLOURS = ((64, 200, 255), (220, 80, 255), (255, 150, 120), (255, 96, 176), (90, 120, 255),
+                 (255, 255, 255), (170, 140, 255), (210, 170, 120))
+
+
 def display_rgb(image: np.ndarray) -> np.ndarray:
     """``[H, W, 3]`` to look at: bands 1-3 of a multi-band image, one band repeated."""
     if image.ndim == 2:

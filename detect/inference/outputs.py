@@ -17,12 +17,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detect.imagery.images import display_rgb
+from detect.imagery.images import CLASS_COLOURS, display_rgb
 from detect.structures import detection_rows, read_record, xywh
 from detect.util import atomic
 from detect.util.files import read_json
 
-COLOURS = [(255, 64, 64), (64, 200, 255), (80, 255, 80), (255, 220, 0), (220, 80, 255), (255, 140, 0)]
+COLOURS = CLASS_COLOURS
 #: The fingerprint file of a prediction output folder.
 FINGERPRINT = "predict.json"
 
@@ -92,6 +92,12 @@ def _font_scale(style: DrawStyle, shape) -> float:
     return 0.8 * max(1.0, _line_width(style, shape) * 0.75)
 
 
+def _luminance(rgb) -> float:
+    """WCAG relative luminance of an sRGB colour; black text wins on colours above 0.179."""
+    lin = [v / 255 / 12.92 if v / 255 <= 0.04045 else ((v / 255 + 0.055) / 1.055) ** 2.4 for v in rgb]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
 def draw(image: np.ndarray, det: dict, names, style: DrawStyle = DEFAULT_STYLE) -> np.ndarray:
     """Annotated BGR copy (class colours, names and scores) of an RGB image; of an N-band
     image, bands 1-3 are shown as RGB (one band as grey). See :class:`DrawStyle`."""
@@ -102,11 +108,14 @@ def draw(image: np.ndarray, det: dict, names, style: DrawStyle = DEFAULT_STYLE) 
         for k in range(width):  # nested 1-px outlines: exactly `width` px, inside the box's extent
             cv2.rectangle(out, (int(x0) + k, int(y0) + k), (int(x1) - k, int(y1) - k), c, 1)
     scale = _font_scale(style, out.shape)
-    for i, text, (tx, _, _, ty) in label_places(det, names, style, out.shape):
-        c = COLOURS[int(det["labels"][i]) % len(COLOURS)][::-1]
+    for i, text, (tx, top, right, ty) in label_places(det, names, style, out.shape):
+        # the text in black or white on a box of the class colour: an outline as thick as the
+        # strokes ate them at small sizes ("car 0.13" read "0.133")
+        c = COLOURS[int(det["labels"][i]) % len(COLOURS)]
+        ink = (0, 0, 0) if _luminance(c) > 0.179 else (255, 255, 255)  # the higher WCAG contrast
         base = cv2.getTextSize(text, cv2.FONT_HERSHEY_PLAIN, scale, 1)[1]
-        cv2.putText(out, text, (tx, ty - base), cv2.FONT_HERSHEY_PLAIN, scale, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(out, text, (tx, ty - base), cv2.FONT_HERSHEY_PLAIN, scale, c, 1, cv2.LINE_AA)
+        cv2.rectangle(out, (tx - 1, top - 1), (right + 1, ty), c[::-1], -1)
+        cv2.putText(out, text, (tx, ty - base), cv2.FONT_HERSHEY_PLAIN, scale, ink, 1, cv2.LINE_AA)
     return out
 
 

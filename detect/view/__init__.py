@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from detect.imagery.images import CLASS_COLOURS
 from detect.util import atomic
 
 TEMPLATE = Path(__file__).with_name("template.html")
@@ -119,7 +120,8 @@ def write_view(items: list[ViewItem], path, class_names, *, title: str = "detect
     """Write the page for ``items`` to ``path`` (atomically); returns ``path``."""
     from tqdm import tqdm
 
-    payload = {"classes": list(class_names), "score": float(score), "items": []}
+    payload = {"classes": list(class_names), "score": float(score), "items": [],
+               "colours": ["#%02x%02x%02x" % c for c in CLASS_COLOURS]}
     for item in tqdm(items, desc="view", unit="image", disable=not progress):
         jpeg, scale = overview(item, max_side)
         dets = [[*(round(float(v), 2) for v in b), int(lab), round(float(s), 4), -1]

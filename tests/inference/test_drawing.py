@@ -60,3 +60,35 @@ def test_annotated_video_is_h264(tmp_path):
         stream = c.streams.video[0]
         assert stream.codec_context.name == "h264" and (stream.width, stream.height) == (66, 48)
         assert sum(1 for _ in c.decode(stream)) == 12
+
+
+def _luminance(rgb):
+    """WCAG relative luminance of an sRGB colour."""
+    lin = [(v / 255) / 12.92 if v / 255 <= 0.04045 else ((v / 255 + 0.055) / 1.055) ** 2.4 for v in rgb]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+@pytest.mark.parametrize("side", [96, 1000, 4000])
+def test_label_text_is_whole_and_contrasted_on_its_box_at_every_size(side):
+    """Each class's label: the text drawn whole (its strokes not painted over) in an ink whose
+    WCAG contrast with the label box is at least 4.5, at small and large image sizes."""
+    from detect.imagery.images import CLASS_COLOURS
+    from detect.inference.outputs import DEFAULT_STYLE, draw, label_places
+
+    names = [f"c{k}" for k in range(len(CLASS_COLOURS))]
+    image = np.full((side, side, 3), 128, np.uint8)
+    for k, colour in enumerate(CLASS_COLOURS):
+        det = {"boxes": np.array([[side * 0.3, side * 0.4, side * 0.6, side * 0.7]]), "scores": np.array([0.13]),
+               "labels": np.array([k])}
+        out = draw(image, det, names)[..., ::-1]  # RGB
+        ((_, text, (x0, y0, x1, y1)),) = label_places(det, names, DEFAULT_STYLE, image.shape)
+        assert text == f"c{k} 0.13"
+        patch = out[y0:y1, x0:x1].reshape(-1, 3)
+        ink = min(patch.tolist(), key=lambda p: -abs(_luminance(p) - _luminance(colour)))
+        hi, lo = sorted((_luminance(ink), _luminance(colour)), reverse=True)
+        assert (hi + 0.05) / (lo + 0.05) >= 4.5, (colour, ink)
+        # the label is a box of the class colour with the text's strokes in ink on it (an ink
+        # outline around coloured strokes, as before, left the strokes a sliver of the patch)
+        box = (np.abs(patch.astype(int) - np.array(colour)).sum(1) <= 30).mean()
+        inked = (np.abs(patch.astype(int) - np.array(ink)).sum(1) <= 60).mean()
+        assert box >= 0.4 and inked >= 0.05, (colour, box, inked)
