@@ -315,10 +315,10 @@ def train(train_ann=None, train_images=None, out=None, config=None, *, val_ann=N
     """
     if out is None:
         raise ValueError("out (the run folder) is required")
-    if time_budget is not None and isinstance(time_budget, str):
-        from detect.training.time_budget import parse_duration
+    if time_budget is not None:
+        from detect.training.time_budget import check_budget
 
-        parse_duration(time_budget)  # a bad value fails before anything loads
+        check_budget(time_budget)  # a bad or too short budget fails before anything loads
     if gsd is not None and gsd <= 0:
         raise ValueError(f"gsd must be > 0 metres per pixel, got {gsd}")
     assignments = list(set)

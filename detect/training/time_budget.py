@@ -41,6 +41,21 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+#: The shortest ``--time-budget`` a command accepts: set-up alone (reading and checking the data,
+#: building the model, timing a step) takes 30-90 s on a 2-core CPU before the first step.
+MIN_BUDGET = 60.0
+
+
+def check_budget(text) -> float:
+    """:func:`parse_duration`, refusing a budget below :data:`MIN_BUDGET` before any set-up."""
+    seconds = parse_duration(text) if isinstance(text, str) else float(text)
+    if seconds < MIN_BUDGET:
+        raise ValueError(f"--time-budget {text}: shorter than the set-up alone (reading the data, building "
+                         f"the model and timing a step take 30-90 s on a small CPU); give at least "
+                         f"{format_seconds(MIN_BUDGET)}")
+    return seconds
+
+
 #: ``fit`` runs its callbacks (progress bar, the loss check, TensorBoard) after
 #: every step; on the dense-aerial benchmark fit's steps took 2-4% longer than
 #: the block timed by :func:`measure_step_seconds` (10 min: planned 1,422 steps,

@@ -91,7 +91,7 @@ def teardown_module():
     keras.mixed_precision.set_global_policy("float32")
 
 
-def test_train_out_folder_policy(data, tmp_path, capsys):
+def test_train_out_folder_policy(data, tmp_path, capsys, monkeypatch):
     from detect.cli.main import main
 
     ann, images = data
@@ -110,11 +110,20 @@ def test_train_out_folder_policy(data, tmp_path, capsys):
     first = (run / "model.keras").stat().st_mtime_ns
     assert main([*args, "--out", str(run), "--overwrite"]) == 0
     assert (run / "model.keras").stat().st_mtime_ns != first
-    # a run that fails before its first epoch leaves nothing that looks like a run
-    assert main([*args, "--out", str(tmp_path / "bad"), "--time-budget", "1s"]) == 2  # no step fits
+    # a run that fails before its first epoch leaves nothing that looks like a run (here: a
+    # machine so slow that no step fits the budget, found after the set-up)
+    monkeypatch.setattr(engine, "measure_step_seconds", lambda model, batches, optimizer: (1000.0, 1.0))
+    assert main([*args, "--out", str(tmp_path / "bad"), "--time-budget", "2m"]) == 2  # no step fits
     err = capsys.readouterr().err
     assert "removed" in err and "failed before its first epoch" in err
     assert not (tmp_path / "bad").exists()
+    # a budget shorter than any set-up is refused before the set-up
+    import time
+
+    t0 = time.perf_counter()
+    assert main([*args, "--out", str(tmp_path / "short"), "--time-budget", "5s"]) == 2
+    assert time.perf_counter() - t0 < 5 and not (tmp_path / "short").exists()
+    assert "--time-budget 5s: shorter than the set-up alone" in capsys.readouterr().err
 
 
 @pytest.mark.slow
