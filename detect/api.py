@@ -199,6 +199,15 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
     return Results(found, summary)
 
 
+def _refuse_to_replace(overwrite: bool, **targets) -> None:
+    """FileExistsError for the first of ``targets`` (option name -> path or None) that exists,
+    unless ``overwrite``: no command replaces a file it was not told it may."""
+    for name, target in targets.items():
+        if target is not None and not overwrite and Path(target).exists():
+            raise FileExistsError(f"--{name.replace('_', '-')} {target} exists: pass --overwrite to replace it, "
+                                  f"or name another file")
+
+
 def _check_run_options(*, stride, line_width, format, engine, workers, address, shard) -> None:
     """Refuse bad ``predict`` options before a model loads or a file is written."""
     if stride < 1:
@@ -258,6 +267,10 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
 
     if backend not in defaults.EVAL_BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(defaults.EVAL_BACKENDS)}; got {backend!r}")
+    _refuse_to_replace(overwrite, report=report, html=html, save_predictions=save_predictions, calibrate=calibrate)
+    if plots is not None and not overwrite and Path(plots).is_dir() and any(Path(plots).glob("*.png")):
+        raise FileExistsError(f"--plots {plots} holds plots already: pass --overwrite to replace them, or name "
+                              f"another folder")
     common = dict(backend=backend, area_ranges=area_ranges, max_dets=max_dets,
                   operating_point_at=operating_point_at, report=report, plots=plots, html=html)
     given = model_or_predictions

@@ -121,6 +121,10 @@ def test_view_command_and_evaluate_html(view, capsys):
     err = capsys.readouterr().err
     assert "--out is now --html" in err and "--score is now --score-threshold" in err
     assert (root / "old.html").read_text() == html
+    # an existing page is not replaced without --overwrite
+    assert main(["view", str(root / "out"), "--html", str(root / "plain.html")]) == 2
+    assert "plain.html exists: pass --overwrite" in capsys.readouterr().err
+    assert main(["view", str(root / "out"), "--html", str(root / "plain.html"), "--overwrite"]) == 0
     assert main(["evaluate", "--ann", str(root / "ann.json"), "--predictions", str(root / "out" / "coco_results.json"),
                  "--images", str(root / "images"), "--html", str(root / "eval.html")]) == 0
     assert (root / "eval.html").read_text().count("data:image/jpeg") == 3

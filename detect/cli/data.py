@@ -151,6 +151,7 @@ def add_view(sub) -> None:
     p.add_argument("--score", dest="score", type=float, action=Renamed, new="--score-threshold")
     p.add_argument("--max-side", type=int, default=1600,
                    help="long side of the embedded images, px (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace the HTML file if it exists")
     p.set_defaults(handler=run_view)
 
 
@@ -167,8 +168,11 @@ def run_view(args) -> int:
         from detect.evaluation.coco_eval import load_ground_truth
 
         gt = load_ground_truth(args.ann)
+    page = Path(args.html) if args.html else Path(args.out_dir) / "view.html"
+    if page.exists() and not args.overwrite:
+        raise FileExistsError(f"{page} exists: pass --overwrite to replace it, or name another file with --html")
     items, names = items_from_output(args.out_dir, gt)
-    write_view(items, args.html or Path(args.out_dir) / "view.html", names, score=args.score,
+    write_view(items, page, names, score=args.score,
                max_side=args.max_side, title=f"detect view: {Path(args.out_dir).resolve().name}")
     return 0
 

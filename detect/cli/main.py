@@ -139,7 +139,7 @@ def _add_evaluate(sub) -> None:
                    "(measured here, at IoU 0.5) stored in it; predict then writes maps, CSV and pictures "
                    "at those thresholds by default")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing --save-predictions or --calibrate file")
+                   help="replace existing --save-predictions, --calibrate, --report, --html files and --plots")
     p.add_argument("--backend", choices=defaults.EVAL_BACKENDS,
                    default="detect",
                    help="detect (default: pycocotools' algorithm over arrays, compiled; the same "
@@ -171,12 +171,6 @@ def _run_evaluate(args) -> int:
         raise ValueError("--save-predictions applies with --model only (the detections it runs)")
     if args.calibrate and not args.model:
         raise ValueError("--calibrate applies with --model only (it writes a calibrated copy of the model)")
-    if args.calibrate and Path(args.calibrate).exists() and not args.overwrite:
-        raise FileExistsError(f"--calibrate {args.calibrate} exists: pass --overwrite to replace it, or name "
-                              f"another file")
-    if args.save_predictions and Path(args.save_predictions).exists() and not args.overwrite:
-        raise FileExistsError(f"--save-predictions {args.save_predictions} exists: pass --overwrite to replace "
-                              f"it, or name another file")
     if args.model:
         if not args.images:
             raise ValueError("--model needs --images (the folder the ground truth's file_name values are in)")
@@ -191,7 +185,7 @@ def _run_evaluate(args) -> int:
         e = evaluate(args.predictions, args.ann, args.images, score_threshold=args.score_threshold,
                      backend=args.backend, area_ranges=args.area_ranges, max_dets=args.max_dets,
                      operating_point_at=args.operating_point_at, report=args.report, plots=args.plots,
-                     html=args.html)
+                     html=args.html, overwrite=args.overwrite)
     if "predictions" in e.written:
         print(f"wrote {len(e.detections)} detections to {e.written['predictions']}")
     print(e)

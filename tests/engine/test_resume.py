@@ -127,3 +127,39 @@ def test_cli_train_and_resume(data, tmp_path):
     assert main(["train", "--resume", str(tmp_path / "nope")]) == 2
 
 
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_is_one_line_with_the_resume_command(data, tmp_path):
+    """A real SIGINT to a `detect train` process after its first epoch was committed: exit 130,
+    one line naming the exact --resume command, no traceback, and only whole epochs on disk."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ann, images = data
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "detect", "train", "--train-ann", str(ann), "--train-images", str(images),
+            "--out", str(run), *[x for s in TINY + ["train.epochs=200"] for x in ("--set", s)]]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    try:
+        deadline = time.monotonic() + 240
+        while not (run / "checkpoints" / "epoch-0001").is_dir():
+            assert proc.poll() is None and time.monotonic() < deadline, "no epoch was committed"
+            time.sleep(0.2)
+        time.sleep(0.5)  # inside a later epoch's steps
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("detect train: interrupted after epoch-") and \
+        last.endswith(f"continue with: detect train --resume {run}")
+    epochs = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert epochs and all(p.startswith("epoch-") and (run / "checkpoints" / p / "state.json").is_file()
+                          for p in epochs)  # no half-written epoch folder
