@@ -76,15 +76,18 @@ def main(argv=None) -> int:
     report = args.out / "report.json"
     if detect(["evaluate", "--ann", str(val_dir / "annotations.json"), "--model", str(run / "model.keras"),
                "--images", str(val_dir / "images"), "--save-predictions", str(args.out / "detections.json"),
-               "--report", str(report), "--plots", str(args.out / "plots"), "--html", str(args.out / "view.html")]):
+               "--report", str(report), "--plots", str(args.out / "plots"), "--html", str(args.out / "view.html"),
+               "--overwrite"]):  # the demo's own outputs of an earlier run
         return 1
     rep = json.loads(report.read_text())
     names = {c["category_id"]: c["name"] for c in rep["per_class"]}
     threshold = rep["operating_point"]["overall"]["score_threshold"] or 0.5
     draw(val_dir, json.loads((args.out / "detections.json").read_text()), threshold, names,
          args.out / "annotated")
+    # the model carries the per-class score thresholds its validation set calibrated: predict
+    # writes the scene's outputs at them (and says so)
     if detect(["predict", "--model", str(run / "model.keras"), "--out", str(args.out / "scene"),
-               "--tile", "256", "--overlap", "0.25", "--score-threshold", f"{threshold:.3f}",
+               "--tile", "256", "--overlap", "0.25",
                "--save-images", "--html", "--overwrite", str(ROOT / "data" / "sample_scene" / "images")]):
         return 1
     print(f"\nvalidation AP50 {rep['stats'][1]:.3f}, AP {rep['stats'][0]:.3f}; annotated scenes "
