@@ -8,8 +8,8 @@
    ``view.html``: the detections over the scenes, TP / FP / missed);
 3. annotated validation scenes with the detections above the best-F1 threshold;
 4. ``detect predict`` over a larger bundled scene (``data/sample_scene``,
-   1024 x 1024, tiled) at that threshold: CSV, COCO results, annotated image,
-   ``scene/view.html``.
+   1024 x 1024, tiled) at the per-class thresholds training calibrated on the
+   validation set: CSV, COCO results, annotated image, ``scene/view.html``.
 
 Everything lands in ``--out`` (default ``out/demo``). An existing run there is
 reused (``--retrain`` starts over).
