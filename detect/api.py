@@ -310,8 +310,9 @@ def train(train_ann=None, train_images=None, out=None, config=None, *, val_ann=N
           **overrides) -> Run:
     """Train a detector on a COCO dataset into the run folder ``out``; returns a :class:`Run`.
 
-    ``config``: a YAML path or a :class:`~detect.config.DetectConfig`
-    (default: defaults, fitted to the data). Config fields can be set as
+    ``config``: a packaged recipe's name (``"aerial-cpu"``, ``"aerial-pretrained-cpu"``), a YAML
+    path or a :class:`~detect.config.DetectConfig` (default: the ``aerial-cpu`` recipe; every
+    setting it leaves open is fitted to the data). Config fields can be set as
     keywords (``epochs=3``, ``learning_rate=0.005``, or ``train__epochs=3``)
     or as the CLI's ``set=["train.epochs=3"]``. ``time_budget`` (``"20m"``,
     ``"90s"``, seconds) fits the schedule to what this machine can do in that

@@ -217,9 +217,9 @@ def _add_train(sub) -> None:
         "Before training, settings the config does not pin are fitted to the data: "
         "data.max_boxes (the densest image), anchors (best coverage of the boxes, reported per "
         "size bucket), postprocess.max_detections and the input rule (scale, tile, overlap) "
-        "the model carries to predict and evaluate. For small objects on a CPU start from "
-        "a packaged recipe: --config aerial-cpu (random weights) or --config aerial-pretrained-cpu "
-        "(ImageNet weights, the [pretrained] extra).")
+        "the model carries to predict and evaluate. Without --config, the aerial-cpu recipe "
+        "(small objects on a CPU, random weights); --config aerial-pretrained-cpu starts from "
+        "ImageNet weights (the [pretrained] extra).")
     p.add_argument("--train-ann", "--ann", help="COCO instances JSON for training (--ann, as in the other "
                    "commands, is the same option)")
     p.add_argument("--train-images", "--images", help="folder the training file_name values are in (--images: "

@@ -21,6 +21,10 @@ RECIPES = {
 }
 
 
+#: What ``detect train`` uses without ``--config`` (said at the start of the run).
+DEFAULT_RECIPE = "aerial-cpu"
+
+
 def describe() -> str:
     """``"aerial-cpu (...), aerial-pretrained-cpu (...)"`` for ``--help``."""
     return "; ".join(f"{name}: {what}" for name, (_, what) in RECIPES.items())

@@ -500,11 +500,15 @@ def train_run(out, *, train_ann=None, train_images=None, val_ann=None, val_image
         raise ValueError("training data is needed: --train-ann and --train-images (or --resume RUN)")
     if bool(val_ann) != bool(val_images):
         raise ValueError("--val-ann and --val-images go together")
-    if isinstance(config, (str, Path)):
-        from detect.config.recipes import recipe_path
+    from detect.config.recipes import DEFAULT_RECIPE, recipe_path
 
+    if config is None:
+        print(f"config: the {DEFAULT_RECIPE} recipe (the default; --config RECIPE or a YAML file "
+              f"chooses another)", flush=True)
+        config = DEFAULT_RECIPE
+    if isinstance(config, (str, Path)):
         config = DetectConfig.from_dict(load_yaml(recipe_path(config)))
-    cfg = config or DetectConfig()
+    cfg = config
     if settings:
         cfg = cfg.with_overrides(dict(settings))
     cfg = cfg.with_overrides(list(overrides))
