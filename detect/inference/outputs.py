@@ -170,9 +170,41 @@ def write_scene(out_dir: Path, stem: str, f: Path, source, det: dict, names, sav
 
 
 def model_digest(model) -> str:
-    """What a rerun into the same folder must match: the :class:`~detect.models.detector.Detector`'s
-    ``digest()`` (its weights or file, and its current post-processing)."""
-    return model.digest()
+    """What a rerun into the same folder must match besides its post-processing (fingerprinted on
+    its own, so a changed threshold is named as such): the
+    :class:`~detect.models.detector.Detector`'s ``digest()`` with the post-processing held at
+    its defaults."""
+    from dataclasses import replace
+
+    from detect.config import PostprocessConfig
+
+    own = model.model_config
+    model.model_config = replace(own, postprocess=PostprocessConfig())
+    try:
+        return model.digest()
+    finally:
+        model.model_config = own
+
+
+def run_fingerprint(model, options, *, bands, stride: int, gsd_match: bool) -> dict:
+    """The model, post-processing and settings that shape a predict folder's results (drawing
+    options do not): a rerun reuses results only when all of them match."""
+    from dataclasses import asdict
+
+    return {"model": model_digest(model), "postprocess": asdict(model.model_config.postprocess),
+            "tile": options.tile, "overlap": options.overlap, "scale": options.scale,
+            "bands": list(bands) if bands else None, "stride": stride, "gsd_match": gsd_match}
+
+
+def _difference(key: str, old, new) -> str:
+    """One changed fingerprint entry in words: ``another model``, ``score_threshold 0.05 there,
+    0.3 now``, ``tile 512 there, 256 now``."""
+    if key == "model":
+        return "another model (other weights or architecture)"
+    if key == "postprocess" and isinstance(old, dict) and isinstance(new, dict):
+        return ", ".join(f"{k} {old.get(k)} there, {new.get(k)} now"
+                         for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+    return f"{key} {old} there, {new} now"
 
 
 #: Held in an output folder while one ``detect predict`` writes it (sharded jobs share folders
@@ -252,8 +284,9 @@ def claim_output(out_dir: Path, fingerprint: dict, *, overwrite: bool) -> None:
         old = read_json(path, "run fingerprint", "pass --overwrite to redo the folder's results")
         differs = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
         if differs:
+            what = "; ".join(_difference(k, old.get(k), fingerprint.get(k)) for k in differs)
             raise FileExistsError(
-                f"{out_dir} holds results of another {' / '.join(differs)} ({path}); pass --overwrite "
+                f"{out_dir} holds results made with other settings ({what}; {path}): pass --overwrite "
                 f"to redo them, or choose another --out")
     elif not path.is_file() and done.is_dir() and any(done.iterdir()) and not overwrite:
         raise FileExistsError(f"{out_dir} holds results without a {FINGERPRINT} (from an older detect?): "

@@ -37,9 +37,9 @@ from detect.inference.outputs import (
     claim_output,
     gather,
     id_map_for,
-    model_digest,
     output_lock,
     output_stem,
+    run_fingerprint,
     write_scene,
 )
 from detect.inference.predictor import (
@@ -103,9 +103,7 @@ def _predict_files(model, files: list[Path], out_dir: Path | None, options: Tile
     band_rule = BandRule.of(model.model_config, bands)  # a --bands of the wrong count fails here, once
     if out_dir is not None:
         out_dir = Path(out_dir)
-        fingerprint = {"model": model_digest(model), "tile": rule.tile, "overlap": rule.overlap,
-                       "scale": rule.scale, "bands": list(bands) if bands else None,
-                       "stride": stride, "gsd_match": gsd_match}  # drawing options shape no detection
+        fingerprint = run_fingerprint(model, rule, bands=bands, stride=stride, gsd_match=gsd_match)
         claim_output(out_dir, fingerprint, overwrite=overwrite)
         (out_dir / "detections").mkdir(parents=True, exist_ok=True)
         if save_images:

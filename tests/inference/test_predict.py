@@ -90,10 +90,12 @@ def test_rerun_with_another_model_or_settings_is_refused(model_file, tmp_path, c
     base = ["predict", "--model", str(model_file), "--out", str(out), str(src)]
     assert main(base) == 0
     assert main(base) == 0 and "0 image(s) processed, 1 already done" in capsys.readouterr().out
-    assert main([*base, "--score-threshold", "0.2"]) == 2  # post-processing is part of the model digest
-    assert "holds results of another model" in capsys.readouterr().err
+    assert main([*base, "--score-threshold", "0.2"]) == 2  # the change is named, not "another model"
+    err = capsys.readouterr().err
+    assert "holds results made with other settings (score_threshold 0.005 there, 0.2 now;" in err
+    assert "another model" not in err
     assert main([*base, "--tile", "64"]) == 2
-    assert "another tile" in capsys.readouterr().err
+    assert "tile 512 there, 64 now" in capsys.readouterr().err  # tiny_config's tile is the default 512
     assert main([*base, "--tile", "64", "--overwrite"]) == 0
     assert json.loads((out / "predict.json").read_text())["tile"] == 64
     # the digest follows the weights, not the file
@@ -101,6 +103,10 @@ def test_rerun_with_another_model_or_settings_is_refused(model_file, tmp_path, c
     before = model_digest(model)
     model.network.get_layer("cls_predict").bias.assign(model.network.get_layer("cls_predict").bias + 1)
     assert model_digest(model) != before and model_digest(load_model(model_file)) == before
+    # ... and not the post-processing, fingerprinted on its own
+    again = load_model(model_file)
+    again.set_postprocess(score_threshold=0.3)
+    assert model_digest(again) == before
 
 
 def test_inputs_literal_names_globs_and_looping_links(tmp_path, capsys):
