@@ -119,3 +119,13 @@ def test_ctrl_c_is_one_line_with_how_to_resume(tmp_path, capsys, monkeypatch, ep
     monkeypatch.setattr(cli, "_check_inputs", lambda a: None)
     assert cli._handle(args) == 130
     assert capsys.readouterr().err.strip() == hint.format(run=run)
+
+
+def test_swapped_ann_and_images_are_named_as_such(capsys):
+    ann, images = "data/sample/annotations.json", "data/sample/images"
+    assert main(["evaluate", "--ann", images, "--images", ann, "--predictions", ann]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder, not a file (--ann and --images swapped?)" in err or \
+        "is a file, not a folder (--images and --ann swapped?)" in err
+    assert main(["train", "--train-ann", images, "--train-images", ann, "--out", "never"]) == 2
+    assert "swapped?" in capsys.readouterr().err

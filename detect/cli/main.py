@@ -361,10 +361,25 @@ def _check_inputs(args) -> None:
         path = Path(value)
         if kind == "model" and path.suffix == ".keras":
             check_model_file(path)
+        elif kind == "folder" and path.is_file():
+            raise ValueError(f"{flag} {value} is a file, not a folder{_swapped(args, name)}")
+        elif kind == "file" and path.is_dir():
+            raise ValueError(f"{flag} {value} is a folder, not a file{_swapped(args, name)}")
         elif kind == "folder" and not path.is_dir():
             raise FileNotFoundError(f"{flag} {value}: no such folder")
         elif kind != "folder" and not path.exists():
             raise FileNotFoundError(f"{flag} {value}: no such {'file or folder' if kind == 'path' else 'file'}")
+
+
+def _swapped(args, name: str) -> str:
+    """``" (--ann and --images swapped?)"`` when the option paired with ``name`` names the other kind."""
+    pairs = {"images": "ann", "ann": "images", "train_images": "train_ann", "train_ann": "train_images",
+             "val_images": "val_ann", "val_ann": "val_images"}
+    other = pairs.get(name)
+    value = getattr(args, other, None) if other else None
+    if value and (Path(value).is_dir() if _INPUTS.get(name) == "file" else Path(value).is_file()):
+        return f" ({'--' + name.replace('_', '-')} and {'--' + other.replace('_', '-')} swapped?)"
+    return ""
 
 
 def _old_spellings(args, parser) -> None:
