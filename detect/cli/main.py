@@ -377,7 +377,7 @@ def _swapped(args, name: str) -> str:
              "val_images": "val_ann", "val_ann": "val_images"}
     other = pairs.get(name)
     value = getattr(args, other, None) if other else None
-    if value and (Path(value).is_dir() if _INPUTS.get(name) == "file" else Path(value).is_file()):
+    if value and (Path(value).is_file() if _INPUTS.get(name) == "file" else Path(value).is_dir()):
         return f" ({'--' + name.replace('_', '-')} and {'--' + other.replace('_', '-')} swapped?)"
     return ""
 
