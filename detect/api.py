@@ -238,7 +238,8 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
              iou_threshold: float | None = None, max_detections: int | None = None,
              agnostic_nms: bool | None = None, backend: str = "detect", area_ranges: str = "", max_dets=defaults.MAX_DETS,
              operating_point_at: float | None = None, save_predictions=None, report=None,
-             plots=None, html=None, threads: int | None = None, calibrate=None, overwrite: bool = False) -> Report:
+             plots=None, html=None, threads: int | None = None, calibrate=None, overwrite: bool = False,
+             match_iou: float = 0.5) -> Report:
     """COCO statistics (pycocotools-exact) of a model or of detections against ``ann``.
 
     ``model_or_predictions``: a detector (object, ``.keras`` / ``.tflite`` path
@@ -257,6 +258,8 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
     JSON report / a folder of PNG curves / an HTML view (needs ``images``) to
     write (none by default).
 
+    ``match_iou``: the IoU at which the operating point matches detections to objects (0.5,
+    COCO's; DeepForest compares tree crowns at 0.4); the COCO statistics are not affected.
     ``calibrate`` (a ``.keras`` path; a model only): also write the model with each class's
     best-F1 score threshold stored in it (``postprocess.class_thresholds``), so ``predict``
     writes maps at that operating point by default; ``overwrite`` replaces an existing file.
@@ -272,7 +275,8 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
         raise FileExistsError(f"--plots {plots} holds plots already: pass --overwrite to replace them, or name "
                               f"another folder")
     common = dict(backend=backend, area_ranges=area_ranges, max_dets=max_dets,
-                  operating_point_at=operating_point_at, report=report, plots=plots, html=html)
+                  operating_point_at=operating_point_at, report=report, plots=plots, html=html,
+                  match_iou=match_iou)
     given = model_or_predictions
     if isinstance(given, Results):
         given = results_to_coco(given, load_ground_truth(ann))

@@ -152,6 +152,10 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--max-dets", default=",".join(map(str, defaults.MAX_DETS)),
                    help="pycocotools' maxDets: three increasing counts of detections per image "
                    "(default: %(default)s; the stats match pycocotools run with the same list)")
+    p.add_argument("--match-iou", type=float, default=0.5, metavar="IOU",
+                   help="IoU at which the operating point (precision, recall, F1, count error; overall, per "
+                   "class and per image) matches detections to objects (default: %(default)s; DeepForest "
+                   "uses 0.4 for tree crowns); the COCO statistics are not affected")
     p.add_argument("--operating-point-at", type=float, metavar="SCORE",
                    help="report the operating point at this score instead of the best-F1 one")
     p.add_argument("--report", help="write everything as JSON here")
@@ -178,14 +182,14 @@ def _run_evaluate(args) -> int:
                      area_ranges=args.area_ranges, max_dets=args.max_dets,
                      operating_point_at=args.operating_point_at, save_predictions=args.save_predictions,
                      report=args.report, plots=args.plots, html=args.html, calibrate=args.calibrate,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, match_iou=args.match_iou)
     else:
         if args.iou_threshold is not None or args.max_detections is not None or args.agnostic_nms is not None:
             raise ValueError("--iou-threshold, --max-detections and --agnostic-nms apply with --model only")
         e = evaluate(args.predictions, args.ann, args.images, score_threshold=args.score_threshold,
                      backend=args.backend, area_ranges=args.area_ranges, max_dets=args.max_dets,
                      operating_point_at=args.operating_point_at, report=args.report, plots=args.plots,
-                     html=args.html, overwrite=args.overwrite)
+                     html=args.html, overwrite=args.overwrite, match_iou=args.match_iou)
     if "predictions" in e.written:
         print(f"wrote {len(e.detections)} detections to {e.written['predictions']}")
     print(e)

@@ -36,9 +36,9 @@ def class_thresholds(points: dict, gt: dict, class_names, fallback: float) -> tu
     return out, notes
 
 
-def provenance(ann, gt: dict) -> str:
+def provenance(ann, gt: dict, iou: float = 0.5) -> str:
     """``"val.json (12 images, 180 objects), best F1 per class at IoU 0.5"``."""
     from pathlib import Path
 
     objects = sum(1 for a in gt["annotations"] if not a.get("iscrowd", 0))
-    return f"{Path(str(ann)).name} ({len(gt['images'])} images, {objects} objects), best F1 per class at IoU 0.5"
+    return f"{Path(str(ann)).name} ({len(gt['images'])} images, {objects} objects), best F1 per class at IoU {iou:g}"

@@ -45,25 +45,33 @@ def _took_crowd(matched: np.ndarray, crowd: np.ndarray) -> np.ndarray:
     return out
 
 
-def match_detections(gt: dict, results: list[dict], max_dets: int = MAX_DETS):
-    """Per category id: (scores [n], is_true_positive [n]) of counted detections, and object
-    counts (crowd regions are not objects; a detection matching one is not counted)."""
+def match_detections(gt: dict, results: list[dict], max_dets: int = MAX_DETS, iou: float = IOU, *,
+                     per_image: bool = False):
+    """Per category id: (scores [n], is_true_positive [n]) of counted detections matched at ``iou``,
+    and object counts (crowd regions are not objects; a detection matching one is not counted).
+    ``per_image``: also, per category id, each counted detection's image index and the objects
+    per image ``[images]`` (image index: position in ``gt["images"]`` order of ids)."""
     from detect.evaluation.coco_eval import _checked_results
 
     ground = arrays.ground_arrays(gt)
     _, cols = _checked_results(results, gt)  # a clear error for malformed results
     dets = arrays.detection_arrays(cols.image_id, cols.category_id, cols.boxes, cols.score,
                                    ground, max_dets)
-    _, matched = arrays.match(ground, dets, [IOU], [(-np.inf, np.inf)])
+    _, matched = arrays.match(ground, dets, [iou], [(-np.inf, np.inf)])
     crowd = _took_crowd(matched, ground.crowd)
     n_images = max(len(ground.image_ids), 1)
     d_cat, g_cat = dets.key // n_images, ground.key // n_images
-    scores, hits, num_gt = {}, {}, {}
+    scores, hits, num_gt, images, gt_images = {}, {}, {}, {}, {}
     for k, cid in enumerate(ground.category_ids.tolist()):
         counted = (d_cat == k) & ~crowd
         scores[cid] = dets.score[counted]
         hits[cid] = matched[counted] >= 0
-        num_gt[cid] = int(((g_cat == k) & ~ground.crowd).sum())
+        objects = (g_cat == k) & ~ground.crowd
+        num_gt[cid] = int(objects.sum())
+        images[cid] = dets.key[counted] % n_images
+        gt_images[cid] = np.bincount(ground.key[objects] % n_images, minlength=n_images)
+    if per_image:
+        return scores, hits, num_gt, images, gt_images
     return scores, hits, num_gt
 
 
@@ -104,13 +112,16 @@ def _row(threshold, tp: int, kept: int, num_gt: int) -> dict:
 
 
 def operating_points(gt: dict, results: list[dict], category_ids, *,
-                     score_threshold: float | None = None, max_dets: int = MAX_DETS) -> dict:
-    """``{"overall": row, "per_class": {category_id: row}}`` (see module doc).
+                     score_threshold: float | None = None, max_dets: int = MAX_DETS, iou: float = IOU) -> dict:
+    """``{"iou", "overall": row, "per_class": {category_id: row}, "per_image": [row, ...]}`` (see
+    module doc); ``per_image``: each image's row (with its ``image_id`` and ``file_name``) at
+    the overall threshold, every class pooled.
 
     ``max_dets``: detections counted per image and category (pycocotools'
-    largest ``maxDets``).
+    largest ``maxDets``); ``iou``: the matching IoU (0.5, COCO's; aerial tree-crown work
+    often uses 0.4).
     """
-    scores, hits, num_gt = match_detections(gt, results, max_dets)
+    scores, hits, num_gt, images, gt_images = match_detections(gt, results, max_dets, iou, per_image=True)
     none = np.zeros(0)
     per_class = {c: _point(scores.get(c, none), hits.get(c, none), num_gt.get(c, 0), score_threshold)
                  for c in category_ids}
@@ -118,4 +129,23 @@ def operating_points(gt: dict, results: list[dict], category_ids, *,
     all_hits = np.concatenate([none.astype(bool), *(hits.get(c, none) for c in category_ids)])
     overall = _point(all_scores, all_hits, sum(num_gt.get(c, 0) for c in category_ids),
                      score_threshold)
-    return {"overall": overall, "per_class": per_class}
+    return {"iou": float(iou), "overall": overall, "per_class": per_class,
+            "per_image": _per_image(gt, overall["score_threshold"], scores, hits, images, gt_images, category_ids)}
+
+
+def _per_image(gt, threshold, scores, hits, images, gt_images, category_ids) -> list[dict]:
+    """Each image's precision, recall, F1 and count error at ``threshold``, classes pooled."""
+    order = sorted(im["id"] for im in gt["images"])  # the image index of arrays.ground_arrays
+    names = {im["id"]: im.get("file_name", "") for im in gt["images"]}
+    n = len(order)
+    tp, kept, true = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    cut = -np.inf if threshold is None else threshold
+    for c in category_ids:
+        if c not in scores:
+            continue
+        keep = scores[c] >= cut
+        np.add.at(kept, images[c][keep], 1)
+        np.add.at(tp, images[c][keep & hits[c]], 1)
+        true += gt_images[c][:n]
+    return [{"image_id": iid, "file_name": names[iid], **_row(threshold, int(tp[i]), int(kept[i]), int(true[i]))}
+            for i, iid in enumerate(order)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
+
 from detect.evaluation.coco_eval import STAT_NAMES, EvalResult, summary_lines
 from detect.util import atomic
 
@@ -32,7 +34,7 @@ def format_report(result: EvalResult, points: dict) -> str:
             s = result.area_stats[r.name]
             lines.append(f"  {r.name:<12} [{r.min_side:g}, {r.max_side:g})  "
                          f"AP {_fmt(s['AP'])}  AP50 {_fmt(s['AP50'])}")
-    lines.append(f"\noperating point (IoU 0.5):\n{'class':<20}{'thresh':>8}{'prec':>7}{'recall':>7}"
+    lines.append(f"\noperating point (IoU {points.get('iou', 0.5):g}):\n{'class':<20}{'thresh':>8}{'prec':>7}{'recall':>7}"
                  f"{'F1':>7}{'pred':>7}{'true':>7}{'error':>7}")
     names = dict(zip(result.category_ids, result.category_names))
     rows = [(names[c], p) for c, p in points["per_class"].items()] + [("(all classes)", points["overall"])]
@@ -40,6 +42,16 @@ def format_report(result: EvalResult, points: dict) -> str:
         t = "    n/a" if p["score_threshold"] is None else f"{p['score_threshold']:>8.3f}"
         lines.append(f"{name[:19]:<20}{t:>8}{p['precision']:>7.3f}{p['recall']:>7.3f}{p['f1']:>7.3f}"
                      f"{p['predicted_count']:>7}{p['true_count']:>7}{p['count_error']:>+7}")
+    per_image = points.get("per_image") or []
+    if per_image:
+        errors = np.array([r["count_error"] for r in per_image])
+        f1 = np.array([r["f1"] for r in per_image if r["true_count"] or r["predicted_count"]])
+        worst = max(per_image, key=lambda r: abs(r["count_error"]))
+        lines.append(f"per image ({len(per_image)}, at the overall threshold): count error median "
+                     f"{np.median(errors):+g}, mean |error| {np.abs(errors).mean():.2f}"
+                     + (f", F1 median {np.median(f1):.3f}" if len(f1) else "")
+                     + f"; largest: {worst['file_name'] or worst['image_id']} ({worst['count_error']:+d})"
+                     " (every image in --report)")
     return "\n".join(lines)
 
 
@@ -53,9 +65,10 @@ def report_dict(result: EvalResult, points: dict, **meta) -> dict:
         "per_class": result.per_class,
         "area_ranges": [{"name": r.name, "min_side": r.min_side, "max_side": r.max_side if math.isfinite(r.max_side) else "inf",
                          **result.area_stats[r.name]} for r in result.area_ranges],
-        "operating_point": {"iou": 0.5, "overall": points["overall"],
+        "operating_point": {"iou": points.get("iou", 0.5), "overall": points["overall"],
                             "per_class": [{"category_id": c, **p}
-                                          for c, p in points["per_class"].items()]},
+                                          for c, p in points["per_class"].items()],
+                            "per_image": points.get("per_image", [])},
     }
 
 

@@ -92,7 +92,7 @@ def run_evaluation(ann, *, predictions=None, model=None, images=None, options=No
                    score_threshold: float | None = None, backend: str = "detect",
                    area_ranges: str | None = None, max_dets: str | tuple | None = None,
                    operating_point_at: float | None = None, save_predictions=None,
-                   report=None, plots=None, html=None) -> Report:
+                   report=None, plots=None, html=None, match_iou: float = 0.5) -> Report:
     """Evaluate ``predictions`` (a COCO results file) or ``model`` run over ``images``
     against the ground truth ``ann``.
 
@@ -132,8 +132,10 @@ def run_evaluation(ann, *, predictions=None, model=None, images=None, options=No
     if not detections:
         print("warning: no detections to evaluate; all statistics are 0", file=sys.stderr)
     result = evaluate(gt, detections, backend=backend, area_ranges=ranges, max_dets=max_dets)
+    if not 0 < match_iou <= 1:
+        raise ValueError(f"--match-iou must be in (0, 1], got {match_iou}")
     points = operating_points(gt, detections, result.category_ids, score_threshold=operating_point_at,
-                              max_dets=max_dets[-1])
+                              iou=match_iou, max_dets=max_dets[-1])
     if report:
         source = predictions if isinstance(predictions, (str, Path)) else written.get("predictions")
         meta = {"ground_truth": str(ann) if not isinstance(ann, dict) else "(in memory)",
@@ -177,6 +179,7 @@ def write_calibrated(model, report: Report, ann, out, *, overwrite: bool = False
     gt = load_ground_truth(ann)
     thresholds, notes = class_thresholds(report.points, gt, model.class_names,
                                          model.model_config.postprocess.score_threshold)
-    model.set_postprocess(class_thresholds=tuple(thresholds), calibration=provenance(ann, gt))
+    model.set_postprocess(class_thresholds=tuple(thresholds),
+                          calibration=provenance(ann, gt, report.points.get("iou", 0.5)))
     atomic.save_model(model, out)
     return out, notes

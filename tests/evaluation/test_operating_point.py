@@ -70,3 +70,24 @@ def test_detections_without_any_ground_truth_are_false_positives():
     gt = {**_gt(), "annotations": []}
     p = operating_points(gt, DETS, [1])["overall"]
     assert p["true_positives"] == 0 and p["true_count"] == 0 and p["predicted_count"] >= 1
+
+
+def test_match_iou_and_per_image_rows():
+    # a second image: one object, one detection shifted to IoU 6*10 / (2*100 - 60) = 0.4286
+    gt = _gt()
+    gt["images"].append({"id": 2, "width": 100, "height": 100, "file_name": "b.png"})
+    gt["images"][0]["file_name"] = "a.png"
+    gt["annotations"].append({"id": 9, "image_id": 2, "category_id": 1, "bbox": [0, 0, 10, 10], "area": 100,
+                              "iscrowd": 0})
+    loose = {"image_id": 2, "category_id": 1, "score": 0.95, "bbox": [4, 0, 10, 10]}
+    strict = operating_points(gt, [*DETS, loose], [1])  # IoU 0.5: the shifted box misses
+    deepforest = operating_points(gt, [*DETS, loose], [1], iou=0.4)  # IoU 0.4: it finds its object
+    assert strict["iou"] == 0.5 and deepforest["iou"] == 0.4
+    # at 0.4 the best F1 keeps .95, .9, .8, .7 -> TP 3 of 3 objects, 4 kept: P .75, R 1
+    d = deepforest["overall"]
+    assert d["score_threshold"] == 0.7 and d["recall"] == 1.0 and d["precision"] == pytest.approx(0.75)
+    assert strict["overall"]["recall"] < 1.0
+    rows = {r["file_name"]: r for r in deepforest["per_image"]}
+    assert (rows["a.png"]["predicted_count"], rows["a.png"]["true_count"], rows["a.png"]["true_positives"]) == (3, 2, 2)
+    assert (rows["b.png"]["predicted_count"], rows["b.png"]["true_count"], rows["b.png"]["count_error"]) == (1, 1, 0)
+    assert rows["b.png"]["f1"] == 1.0 and rows["a.png"]["precision"] == pytest.approx(2 / 3)
