@@ -138,9 +138,14 @@ def build_cases(work: Path) -> list[tuple[str, list[str], int, str]]:
         ("train: --resume a non-run", ["train", "--resume", str(work / "data")], 2, "is not a detect run folder"),
         ("train: bad --time-budget", [*train, str(images), "--train-ann", str(ann), "--out", str(work / "runs" / "b"),
                                       "--time-budget", "abc"], 2, "abc"),
-        ("train: budget too short for a step", [*train, str(images), "--train-ann", str(ann), "--out",
-                                                str(work / "runs" / "s"), *_sets(TINY), "--time-budget", "1s"],
-         2, "failed before its first epoch"),
+        ("train: budget shorter than any set-up", [*train, str(images), "--train-ann", str(ann), "--out",
+                                                   str(work / "runs" / "s"), *_sets(TINY), "--time-budget", "5s"],
+         2, "shorter than the set-up alone"),
+        ("train: recipe name misspelt", [*train, str(images), "--train-ann", str(ann), "--out", str(work / "runs" / "r"),
+                                         "--config", "aerial-cpuu"], 2, "did you mean aerial-cpu?"),
+        ("train: --train-ann and --train-images swapped", ["train", "--train-ann", str(images), "--train-images",
+                                                           str(ann), "--out", str(work / "runs" / "w")], 2,
+         "swapped?"),
         ("train: unknown --set key", [*train, str(images), "--train-ann", str(ann), "--out", str(work / "runs" / "k"),
                                       "--set", "train.epoch=3"], 2, "train.epoch"),
         ("train: bad --set value", [*train, str(images), "--train-ann", str(ann), "--out", str(work / "runs" / "v"),
@@ -170,6 +175,16 @@ def build_cases(work: Path) -> list[tuple[str, list[str], int, str]]:
     empty.mkdir(exist_ok=True)
     one = str(next(images.iterdir()))
     pred = ["predict", "--model", str(model)]
+    cut_jpeg = work / "predict_jpeg"  # a good JPEG beside one cut in half
+    cut_jpeg.mkdir(exist_ok=True)
+    ok, buf = cv2.imencode(".jpg", cv2.imread(one))
+    _write(cut_jpeg / "whole.jpg", buf.tobytes())
+    _write(cut_jpeg / "cut.jpg", buf.tobytes()[: len(buf) // 2])
+    locked = work / "p_locked"  # held by a live process on this host: this one
+    import os
+    import socket
+
+    _write(locked / ".predict.lock", {"pid": os.getpid(), "host": socket.gethostname(), "started": "now"})
     cases += [
         ("predict: model missing", ["predict", "--model", str(work / "no.keras"), "--out", str(work / "p0"), one], 2,
          "does not exist"),
@@ -187,7 +202,13 @@ def build_cases(work: Path) -> list[tuple[str, list[str], int, str]]:
         ("predict: broken image and fake video among good ones", [*pred, "--out", str(work / "p2"), str(folder)], 1,
          "2 failed"),
         ("predict: rerun with other settings", [*pred, "--out", str(work / "p2"), "--score-threshold", "0.3",
-                                                str(folder)], 2, "holds results of another model"),
+                                                str(folder)], 2, "score_threshold 0.05 there, 0.3 now"),
+        ("predict: truncated JPEG among good ones", [*pred, "--out", str(work / "p7"), str(cut_jpeg)], 1,
+         "truncated or corrupt"),
+        ("predict: folder in use by another predict", [*pred, "--out", str(locked), one], 2,
+         "being written by another detect predict"),
+        ("predict: tile of 100000", [*pred, "--out", str(work / "p3"), "--tile", "100000", one], 2,
+         "must be at most 4096 pixels"),
         ("predict: overlap out of range", [*pred, "--out", str(work / "p3"), "--overlap", "1.5", one], 2, "overlap"),
         ("predict: tile of 0", [*pred, "--out", str(work / "p3"), "--tile", "0", one], 2, "tile"),
         ("predict: scale of 0", [*pred, "--out", str(work / "p3"), "--scale", "0", one], 2, "scale must be > 0"),
@@ -238,6 +259,10 @@ def build_cases(work: Path) -> list[tuple[str, list[str], int, str]]:
          "is built in"),
         ("evaluate: two maxDets", [*ev, "--predictions", str(good), "--max-dets", "1,10"], 2, "--max-dets"),
         ("evaluate: --model without --images", [*ev, "--model", str(model)], 2, "--images"),
+        ("evaluate: --report that exists", [*ev, "--predictions", str(good), "--report", str(good)], 2,
+         "exists: pass --overwrite"),
+        ("evaluate: --ann and --images swapped", ["evaluate", "--ann", str(images), "--images", str(gt),
+                                                  "--predictions", str(good)], 2, "swapped?"),
         ("evaluate: --iou-threshold without --model", [*ev, "--predictions", str(good), "--iou-threshold", "0.3"],
          2, "apply with --model only"),
         ("evaluate: empty detections", [*ev, "--predictions", str(_write(work / "none.json", []))], 0,
