@@ -29,8 +29,13 @@ from detect.imagery.images import BandRule
 from detect.models.backbones import apply_freezing, check_backbone_weights
 from detect.models.factory import build_retinanet, inference_copy
 from detect.models.retinanet import RetinaNet
+from detect.training.callbacks import Guard as _Guard
+from detect.training.callbacks import Validation as _Validation
+from detect.training.callbacks import calibrate as _calibrate
+from detect.training.callbacks import estimate_validation_seconds as _estimate_validation_seconds
+from detect.training.optimizers import continue_optimizer as _continue_optimizer
+from detect.training.optimizers import make_optimizer
 from detect.training.runs import RunFolder
-from detect.training.schedules import WarmupSchedule
 from detect.training.time_budget import (
     Deadline,
     format_seconds,
@@ -46,111 +51,6 @@ MAX_WARMUP_FRACTION = 0.2
 
 class TrainingError(RuntimeError):
     """Training stopped for a reason the user must act on (message says which)."""
-
-
-def make_optimizer(cfg: DetectConfig, steps_per_epoch: int, lr_factor: float = 1.0, *,
-                   warmup: bool | None = None):
-    """The configured optimizer; ``lr_factor`` scales the base LR (warmup only at factor 1
-    unless ``warmup`` says otherwise)."""
-    t = cfg.train
-    warmup = lr_factor == 1.0 if warmup is None else warmup
-    schedule = WarmupSchedule(
-        t.learning_rate * lr_factor, t.warmup_steps if warmup else 0,
-        t.epochs * steps_per_epoch, t.schedule, [e * steps_per_epoch for e in t.step_epochs])
-    common = dict(learning_rate=schedule, global_clipnorm=t.clipnorm or None,
-                  use_ema=t.ema, ema_momentum=t.ema_momentum)
-    if t.optimizer == "sgd":
-        return keras.optimizers.SGD(momentum=t.momentum, weight_decay=t.weight_decay or None, **common)
-    return keras.optimizers.AdamW(weight_decay=t.weight_decay, **common)
-
-
-def _continue_optimizer(old, model) -> None:
-    """Stage two continues stage one's optimizer instead of restarting it.
-
-    The new optimizer (stage two's learning rate) takes the old one's
-    iteration count, so warmup and the cosine continue one timeline, and the
-    slot variables (momentum, velocity, EMA) of every variable both optimise
-    (the heads and FPN), matched by name; the backbone's slots start at zero.
-    """
-    backbone = {id(v) for v in model.backbone.trainable_variables}
-    separate = model.backbone_optimizer is not None
-    head = [v for v in model.trainable_variables if not (separate and id(v) in backbone)]
-    model.optimizer.build(head)
-    if separate:
-        model.backbone_optimizer.build(model.backbone.trainable_variables)
-        model.backbone_optimizer.iterations.assign(old.iterations)
-    model.optimizer.iterations.assign(old.iterations)
-
-    def key(v):  # the optimizer's own name ("adamw", "adamw_1") prefixes its variables' paths
-        return v.path.split("/", 1)[-1]
-
-    theirs = {key(v): v for v in old.variables}
-    skip = {id(model.optimizer.iterations)}
-    for v in model.optimizer.variables:
-        o = theirs.get(key(v))
-        if id(v) not in skip and o is not None and "learning_rate" not in v.path and tuple(o.shape) == tuple(v.shape):
-            v.assign(o)
-
-
-class _Guard(keras.callbacks.Callback):
-    """Stops on a non-finite loss; commits each good epoch (checkpoint, state, metrics) atomically."""
-
-    def __init__(self, run: RunFolder, steps_per_epoch: int, metrics: list[dict]):
-        super().__init__()
-        self.run = run
-        self.steps_per_epoch = steps_per_epoch
-        self.metrics = list(metrics)
-        self.bad: str | None = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(float(loss)):
-            self.bad = f"loss became {float(loss)} at step {batch + 1} of an epoch"
-            self.model.stop_training = True
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.bad:
-            return
-        row = {"epoch": epoch + 1, **{k: f"{float(v):.6g}" for k, v in sorted((logs or {}).items())}}
-        self.metrics.append(row)
-        self.run.commit_epoch(self.model, epoch + 1, self.steps_per_epoch, self.metrics)
-
-
-class _Validation(keras.callbacks.Callback):
-    """COCO AP / AP50 on the validation set after each epoch.
-
-    Detections come from :func:`detect.inference.coco_dataset.predict_samples`,
-    the path ``detect evaluate --model`` runs (the model's own input rule:
-    scale, tiles, merging), and the statistics from the same evaluator with
-    ``max_dets`` as configured, so the numbers equal that command's.
-    """
-
-    def __init__(self, dataset: CocoDataset, gt: dict, max_dets, ann=""):
-        super().__init__()
-        self.dataset, self.gt, self.max_dets, self.ann = dataset, gt, tuple(max_dets), ann
-        self.seconds = 0.0
-        self.last: list[float] | None = None
-        self.results: list[dict] | None = None  # the last epoch's detections (COCO results)
-
-    def on_epoch_end(self, epoch, logs=None):
-        from detect.evaluation import evaluate
-        from detect.inference.coco_dataset import predict_samples
-        from detect.inference.predictor import CapCount
-
-        t0 = time.perf_counter()
-        caps = CapCount()
-        results = predict_samples(self.model, self.dataset, stats=caps)
-        result = evaluate(self.gt, results, max_dets=self.max_dets)
-        # AP at the largest maxDets (pycocotools' own first statistic is fixed at 100)
-        stats = [result.ap_at_max_dets, result.stats[1]]
-        self.seconds = time.perf_counter() - t0
-        self.last, self.results = stats, results
-        if logs is not None:
-            logs["val_AP"], logs["val_AP50"] = stats[0], stats[1]
-        capped = caps.at_max + caps.at_top_k
-        print(f"\nepoch {epoch + 1}: val AP {stats[0]:.3f}, AP50 {stats[1]:.3f} "
-              f"(maxDets {self.max_dets[-1]})" + (
-                  f"; {capped} of {caps.tiles} tiles at a detection cap" if capped else ""), flush=True)
 
 
 def _strategy(name: str):
@@ -428,42 +328,6 @@ def _finish(model, run: RunFolder, guard, stopper, steps: int, epochs: int, budg
         ap = f"; validation AP {validation.last[0]:.3f}, AP50 {validation.last[1]:.3f}" if (
             validation and validation.last) else ""
         print(f"trained for {format_seconds(took)} of the {format_seconds(budget)} budget{ap}", flush=True)
-
-
-def _calibrate(model: RetinaNet, validation: "_Validation", *, ema: bool) -> None:
-    """Store each class's best-F1 score threshold on the validation set in the model
-    (``postprocess.class_thresholds``): predict writes maps at that operating point. The last
-    epoch's validation detections are the final model's, unless EMA weights were swapped in."""
-    from detect.evaluation.calibration import class_thresholds, provenance
-    from detect.evaluation.operating_point import operating_points
-
-    results = validation.results
-    if ema:  # the final weights are the averaged ones, not those the last validation ran
-        from detect.inference.coco_dataset import predict_samples
-
-        results = predict_samples(model, validation.dataset)
-    points = operating_points(validation.gt, results, validation.dataset.category_ids,
-                              max_dets=validation.max_dets[-1])
-    thresholds, notes = class_thresholds(points, validation.gt, model.class_names,
-                                         model.model_config.postprocess.score_threshold)
-    model.set_postprocess(class_thresholds=tuple(thresholds), calibration="validation set " +
-                          provenance(validation.ann, validation.gt))
-    pairs = ", ".join(f"{n} {t:.2f}" for n, t in zip(model.class_names, thresholds))
-    print(f"calibrated on the validation set (best F1 per class at IoU 0.5): {pairs}", flush=True)
-    for note in notes:
-        print(f"note: {note}", flush=True)
-
-
-def _estimate_validation_seconds(model, dataset: CocoDataset) -> float:
-    """Rough cost of one validation pass: one timed inference on a validation image, scaled."""
-    from detect.imagery.images import BandRule, read_image
-    from detect.inference.coco_dataset import predict_arrays
-
-    img = read_image(dataset.samples[0].path, BandRule.of(model.model_config))
-    predict_arrays(model, [img])  # builds the predict function
-    t0 = time.perf_counter()
-    predict_arrays(model, [img])
-    return 1.0 + 1.3 * (time.perf_counter() - t0) * len(dataset.samples)
 
 
 def train_run(out, *, train_ann=None, train_images=None, val_ann=None, val_images=None,
