@@ -368,17 +368,17 @@ def export(model, out, *, format: str = "savedmodel", quantize: str = "none", ca
     tile (or ``tile``), run by ``predict`` / ``evaluate`` with the same
     decoding and NMS; ``quantize`` "none", "float16", "dynamic" or "int8"
     (calibrated on ``calibration_tiles`` tiles of the ``calibration`` images:
-    a folder, or a list of image paths). See :mod:`detect.export.litert`.
+    a folder, or a list of image paths). See :mod:`detect.exporters.litert`.
     """
     if format == "savedmodel":
         if quantize != "none" or calibration is not None or tile is not None:
             raise ValueError("quantize, calibration and tile apply to format='tflite' only")
-        from detect.export.saved_model import export_saved_model
+        from detect.exporters.saved_model import export_saved_model
 
         return export_saved_model(_model(model), out)
     if format != "tflite":
         raise ValueError(f"format must be 'savedmodel' or 'tflite', got {format!r}")
-    from detect.export.litert import calibration_set, export_tflite
+    from detect.exporters.litert import calibration_set, export_tflite
 
     if isinstance(calibration, (str, Path)):
         calibration = calibration_set(calibration)[0]

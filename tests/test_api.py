@@ -220,9 +220,10 @@ def test_evaluate_model_results_and_cli_agree(run, tmp_path):
     assert {c["name"] for c in report.per_class} == set(r.model.class_names)
     assert "overall" in report.operating_point and str(report).startswith(" Average Precision")
     # predict -> Results -> evaluate gives the same numbers (same detections, ids by file name;
-    # the folder's images share batches in another order: float round-off only)
+    # the folder's images share batches in another order: float round-off only, which can swap
+    # two near-equal scores of a barely trained model and move an AP by a few 1e-4)
     results = detect.predict(r.model, images, score_threshold=0.001)
-    assert detect.evaluate(results, ann).stats == pytest.approx(report.stats, abs=1e-4)
+    assert detect.evaluate(results, ann).stats == pytest.approx(report.stats, abs=1e-3)
     assert main(["evaluate", "--ann", str(ann), "--images", str(images), "--model", str(r.path / "model.keras"),
                  "--score-threshold", "0.001", "--save-predictions", str(tmp_path / "d.json"),
                  "--report", str(tmp_path / "rep.json")]) == 0

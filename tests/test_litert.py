@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from detect.cli.main import main
-from detect.export.litert import export_tflite
+from detect.exporters.litert import export_tflite
 from detect.inference.predictor import detect_image
 from detect.models.litert_model import LiteRTModel, read_metadata
 from detect.ops.boxes import pairwise_iou
@@ -52,7 +52,7 @@ def trained(tmp_path_factory):
 
 
 def test_group_norm_as_4d_ops_equals_keras_group_norm():
-    from detect.export.litert import _group_norm_4d
+    from detect.exporters.litert import _group_norm_4d
 
     rng = np.random.default_rng(0)
     layer = keras.layers.GroupNormalization(groups=4, epsilon=1e-3)

@@ -92,7 +92,8 @@ def _run_export(args) -> int:
         print(f"wrote SavedModel to {out} (signature 'serving_default': uint8 images -> detections; "
               f"class names and input rule in assets/detect.json)")
         return 0
-    from detect.export.litert import LiteRTModel, calibration_set, parity
+    from detect.exporters.litert import calibration_set, parity
+    from detect.models.litert_model import LiteRTModel
 
     images, ann = calibration_set(args.calibration, args.calibration_ann) if args.calibration else ([], None)
     if args.calibration_ann and not args.calibration:

@@ -191,7 +191,8 @@ def run_fingerprint(model, options, *, bands, stride: int, gsd_match: bool) -> d
     options do not): a rerun reuses results only when all of them match."""
     from dataclasses import asdict
 
-    return {"model": model_digest(model), "postprocess": asdict(model.model_config.postprocess),
+    pp = json.loads(json.dumps(asdict(model.model_config.postprocess)))  # as it reads back from the file
+    return {"model": model_digest(model), "postprocess": pp,
             "tile": options.tile, "overlap": options.overlap, "scale": options.scale,
             "bands": list(bands) if bands else None, "stride": stride, "gsd_match": gsd_match}
 

@@ -1,5 +1,5 @@
 """Numba kernels of the LiteRT path (compiled on first use, cached next to this file when
-it is writable): kept apart so that importing :mod:`detect.export.litert` compiles nothing."""
+it is writable): kept apart so that importing :mod:`detect.exporters.litert` compiles nothing."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
   included), then :func:`detect.models.postprocess.postprocess` decodes and runs NMS.
 - The model config (class names, input rule, anchors, post-processing) is
   read from the flatbuffer's metadata entry :data:`METADATA_NAME` (written by
-  :mod:`detect.export.litert`); a file without it is refused with a message.
+  :mod:`detect.exporters.litert`); a file without it is refused with a message.
 
 The interpreter comes from ``ai-edge-litert`` (the ``[lite]`` extra, LiteRT's
 own package) when installed, else TensorFlow's deprecated ``tf.lite``.
@@ -95,7 +95,7 @@ def _interpreter(path: Path, threads: int | None):
 
 
 class LiteRTModel:
-    """A ``.tflite`` detector written by :func:`detect.export.litert.export_tflite`, usable wherever a RetinaNet is
+    """A ``.tflite`` detector written by :func:`detect.exporters.litert.export_tflite`, usable wherever a RetinaNet is
     (``detect_many``, ``detect.predict`` / ``evaluate``): ``model_config``, ``class_names``,
     ``set_postprocess`` and ``predict_on_batch`` behave as the Keras model's."""
 

@@ -366,10 +366,12 @@ def train_run(out, *, train_ann=None, train_images=None, val_ann=None, val_image
         raise ValueError("--val-ann and --val-images go together")
     from detect.config.recipes import DEFAULT_RECIPE, recipe_path
 
-    if config is None:
+    if config is None and kwargs.get("init_from") is None:
         print(f"config: the {DEFAULT_RECIPE} recipe (the default; --config RECIPE or a YAML file "
               f"chooses another)", flush=True)
         config = DEFAULT_RECIPE
+    elif config is None:  # fine-tuning: the source's architecture and settings, not a fresh recipe's
+        config = DetectConfig()
     if isinstance(config, (str, Path)):
         config = DetectConfig.from_dict(load_yaml(recipe_path(config)))
     cfg = config

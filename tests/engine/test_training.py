@@ -11,6 +11,7 @@ import tensorflow as tf
 from detect.config import DetectConfig
 from detect.models import load_model
 from detect.training import engine
+from detect.training.schedules import WarmupSchedule
 from tests.engine import TINY, cfg
 
 
@@ -33,11 +34,11 @@ def test_run_directory_contents(data, tmp_path):
 
 
 def test_warmup_cosine_schedule_golden():
-    s = engine.WarmupSchedule(0.1, warmup_steps=10, total_steps=100, kind="cosine")
+    s = WarmupSchedule(0.1, warmup_steps=10, total_steps=100, kind="cosine")
     # step 4: warmup factor 5/10, cosine factor 0.5 * (1 + cos(pi * 0.04))
     np.testing.assert_allclose(float(s(4)), 0.1 * 0.5 * 0.5 * (1 + np.cos(np.pi * 0.04)), rtol=1e-6)
     np.testing.assert_allclose(float(s(100)), 0.0, atol=1e-9)
-    st = engine.WarmupSchedule(0.1, 0, 100, kind="step", boundaries=[50, 80])
+    st = WarmupSchedule(0.1, 0, 100, kind="step", boundaries=[50, 80])
     np.testing.assert_allclose([float(st(49)), float(st(50)), float(st(80))], [0.1, 0.01, 0.001], rtol=1e-5)
 
 

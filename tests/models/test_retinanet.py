@@ -86,7 +86,7 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_export_parity(tmp_path):
-    from detect.export.saved_model import export_saved_model
+    from detect.exporters.saved_model import export_saved_model
 
     model = build_retinanet(tiny_config(postprocess={"score_threshold": 0.001, "iou_threshold": 0.5,
                                                      "max_detections": 40, "pre_nms_top_k": 300}))
