@@ -294,13 +294,8 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
     model = _model(given, threads)
     options = options.resolved(model)  # the input rule, once
     with postprocessing(model, score_threshold, iou_threshold, max_detections, agnostic_nms, calibrated=False):
-        result = run_evaluation(ann, model=model, images=images, options=options,
-                                save_predictions=save_predictions, **common)
-        if calibrate is not None:
-            from detect.inference.evaluate import write_calibrated
-
-            result.written["calibrated"] = write_calibrated(model, result, ann, calibrate, overwrite=overwrite)
-        return result
+        return run_evaluation(ann, model=model, images=images, options=options,
+                              save_predictions=save_predictions, calibrate=calibrate, **common)
 
 
 # ---- train and export ------------------------------------------------------------

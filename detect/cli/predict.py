@@ -59,7 +59,7 @@ def _add_predict(sub) -> None:
     g = p.add_argument_group("GIS outputs (georeferenced rasters; pip install 'detect[geo]')")
     g.add_argument("--format", choices=defaults.FORMATS, default="geojson",
                    help="geojson: per-scene geojson/NAME.geojson in the raster's CRS (always written); "
-                   "gpkg: also OUT/detections.gpkg, one layer for the run (class, score, scene, model; "
+                   "gpkg: also OUT/detections.gpkg, one layer for the run (label, score, file, model; "
                    "one layer per CRS when scenes differ)")
     g.add_argument("--geojson-wgs84", action="store_true",
                    help="also OUT/detections_wgs84.geojson: every scene in EPSG:4326 (RFC 7946: lon/lat, "

@@ -36,6 +36,17 @@ def class_thresholds(points: dict, gt: dict, class_names, fallback: float) -> tu
     return out, notes
 
 
+def calibrate(model, points: dict, gt: dict, ann, *, source: str = "") -> tuple[list[float], list[str]]:
+    """Store ``points``' per-class thresholds (see :func:`class_thresholds`) in ``model``'s
+    post-processing, with where they came from (``source`` + :func:`provenance`); returns the
+    thresholds and the notes on classes that took the pooled one."""
+    thresholds, notes = class_thresholds(points, gt, model.class_names,
+                                         model.model_config.postprocess.score_threshold)
+    model.set_postprocess(class_thresholds=tuple(thresholds),
+                          calibration=source + provenance(ann, gt, points.get("iou", 0.5)))
+    return thresholds, notes
+
+
 def provenance(ann, gt: dict, iou: float = 0.5) -> str:
     """``"val.json (12 images, 180 objects), best F1 per class at IoU 0.5"``."""
     from pathlib import Path

@@ -161,5 +161,8 @@ def open_source(path: Path, rule: BandRule = RGB):
                                  f"pip install 'detect[geo]'") from None
         else:
             return RasterSource(path, rule)
-    inspect_image(path)  # a truncated or corrupt file is refused whole, not read grey-filled
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        # OpenCV grey-fills a cut JPEG (a truncated PNG it refuses itself): Pillow checks the whole
+        # file first, cheaply (its DCT decodes at 1/8 scale)
+        inspect_image(path)
     return ArraySource(read_image(path, rule), str(path), rule.count)

@@ -92,7 +92,7 @@ def run_evaluation(ann, *, predictions=None, model=None, images=None, options=No
                    score_threshold: float | None = None, backend: str = "detect",
                    area_ranges: str | None = None, max_dets: str | tuple | None = None,
                    operating_point_at: float | None = None, save_predictions=None,
-                   report=None, plots=None, html=None, match_iou: float = 0.5) -> Report:
+                   report=None, plots=None, html=None, match_iou: float = 0.5, calibrate=None) -> Report:
     """Evaluate ``predictions`` (a COCO results file) or ``model`` run over ``images``
     against the ground truth ``ann``.
 
@@ -112,6 +112,7 @@ def run_evaluation(ann, *, predictions=None, model=None, images=None, options=No
         raise ValueError("--html needs --images (the folder the ground truth's file_name values are in)")
     if (predictions is None) == (model is None):
         raise ValueError("give either predictions (a results file) or a model")
+    calibrate = _calibration_target(model, calibrate) if calibrate is not None else None
     ranges = parse_area_ranges(area_ranges or "")
     max_dets = parse_max_dets(max_dets or defaults.MAX_DETS)
     gt = load_ground_truth(ann)
@@ -155,18 +156,14 @@ def run_evaluation(ann, *, predictions=None, model=None, images=None, options=No
         threshold = points["overall"]["score_threshold"]
         written["html"] = write_view(items, html, names, title=f"detect evaluate: {Path(str(ann)).name}",
                                      score=threshold if threshold is not None else 0.3)
+    if calibrate is not None:  # last: the model is changed (the caller restores its settings)
+        written["calibrated"] = _write_calibrated(model, points, gt, ann, calibrate)
     return Report(result, points, detections, written)
 
 
-def write_calibrated(model, report: Report, ann, out, *, overwrite: bool = False) -> tuple[Path, list[str]]:
-    """Write ``model`` to ``out`` (``.keras``) with each class's best-F1 threshold of ``report``
-    (on ground truth ``ann``) as its post-processing's ``class_thresholds``; returns the path and
-    notes on classes that took the pooled threshold. ``model`` keeps the settings it was
-    evaluated with (the thresholds were measured under them)."""
-    from detect.evaluation.calibration import class_thresholds, provenance
-    from detect.evaluation.coco_eval import load_ground_truth
+def _calibration_target(model, out) -> Path:
+    """``out`` checked as the place for a calibrated copy of ``model`` (before any work)."""
     from detect.models.retinanet import RetinaNet
-    from detect.util import atomic
 
     out = Path(out)
     if not isinstance(model, RetinaNet):
@@ -174,12 +171,17 @@ def write_calibrated(model, report: Report, ann, out, *, overwrite: bool = False
                          f"calibrate the .keras model, then export it again")
     if out.suffix != ".keras":
         raise ValueError(f"--calibrate {out}: the calibrated model is a .keras file")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"--calibrate {out} exists: pass --overwrite to replace it, or name another file")
-    gt = load_ground_truth(ann)
-    thresholds, notes = class_thresholds(report.points, gt, model.class_names,
-                                         model.model_config.postprocess.score_threshold)
-    model.set_postprocess(class_thresholds=tuple(thresholds),
-                          calibration=provenance(ann, gt, report.points.get("iou", 0.5)))
+    return out
+
+
+def _write_calibrated(model, points: dict, gt: dict, ann, out: Path) -> tuple[Path, list[str]]:
+    """``model`` written to ``out`` with each class's best-F1 threshold of ``points`` as its
+    post-processing's ``class_thresholds``; the path and notes on classes that took the pooled
+    threshold. ``model`` keeps the settings it was evaluated with (the thresholds were measured
+    under them)."""
+    from detect.evaluation.calibration import calibrate
+    from detect.util import atomic
+
+    _, notes = calibrate(model, points, gt, ann)
     atomic.save_model(model, out)
     return out, notes

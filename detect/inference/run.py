@@ -54,12 +54,7 @@ from detect.structures import Record, read_record, run_summary
 from detect.util import atomic
 
 
-def predict_files(model, files: list[Path], out_dir: Path | None, options: TileOptions, *,
-                  save_images: bool = False, overwrite: bool = False,
-                  bands: tuple[int, ...] | None = None, stride: int = 1, gsd_match: bool = True,
-                  ground_truth: dict | None = None, ann: str | None = None, on_result=None,
-                  outputs: RunOutputs | None = None, shard: str | None = None, engine: str = "local",
-                  engine_options: dict | None = None, style: DrawStyle = DEFAULT_STYLE) -> dict:
+def predict_files(model, files: list[Path], out_dir: Path | None, options: TileOptions, **kwargs) -> dict:
     """Run over ``files``; returns a summary dict (see module doc for outputs).
 
     Post-processing (thresholds, cap) is the model's: change it with
@@ -80,13 +75,15 @@ def predict_files(model, files: list[Path], out_dir: Path | None, options: TileO
     job of units (:mod:`detect.inference.sharded`); ``ann`` is the path
     behind ``ground_truth``, for the job's merge. ``style``: how annotated
     images and videos are drawn.
+
+    Keywords: those of :func:`_predict_files` (``save_images``, ``overwrite``, ``bands``,
+    ``stride``, ``gsd_match``, ``ground_truth``, ``ann``, ``on_result``, ``outputs``, ``shard``,
+    ``engine``, ``engine_options``, ``style``). A local run holds the output folder's lock
+    (:func:`~detect.inference.outputs.output_lock`); jobs share folders by design.
     """
-    one_writer = out_dir is not None and shard is None and engine == "local"  # jobs share folders by design
+    one_writer = out_dir is not None and kwargs.get("shard") is None and kwargs.get("engine", "local") == "local"
     with output_lock(Path(out_dir)) if one_writer else contextlib.nullcontext():
-        return _predict_files(model, files, out_dir, options, save_images=save_images, overwrite=overwrite,
-                              bands=bands, stride=stride, gsd_match=gsd_match, ground_truth=ground_truth,
-                              ann=ann, on_result=on_result, outputs=outputs, shard=shard, engine=engine,
-                              engine_options=engine_options, style=style)
+        return _predict_files(model, files, out_dir, options, **kwargs)
 
 
 def _predict_files(model, files: list[Path], out_dir: Path | None, options: TileOptions, *,
@@ -95,7 +92,7 @@ def _predict_files(model, files: list[Path], out_dir: Path | None, options: Tile
                    ground_truth: dict | None = None, ann: str | None = None, on_result=None,
                    outputs: RunOutputs | None = None, shard: str | None = None, engine: str = "local",
                    engine_options: dict | None = None, style: DrawStyle = DEFAULT_STYLE) -> dict:
-    """:func:`predict_files` without the output folder's lock."""
+    """:func:`predict_files` without the output folder's lock (its keywords documented there)."""
     if out_dir is None and (save_images or shard is not None or engine != "local"):
         raise ValueError("save_images, shard and engine need an output folder (out=...)")
     outputs = outputs or RunOutputs()

@@ -78,7 +78,7 @@ def calibrate(model: RetinaNet, validation: "Validation", *, ema: bool) -> None:
     """Store each class's best-F1 score threshold on the validation set in the model
     (``postprocess.class_thresholds``): predict writes maps at that operating point. The last
     epoch's validation detections are the final model's, unless EMA weights were swapped in."""
-    from detect.evaluation.calibration import class_thresholds, provenance
+    from detect.evaluation.calibration import calibrate as store
     from detect.evaluation.operating_point import operating_points
 
     results = validation.results
@@ -88,10 +88,7 @@ def calibrate(model: RetinaNet, validation: "Validation", *, ema: bool) -> None:
         results = predict_samples(model, validation.dataset)
     points = operating_points(validation.gt, results, validation.dataset.category_ids,
                               max_dets=validation.max_dets[-1])
-    thresholds, notes = class_thresholds(points, validation.gt, model.class_names,
-                                         model.model_config.postprocess.score_threshold)
-    model.set_postprocess(class_thresholds=tuple(thresholds), calibration="validation set " +
-                          provenance(validation.ann, validation.gt))
+    thresholds, notes = store(model, points, validation.gt, validation.ann, source="validation set ")
     pairs = ", ".join(f"{n} {t:.2f}" for n, t in zip(model.class_names, thresholds))
     print(f"calibrated on the validation set (best F1 per class at IoU 0.5): {pairs}", flush=True)
     for note in notes:
