@@ -84,3 +84,24 @@ def test_class_thresholds_are_validated():
         PostprocessConfig(class_thresholds=(0.5, 1.5)).validate()
     with pytest.raises(ValueError, match="has 2 values for num_classes=3"):
         ModelConfig(num_classes=3, postprocess=PostprocessConfig(class_thresholds=(0.5, 0.5)))
+
+
+def test_drop_nonpositive_boxes_neither_kept_nor_suppressing():
+    # keras-hub's / keras-cv's padded NMS reads a box with no coordinate above 0 as padding.
+    # Anchor 0 [-10, -10, 0, 0] (0.9) overlaps anchor 1 [-10, -10, 1, 1] (0.8) with IoU
+    # 100 / 121 = 0.83: greedy NMS keeps 0 and suppresses 1; with the rule, 0 is no box
+    # and 1 (one coordinate above 0) is kept. Anchor 2 [20, 20, 30, 30] is kept either way.
+    anchors = tf.constant([[-10, -10, 0, 0], [-10, -10, 1, 1], [20, 20, 30, 30]], tf.float32)
+    deltas = tf.zeros([1, 3, 4])
+    logits = tf.constant([[[logit(0.9)], [logit(0.8)], [logit(0.7)]]], tf.float32)
+    base = PostprocessConfig(score_threshold=0.05, max_detections=3, pre_nms_top_k=10, agnostic=True,
+                             clip_boxes=False)
+    plain = postprocess(logits, deltas, anchors, (40, 40), base, variances=V)
+    np.testing.assert_allclose(plain["scores"][0, :2], [0.9, 0.7], rtol=1e-5)
+    np.testing.assert_allclose(plain["boxes"][0, 0], [-10, -10, 0, 0], atol=1e-4)
+    quirk = postprocess(logits, deltas, anchors, (40, 40), PostprocessConfig(**{**base.__dict__,
+                        "drop_nonpositive": True}), variances=V)
+    assert int(quirk["num_detections"][0]) == 2
+    np.testing.assert_allclose(quirk["scores"][0, :2], [0.8, 0.7], rtol=1e-5)
+    np.testing.assert_allclose(quirk["boxes"][0, :2], [[-10, -10, 1, 1], [20, 20, 30, 30]], atol=1e-4)
+    assert np.isfinite(quirk["boxes"]).all()  # the dropped box's NaN never reaches an output

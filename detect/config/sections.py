@@ -102,6 +102,10 @@ class PostprocessConfig:
     # Clip decoded boxes to the input before NMS (detections are always clipped to
     # the image afterwards); imported keras-hub / keras-cv models run NMS unclipped.
     clip_boxes: bool = True
+    # keras-hub's decoder (a padded NMS) reads a box none of whose coordinates is above 0 as
+    # padding: never kept, suppresses nothing. Imported keras-hub models keep that rule so
+    # they reproduce their source detection for detection; detect's own models do not.
+    drop_nonpositive: bool = False
     # A calibrated operating point: one minimum score per class, applied after NMS to what
     # the model outputs (maps, CSV, pictures, exports); () = none. Set from labelled data
     # (training's validation set, or `detect evaluate --calibrate`): each class's best-F1

@@ -1,4 +1,5 @@
-"""Raw RetinaNet outputs -> detections: decode, sigmoid, clip (unless off), NMS (per class unless agnostic)."""
+"""Raw RetinaNet outputs -> detections: decode, sigmoid, clip (unless off), NMS (per class unless agnostic),
+then the calibrated per-class thresholds (if any)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ def postprocess(
         # Only the NMS candidates' deltas: decoding all N anchors cost more than the NMS
         # itself (light config: 13 ms for 4 tiles of 193k anchors, not XLA-fused).
         boxes = box_coder.decode(tf.gather(anchors, box_idx), deltas, variances)
+        if config.drop_nonpositive:  # NaN: NMS neither keeps such a box nor lets it suppress
+            boxes = tf.where(tf.reduce_any(boxes > 0, axis=-1, keepdims=True), boxes, float("nan"))
         return clip_boxes(boxes, image_size) if config.clip_boxes else boxes
 
     scores = tf.sigmoid(tf.cast(cls_logits, tf.float32))

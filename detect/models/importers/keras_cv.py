@@ -16,7 +16,9 @@ What keras-cv does, and how ``detect`` expresses it:
 - boxes: deltas ``(dy, dx, dh, dw)`` with variances (0.1, 0.1, 0.2, 0.2):
   the box prediction conv's 4 channels per anchor are reordered to ours.
 - decoding: ``NonMaxSuppression`` (keras-cv's default: class-agnostic, max
-  over classes) or ``MultiClassNonMaxSuppression`` (per class), unclipped.
+  over classes) or ``MultiClassNonMaxSuppression`` (per class), unclipped;
+  for the first, a box with no coordinate above 0 is no detection (its
+  padded NMS reads it as padding).
 """
 
 from __future__ import annotations
@@ -85,7 +87,10 @@ def plan_keras_cv(model, source: str) -> ImportPlan:
         "postprocess": {"score_threshold": float(decoder.confidence_threshold),
                         "iou_threshold": float(decoder.iou_threshold),
                         "max_detections": int(decoder.max_detections),
-                        "agnostic": kind == "NonMaxSuppression", "clip_boxes": False},
+                        "agnostic": kind == "NonMaxSuppression", "clip_boxes": False,
+                        # TensorFlow's padded NMS (NonMaxSuppression's) reads a box with no
+                        # coordinate above 0 as padding
+                        "drop_nonpositive": kind == "NonMaxSuppression"},
     }
     fpn = model.feature_pyramid
     layers = []

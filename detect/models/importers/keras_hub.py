@@ -17,7 +17,8 @@ What keras-hub does, and how ``detect`` expresses it:
 - input: the preprocessor's image converter ``x * scale + offset`` becomes
   ``input_mean`` / ``input_std``; its ``image_size`` becomes the tile.
 - decoding: sigmoid, class-agnostic NMS (max over classes) on unclipped
-  boxes with the decoder's thresholds.
+  boxes with the decoder's thresholds; a box with no coordinate above 0 is
+  no detection (the padded NMS reads it as padding: ``drop_nonpositive``).
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def plan_keras_hub(detector, source: str) -> ImportPlan:
                     "convention": "keras_hub"},
         "postprocess": {"score_threshold": float(decoder.confidence_threshold),
                         "iou_threshold": float(decoder.iou_threshold),
-                        "max_detections": int(decoder.max_detections), "agnostic": True, "clip_boxes": False},
+                        "max_detections": int(decoder.max_detections), "agnostic": True, "clip_boxes": False,
+                        "drop_nonpositive": True},
     }
     notes = []
     converter = getattr(getattr(detector, "preprocessor", None), "image_converter", None)
