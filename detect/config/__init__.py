@@ -174,6 +174,14 @@ class ModelConfig(_Section):
     def batchnorm_frozen(self) -> bool:
         return self.pretrained if self.freeze_batchnorm is None else bool(self.freeze_batchnorm)
 
+    def canonical_bytes(self, postprocess: bool = True) -> bytes:
+        """This config as canonical JSON, for a detector's ``digest``; ``postprocess=False`` puts
+        the default post-processing in place of its own."""
+        import json
+
+        config = self if postprocess else dataclasses.replace(self, postprocess=PostprocessConfig())
+        return json.dumps(config.to_dict(), sort_keys=True, default=str).encode()
+
     def validate(self) -> None:
         _check(self.num_classes >= 1, "num_classes", f"must be >= 1, got {self.num_classes}")
         _check(not self.class_names or len(self.class_names) == self.num_classes, "class_names",

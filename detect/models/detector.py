@@ -22,11 +22,13 @@ class Detector(Protocol):
       (class names, input bands and rule, anchors, post-processing);
     - ``class_names``: one name per class, ``model_config.labels``;
     - ``predict_on_batch(images [B, h, w, bands], 0..255)``: a dict of padded
-      ``boxes [B, M, 4]`` (xyxy pixels), ``scores [B, M]``, ``classes [B, M]`` and
-      ``valid_detections [B]``;
+      ``boxes [B, M, 4]`` (xyxy pixels), ``scores [B, M]``, ``labels [B, M]`` (-1 padding),
+      ``num_detections [B]``, ``num_candidates [B]`` and ``capped [B]``
+      (:data:`detect.models.postprocess.DETECTION_KEYS`);
     - ``set_postprocess(**changes)``: change score/IoU thresholds and caps for this object;
-    - ``digest()``: a hex SHA-256 of what decides its detections (weights or file, config with
-      post-processing): a rerun into the same output folder must match it.
+    - ``digest(postprocess=True)``: a hex SHA-256 of what decides its detections (weights or
+      file, config; with ``postprocess=False`` the post-processing counts as the defaults, so
+      a rerun that changed only a threshold can be told apart from another model).
     """
 
     model_config: object
@@ -38,7 +40,8 @@ class Detector(Protocol):
 
     def set_postprocess(self, **changes) -> None: ...
 
-    def digest(self) -> str: ...
+    def digest(self, postprocess: bool = True) -> str: ...
+
 
 
 def load_detector(path: str | Path, *, threads: int | None = None) -> Detector:

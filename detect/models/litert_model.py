@@ -140,10 +140,10 @@ class LiteRTModel:
         self.model_config = replace(self.model_config,
                                     postprocess=self.model_config.postprocess.changed(**changes))
 
-    def digest(self) -> str:
-        """SHA-256 of the file and the current post-processing (what a rerun must match)."""
+    def digest(self, postprocess: bool = True) -> str:
+        """SHA-256 of the file and the config (see :class:`~detect.models.detector.Detector`)."""
         h = hashlib.sha256(self.path.read_bytes())
-        h.update(json.dumps(self.model_config.to_dict(), sort_keys=True, default=str).encode())
+        h.update(self.model_config.canonical_bytes(postprocess))
         return h.hexdigest()
 
     def _postprocess(self):

@@ -98,13 +98,12 @@ class RetinaNet(keras.Model):
         return cls(config["config"], load_backbone_weights=False, name=config.get("name"),
                    backbone_graph=config.get("backbone_graph"))
 
-    def digest(self) -> str:
-        """SHA-256 of the config (post-processing included) and every weight, hex: equal for
-        equal detectors, whatever file they came from."""
+    def digest(self, postprocess: bool = True) -> str:
+        """SHA-256 of the config (post-processing included unless ``postprocess`` is False) and
+        every weight, hex: equal for equal detectors, whatever file they came from."""
         import hashlib
-        import json
 
-        h = hashlib.sha256(json.dumps(self.model_config.to_dict(), sort_keys=True, default=str).encode())
+        h = hashlib.sha256(self.model_config.canonical_bytes(postprocess))
         for w in self.weights:
             h.update(w.path.encode())
             h.update(np.ascontiguousarray(w.numpy()).tobytes())

@@ -301,6 +301,7 @@ def test_the_detector_protocol_is_what_inference_takes(tmp_path):
     assert again.digest() == model.digest()
     again.set_postprocess(score_threshold=0.3)
     assert again.digest() != model.digest()
+    assert again.digest(postprocess=False) == model.digest(postprocess=False)  # only the threshold differs
     with pytest.raises(ValueError, match="got object"):
         as_detector(object())
     with pytest.raises(FileNotFoundError, match="without model.keras"):
