@@ -53,6 +53,10 @@ def tile_options(tile=None, overlap=None, scale=None, batch_size: int = defaults
     return TileOptions(tile=tile, overlap=overlap, batch_size=batch_size, scale=scale)
 
 
+#: ``postprocess.calibration`` while predict applies the uncalibrated default threshold.
+UNCALIBRATED = "no labelled data (detect's default for an uncalibrated model)"
+
+
 @contextlib.contextmanager
 def postprocessing(model, score_threshold=None, iou_threshold=None, max_detections=None, agnostic_nms=None,
                    *, calibrated: bool = True):
@@ -62,17 +66,27 @@ def postprocessing(model, score_threshold=None, iou_threshold=None, max_detectio
     exactly; a line says what changed. A calibrated model's per-class
     thresholds apply unless ``score_threshold`` is given (it replaces them) or
     ``calibrated`` is False (evaluation: AP needs every detection); a line
-    says when they apply.
+    says when they apply. A model without them keeps detections scoring at
+    least :data:`~detect.config.defaults.UNCALIBRATED_SCORE_THRESHOLD` (0.3),
+    also said in a line, on the same terms.
     """
     before = model.model_config
     pp = before.postprocess
     if score_threshold is not None or not calibrated:
         pp = pp.uncalibrated()
+    elif not pp.class_thresholds and pp.score_threshold < defaults.UNCALIBRATED_SCORE_THRESHOLD:
+        floor = defaults.UNCALIBRATED_SCORE_THRESHOLD  # outputs, not NMS: as a calibrated model's
+        pp = dataclasses.replace(pp, class_thresholds=(floor,) * len(model.class_names),
+                                 calibration=UNCALIBRATED)
     model.set_postprocess(score_threshold=score_threshold, iou_threshold=iou_threshold,
                           max_detections=max_detections, agnostic=agnostic_nms,
                           class_thresholds=pp.class_thresholds, calibration=pp.calibration)
     after = model.model_config.postprocess
-    if after.class_thresholds:
+    if after.calibration == UNCALIBRATED:
+        print(f"model not calibrated: detections scoring >= {floor:g} are kept (the default without "
+              f"calibration; `detect evaluate --model M --ann A --images I --calibrate OUT.keras` calibrates "
+              f"per class, --score-threshold T sets one threshold)")
+    elif after.class_thresholds:
         pairs = ", ".join(f"{n} {t:.2f}" for n, t in zip(model.class_names, after.class_thresholds))
         print(f"score thresholds calibrated per class on {after.calibration or 'labelled data'}: {pairs} "
               f"(--score-threshold T uses one threshold instead)")

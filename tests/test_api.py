@@ -15,7 +15,7 @@ import detect
 from detect.cli.main import main
 from detect.inference.predictor import TileOptions, detect_image
 from detect.inference.results import Detections
-from tests.inference.test_predict import model_file  # noqa: F401  (fixture)
+from tests.inference.test_predict import EVERY, model_file  # noqa: F401  (fixture)
 from tests.models.conftest import square_scenes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
@@ -95,7 +95,7 @@ def test_predict_array_equals_the_inference_path(model_file):  # noqa: F811
     model = detect.load_model(model_file)
     images, _ = square_scenes(2, size=96, seed=1)
     batch = images.astype(np.uint8)
-    results = detect.predict(model, batch)
+    results = detect.predict(model, batch, score_threshold=EVERY)
     assert len(results) == 2 and [d.source for d in results] == ["array[0]", "array[1]"]
     for d, img in zip(results, batch):
         want = detect_image(model, img, TileOptions())
@@ -103,7 +103,7 @@ def test_predict_array_equals_the_inference_path(model_file):  # noqa: F811
         np.testing.assert_allclose(d.boxes, np.asarray(want["boxes"]), atol=1e-4)
         np.testing.assert_allclose(d.scores, np.asarray(want["scores"]), atol=1e-6)
         assert (d.width, d.height) == (96, 96) and len(d) == len(want["scores"]) > 0
-    single = detect.predict(model, batch[0])
+    single = detect.predict(model, batch[0], score_threshold=EVERY)
     np.testing.assert_allclose(single[0].boxes, results[0].boxes, atol=1e-4)
 
 
@@ -135,8 +135,9 @@ def test_detections_indexing_filter_and_conversions():
 
 
 def test_predict_with_out_writes_what_the_cli_writes(model_file, folder, tmp_path):  # noqa: F811
-    assert main(["predict", "--model", str(model_file), "--out", str(tmp_path / "cli"), str(folder)]) == 0
-    results = detect.predict(str(model_file), folder, out=tmp_path / "api")
+    assert main(["predict", "--model", str(model_file), "--out", str(tmp_path / "cli"), "--score-threshold",
+                 str(EVERY), str(folder)]) == 0
+    results = detect.predict(str(model_file), folder, out=tmp_path / "api", score_threshold=EVERY)
     for name in ("detections.csv", "coco_results.json", "images.json"):
         assert (tmp_path / "cli" / name).read_text() == (tmp_path / "api" / name).read_text(), name
     assert sorted(p.name for p in (tmp_path / "api" / "detections").iterdir()) == ["s0.json", "s1.json",
@@ -147,7 +148,7 @@ def test_predict_with_out_writes_what_the_cli_writes(model_file, folder, tmp_pat
         assert len(rec["detections"]) == len(d)
         np.testing.assert_allclose([r["box"] for r in rec["detections"]], d.boxes.reshape(-1, 4), atol=0.006)
     # a rerun skips every image and reads its detections back
-    again = detect.predict(str(model_file), folder, out=tmp_path / "api")
+    again = detect.predict(str(model_file), folder, out=tmp_path / "api", score_threshold=EVERY)
     assert again.summary["skipped_done"] == 3 and [len(d) for d in again] == [len(d) for d in results]
 
 
@@ -156,8 +157,8 @@ def test_predict_leaves_the_models_post_processing_alone(model_file, folder):  #
     before = model.model_config
     few = detect.predict(model, folder, max_detections=2, score_threshold=0.001)
     assert all(len(d) <= 2 for d in few) and model.model_config == before
-    many = detect.predict(model, folder)
-    assert sum(len(d) for d in many) > sum(len(d) for d in few)
+    many = detect.predict(model, folder, score_threshold=EVERY)
+    assert sum(len(d) for d in many) > sum(len(d) for d in few) and model.model_config == before
 
 
 def test_predict_a_geotiff_keeps_its_georeferencing(model_file, tmp_path):  # noqa: F811
@@ -306,6 +307,32 @@ def test_no_submodule_shadows_an_api_name():
             importlib.import_module(info.name)
     for name in detect.__all__:
         assert callable(getattr(detect, name)) and not isinstance(getattr(detect, name), type(detect)), name
+
+
+def test_uncalibrated_predict_keeps_scores_from_the_default_and_evaluate_every_one(model_file, tmp_path,  # noqa: F811
+                                                                                   capsys):
+    from detect.config.defaults import UNCALIBRATED_SCORE_THRESHOLD as floor
+
+    root = tmp_path / "d"
+    ann = make_synthetic.make_dataset(root, images=3, size=96, seed=8)
+    images = root / "images"
+    model = detect.load_model(model_file)
+    assert not model.model_config.postprocess.class_thresholds and model.model_config.postprocess.score_threshold < floor
+    capsys.readouterr()
+    default = detect.predict(model, images)
+    assert f"model not calibrated: detections scoring >= {floor:g} are kept" in capsys.readouterr().out
+    low = model.model_config.postprocess.score_threshold
+    every = detect.predict(model, images, score_threshold=low)
+    assert "not calibrated" not in capsys.readouterr().out  # an explicit threshold is not a default
+    assert sum(len(b) for b in every) > sum(len(a) for a in default)  # the default cut something
+    for a, b in zip(default, every):  # exactly the detections at or above the default, same boxes
+        keep = b.scores >= floor
+        assert (a.scores >= floor).all() and len(a) == int(keep.sum())
+        np.testing.assert_allclose(a.boxes, b.boxes[keep], atol=1e-4)
+    assert model.model_config.postprocess.class_thresholds == ()  # the model itself is unchanged
+    # evaluation scores every detection the model outputs: the same as with the low threshold
+    assert detect.evaluate(model, ann, images).stats == pytest.approx(
+        detect.evaluate(model, ann, images, score_threshold=low).stats, abs=1e-12)
 
 
 def test_evaluate_calibrate_then_predict_writes_at_the_calibrated_thresholds(model_file, tmp_path,  # noqa: F811

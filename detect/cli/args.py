@@ -11,8 +11,11 @@ def add_postprocess_args(p) -> None:
     """--score-threshold / --iou-threshold / --max-detections: applied exactly (NMS rebuilt)."""
     g = p.add_argument_group("post-processing (default: the model's own settings)")
     g.add_argument("--score-threshold", type=float,
-                   help="keep detections scoring above this, one threshold for every class (replaces a "
-                   "calibrated model's per-class thresholds); a value below the model's own works")
+                   help="keep detections scoring above this, one threshold for every class. Default: "
+                   "predict keeps a calibrated model's per-class thresholds, else scores >= "
+                   f"{defaults.UNCALIBRATED_SCORE_THRESHOLD:g}; evaluate every detection the model outputs "
+                   "(its postprocess.score_threshold, 0.05 unless set: AP needs the low scores). A value "
+                   "below the model's own works")
     g.add_argument("--iou-threshold", type=float, help="NMS and tile-merge IoU threshold")
     g.add_argument("--max-detections", type=int,
                    help="detections kept per tile / image (a warning counts tiles that reach it)")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from detect.cli.args import Renamed, add_command
+from detect.config import defaults
 
 
 def add_convert(sub) -> None:
@@ -146,7 +147,7 @@ def add_view(sub) -> None:
     p.add_argument("--ann", help="COCO ground truth: colour true / false positives and missed objects")
     p.add_argument("--html", metavar="FILE", help="the HTML file to write (default: OUT/view.html)")
     p.add_argument("--out", dest="html", action=Renamed, new="--html")
-    p.add_argument("--score-threshold", dest="score", type=float, default=0.3,
+    p.add_argument("--score-threshold", dest="score", type=float, default=defaults.UNCALIBRATED_SCORE_THRESHOLD,
                    help="the score slider's start (default: %(default)s)")
     p.add_argument("--score", dest="score", type=float, action=Renamed, new="--score-threshold")
     p.add_argument("--max-side", type=int, default=1600,

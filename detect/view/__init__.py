@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from detect.config import defaults
 from detect.imagery.images import CLASS_COLOURS
 from detect.util import atomic
 
@@ -116,7 +117,7 @@ def _raster_overview(path: Path, scale: float) -> np.ndarray:
 
 
 def write_view(items: list[ViewItem], path, class_names, *, title: str = "detect view",
-               score: float = 0.3, max_side: int = MAX_SIDE, progress: bool = True) -> Path:
+               score: float = defaults.UNCALIBRATED_SCORE_THRESHOLD, max_side: int = MAX_SIDE, progress: bool = True) -> Path:
     """Write the page for ``items`` to ``path`` (atomically); returns ``path``."""
     from tqdm import tqdm
 

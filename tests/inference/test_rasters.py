@@ -7,7 +7,7 @@ from detect.cli.main import main
 from detect.imagery.images import BandRule
 from detect.imagery.rasters import RasterSource, open_source
 from detect.inference.predictor import TileOptions, detect_image, detect_source
-from tests.inference.test_predict import model_file  # noqa: F401  (fixture)
+from tests.inference.test_predict import EVERY, model_file  # noqa: F401  (fixture)
 from tests.models.conftest import square_scenes
 
 rasterio = pytest.importorskip("rasterio")
@@ -50,7 +50,7 @@ def test_geojson_uses_the_raster_transform_and_crs(tmp_path, model_file):  # noq
     write_tif(tmp_path / "in.tif", scene())
     out = tmp_path / "out"
     assert main(["predict", "--model", str(model_file), "--out", str(out), "--tile", "96",
-                 str(tmp_path / "in.tif")]) == 0
+                 "--score-threshold", str(EVERY), str(tmp_path / "in.tif")]) == 0
     gj = json.loads((out / "geojson" / "in.geojson").read_text())
     pixel = json.loads((out / "detections" / "in.json").read_text())["detections"]
     assert gj["crs"]["properties"]["name"] == "EPSG:32633" and len(gj["features"]) == len(pixel) > 0
