@@ -116,7 +116,7 @@ def main(argv=None) -> int:
     rule, pp = model.model_config.input, model.model_config.postprocess
     names = model.class_names
     thresholds = np.array(pp.class_thresholds or [args.score] * len(names))
-    model.set_postprocess(class_thresholds=(), calibration="")  # every detection; the cut is ours
+    low = pp.score_threshold  # every detection the model outputs (predict's call): the cut is ours
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     image, _ = make_dense_aerial.make_scene(np.random.default_rng(args.seed), args.size)
@@ -124,11 +124,12 @@ def main(argv=None) -> int:
     print(f"{args.size} px raster, tile {rule.tile} px, overlap {rule.overlap:g}; confident: score >= "
           + ", ".join(f"{n} {t:.2f}" for n, t in zip(names, thresholds)), flush=True)
 
-    ref = _arrays(detect.predict(model, whole))
-    runs = {"overlap": (_arrays(detect.predict(model, whole, overlap=min(0.9, rule.overlap + args.overlap_delta))),
+    ref = _arrays(detect.predict(model, whole, score_threshold=low))
+    runs = {"overlap": (_arrays(detect.predict(model, whole, overlap=min(0.9, rule.overlap + args.overlap_delta),
+                                                    score_threshold=low)),
                         None)}
     d = int(round(args.shift * rule.tile))
-    moved = _arrays(detect.predict(model, _write_tif(work / "shifted.tif", image[d:, d:], d, d)))
+    moved = _arrays(detect.predict(model, _write_tif(work / "shifted.tif", image[d:, d:], d, d), score_threshold=low))
     moved = (moved[0] + np.array([d, d, d, d]), moved[1], moved[2])
     margin = 2.0  # px: an object cut by the crop is not the same object
 
@@ -147,7 +148,7 @@ def main(argv=None) -> int:
             files.append(_write_tif(parts / f"part_{i}_{j}.tif", image[y0:y1, x0:x1], x0, y0))
     out = work / "parts_out"
     detect.predict(model, [str(f) for f in files], out=out, format="gpkg", merge_across_scenes=True,
-                   overwrite=True)
+                   overwrite=True, score_threshold=low)
     runs["parts"] = (_from_gpkg(next(out.glob("*.gpkg")), names), None)
 
     print(f"\n{'run':<10}{'confident':>10}{'vs ref':>8}   reappear among confident     among any score")

@@ -1,16 +1,31 @@
 """Cutting large images into overlapping tiles and merging the tiles' detections.
 
 Tiles are ``tile x tile`` windows stepped by ``tile * (1 - overlap)``; the last
-row and column are shifted back to end exactly at the image edge, so every
-pixel is covered and no tile hangs over the border (images smaller than a
-tile give one window the size of the image).
+row and column are shifted back to end at the image edge, so every pixel is
+covered and no tile hangs over the border (images smaller than a tile give one
+window the size of the image).
+
+Aligned grids (``align``, the network's total stride): every window starts at
+a multiple of ``align`` px. A convolutional detector is equivariant only to
+shifts by its stride, so an object seen whole by tiles at aligned origins
+lands on the same phase of every feature map and gets the same box and score,
+whichever grid (overlap) cut the image: measured on a 2048 px dense scene,
+two aligned grids agreed on 88% of confident boxes at IoU >= 0.9, two
+unaligned ones on 54% (``tools/benchmark_tiling.py``). The step is rounded
+down to a multiple (more overlap, never less), and the last row and column
+start at the first multiple at or past ``size - tile``: up to ``align - 1`` px
+short of a full tile, which the model pads like any small image.
 
 Merging: an object cut by a seam shows up in two tiles, once whole and once
 truncated, or truncated in both. Plain IoU misses the second case (a half box
 has IoU ~0.5 with the whole one), so two same-class boxes are duplicates when
 IoU > ``iou_threshold``, or, when either box touches an inner tile border
 (a seam, not the image edge), when their intersection over the smaller box is
-> ``ios_threshold``. Duplicates are resolved greedily by score (the exact
+> ``ios_threshold``. Duplicates are resolved greedily, the copy seen farthest
+from its own tile's seams first (the tile where the object is most central:
+the most context, and the same copy whichever grid cut the image; measured,
+this took the share of confident boxes two aligned grids agree on at IoU >=
+0.9 from 89% to 97%), then by score (the exact
 greedy solver of :mod:`detect.ops.nms`), and when both the kept box and a
 box it absorbed are truncated at seams, the kept box is widened to their union, which restores an object's extent
 across the seam.
@@ -29,17 +44,36 @@ from detect.ops.nms import greedy_keep
 EDGE_TOLERANCE = 1.0
 
 
-def tile_windows(height: int, width: int, tile: int, overlap: float) -> np.ndarray:
-    """``[T, 4]`` int windows ``(x0, y0, x1, y1)`` covering the image (see module doc)."""
+def grid_alignment(tile: int, overlap: float, multiple: int) -> int:
+    """The alignment :func:`tile_windows` uses for a network of total stride ``multiple``:
+    ``multiple`` itself, halved while rounding the step down to it would cost more than a
+    quarter of the step (small tiles of a deep network: tile 256 at overlap 0.2 steps 205 px,
+    aligned to 64 rather than 128 to step 192 rather than 128)."""
+    step = tile * (1 - overlap)
+    align = max(int(multiple), 1)
+    while align > 1 and step // align * align < 0.75 * step:
+        align //= 2
+    return align
+
+
+def tile_windows(height: int, width: int, tile: int, overlap: float, align: int = 1) -> np.ndarray:
+    """``[T, 4]`` int windows ``(x0, y0, x1, y1)`` covering the image, row by row; with
+    ``align`` > 1 each starts at a multiple of it (see module doc and :func:`grid_alignment`)."""
     for name, problem in tile_rule_problems(tile, overlap):
         raise ValueError(f"{name} {problem}")
-    step = max(int(round(tile * (1 - overlap))), 1)
+    align = max(int(align), 1)
+    step = max(int(round(tile * (1 - overlap))) // align * align, align)
+    if step > tile:  # an alignment above the tile: plain windows (no gaps)
+        align, step = 1, max(int(round(tile * (1 - overlap))), 1)
 
     def starts(n):
         if n <= tile:
             return [0]
-        s = list(range(0, n - tile, step))
-        return s + [n - tile]
+        last = -(-(n - tile) // align) * align  # the first multiple at or past n - tile
+        out = [0]
+        while out[-1] < last:  # each start at most one step (<= tile) past the previous: no gaps
+            out.append(min(out[-1] + step, last))
+        return out
 
     return np.array([(x, y, min(x + tile, width), min(y + tile, height))
                      for y in starts(height) for x in starts(width)], np.int64)
@@ -91,9 +125,12 @@ def merge_detections(boxes, scores, labels, windows, *, height: int, width: int,
         return (*empty, np.zeros(0, np.int64)) if return_index else empty
     scores = np.asarray(scores, np.float64)
     labels = np.asarray(labels)
-    order = np.argsort(-scores, kind="stable")
+    windows = np.asarray(windows, np.float64)
+    # precedence: the copy seen farthest from its tile's seams (the most context, so the same
+    # copy whatever the grid), then the higher score
+    order = np.lexsort((-scores, -seam_distance(boxes, windows, height, width)))
     boxes, scores, labels = boxes[order], scores[order], labels[order]
-    seam = touches_seam(boxes, np.asarray(windows)[order], height, width)
+    seam = touches_seam(boxes, windows[order], height, width)
 
     iou = numpy_boxes.iou(boxes[:, None], boxes[None, :])
     ios = numpy_boxes.ios(boxes[:, None], boxes[None, :])
@@ -101,7 +138,7 @@ def merge_detections(boxes, scores, labels, windows, *, height: int, width: int,
     # Only detections of different tiles are duplicates here: each tile's own were already
     # suppressed by the model's NMS (on unclipped boxes for imported models, whose parity a
     # second NMS on clipped boxes would break).
-    win = np.asarray(windows)[order]
+    win = windows[order]
     other_tile = (win[:, None, :] != win[None, :, :]).any(-1)
     duplicate = same & other_tile & ((iou > iou_threshold) | ((seam[:, None] | seam[None, :]) & (ios > ios_threshold)))
     if abut > 0:
@@ -120,6 +157,19 @@ def merge_detections(boxes, scores, labels, windows, *, height: int, width: int,
             o = owners[0]
             merged[o, :2] = np.minimum(merged[o, :2], boxes[i, :2])
             merged[o, 2:] = np.maximum(merged[o, 2:], boxes[i, 2:])
-    out = (merged[keep].astype(np.float32), scores[keep].astype(np.float32),
-           labels[keep].astype(np.int32))
-    return (*out, order[keep]) if return_index else out
+    kept = np.flatnonzero(keep)
+    kept = kept[np.argsort(-scores[kept], kind="stable")]  # by descending score again
+    out = (merged[kept].astype(np.float32), scores[kept].astype(np.float32), labels[kept].astype(np.int32))
+    return (*out, order[kept]) if return_index else out
+
+
+def seam_distance(boxes: np.ndarray, windows: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``[N]`` px from each box to the nearest edge of its own tile that is a seam (inside the
+    image; the image's own edges do not count), 0 when it touches or crosses one, ``inf`` for a
+    tile with no seam (the whole image)."""
+    x0, y0, x1, y1 = np.asarray(boxes, np.float64).T
+    wx0, wy0, wx1, wy1 = np.asarray(windows, np.float64).T
+    inf = np.inf
+    gaps = [np.where(wx0 > 0, x0 - wx0, inf), np.where(wy0 > 0, y0 - wy0, inf),
+            np.where(wx1 < width, wx1 - x1, inf), np.where(wy1 < height, wy1 - y1, inf)]
+    return np.maximum(np.minimum.reduce(gaps), 0.0)

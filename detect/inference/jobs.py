@@ -95,7 +95,7 @@ def build_job(files: list[Path], headers: list, scales: list[float], options, *,
         for k, first in enumerate(range(0, len(windows), UNIT_TILES)):
             stop = min(first + UNIT_TILES, len(windows))
             units.append([s, k, first, stop, int(area[first:stop].sum())])
-    return {"format": JOB_FORMAT, "tile": options.tile, "overlap": options.overlap,
+    return {"format": JOB_FORMAT, "tile": options.tile, "overlap": options.overlap, "align": options.align,
             "batch_size": options.batch_size, "unit_tiles": UNIT_TILES, "scenes": scenes, "units": units, **settings}
 
 
@@ -182,7 +182,7 @@ def run_units(model, job: dict, units: list[Unit], out_dir: Path, open_scene, *,
     todo = [u for u in units if not unit_path(out_dir, job, u).is_file()]
     stats = {"units": len(units), "done_before": len(units) - len(todo), "tiles": 0, "blank_tiles": 0,
              "failed_units": 0, "failed_scenes": []}
-    opts, batch = _Options(job["tile"], job["overlap"]), job["batch_size"]
+    opts, batch = _Options.of(job), job["batch_size"]
     bar = tqdm(total=sum(u.stop - u.first for u in todo), unit="tile", desc="units", disable=not progress)
     source, source_scene = None, None
     try:
@@ -228,6 +228,11 @@ class _Options:
 
     tile: int
     overlap: float
+    align: int = 1
+
+    @classmethod
+    def of(cls, job: dict) -> "_Options":
+        return cls(job["tile"], job["overlap"], job.get("align", 1))  # jobs cut before aligned grids: 1
 
 
 def missing_units(out_dir: Path, job: dict) -> list[Unit]:
@@ -245,7 +250,7 @@ def units_by_scene(job: dict) -> dict[int, list[Unit]]:
 def merge_scene(out_dir: Path, job: dict, scene_index: int, units: list[Unit]) -> dict:
     """One scene's detections from the files of its ``units`` (see :meth:`SceneMerger.result`)."""
     scene = job["scenes"][scene_index]
-    opts = _Options(job["tile"], job["overlap"])
+    opts = _Options.of(job)
     h, w, windows = scene_grid(scene["height"], scene["width"], scene["scale"], opts)
     merger = SceneMerger(h, w, job["iou_threshold"], job["agnostic"])
     for unit in units:

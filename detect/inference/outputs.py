@@ -172,18 +172,8 @@ def write_scene(out_dir: Path, stem: str, f: Path, source, det: dict, names, sav
 def model_digest(model) -> str:
     """What a rerun into the same folder must match besides its post-processing (fingerprinted on
     its own, so a changed threshold is named as such): the
-    :class:`~detect.models.detector.Detector`'s ``digest()`` with the post-processing held at
-    its defaults."""
-    from dataclasses import replace
-
-    from detect.config import PostprocessConfig
-
-    own = model.model_config
-    model.model_config = replace(own, postprocess=PostprocessConfig())
-    try:
-        return model.digest()
-    finally:
-        model.model_config = own
+    :class:`~detect.models.detector.Detector`'s ``digest(postprocess=False)``."""
+    return model.digest(postprocess=False)
 
 
 def run_fingerprint(model, options, *, bands, stride: int, gsd_match: bool) -> dict:
@@ -193,7 +183,7 @@ def run_fingerprint(model, options, *, bands, stride: int, gsd_match: bool) -> d
 
     pp = json.loads(json.dumps(asdict(model.model_config.postprocess)))  # as it reads back from the file
     return {"model": model_digest(model), "postprocess": pp,
-            "tile": options.tile, "overlap": options.overlap, "scale": options.scale,
+            "tile": options.tile, "overlap": options.overlap, "align": options.align, "scale": options.scale,
             "bands": list(bands) if bands else None, "stride": stride, "gsd_match": gsd_match}
 
 
@@ -203,8 +193,11 @@ def _difference(key: str, old, new) -> str:
     if key == "model":
         return "another model (other weights or architecture)"
     if key == "postprocess" and isinstance(old, dict) and isinstance(new, dict):
-        return ", ".join(f"{k} {old.get(k)} there, {new.get(k)} now"
-                         for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+        changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        if "class_thresholds" in changed and "calibration" in changed:
+            changed.remove("calibration")  # where thresholds came from: the thresholds say it
+        changed.sort(key=lambda k: k != "score_threshold")  # the usual change first
+        return ", ".join(f"{k} {old.get(k)} there, {new.get(k)} now" for k in changed)
     return f"{key} {old} there, {new} now"
 
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from detect.config import defaults
 from detect.imagery.rasters import ArraySource, transform_gsd
-from detect.imagery.tiling import merge_detections, tile_windows
+from detect.imagery.tiling import grid_alignment, merge_detections, tile_windows
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,18 @@ class TileOptions:
     overlap: float | None = None  # fraction of the tile
     batch_size: int = defaults.BATCH_SIZE
     scale: float | None = None  # model pixels per source pixel (ground-resolution match)
+    align: int = 1  # tile origins at multiples of this (the network's stride; see tiling)
 
     def resolved(self, model) -> "TileOptions":
-        rule = model.model_config.input
-        return TileOptions(tile=self.tile or rule.tile,
-                           overlap=rule.overlap if self.overlap is None else self.overlap,
-                           batch_size=self.batch_size,
-                           scale=rule.scale if self.scale is None else self.scale)
+        """The model's input rule where a field is None, and the grid aligned to its stride."""
+        config = model.model_config
+        rule = config.input
+        tile = self.tile or rule.tile
+        overlap = rule.overlap if self.overlap is None else self.overlap
+        stride = config.pad_multiple or 2 ** config.anchors.max_level  # what the model pads to
+        return TileOptions(tile=tile, overlap=overlap, batch_size=self.batch_size,
+                           scale=rule.scale if self.scale is None else self.scale,
+                           align=grid_alignment(tile, overlap, stride))
 
 
 #: Everything from the model's input rule, batches of 4.
@@ -131,22 +136,27 @@ def infer_tiles(model, tiles: list[np.ndarray | None], windows) -> list[TileResu
     """Run ``tiles`` (``[h, w, C]`` each, at most one batch) through ``model``; one result per tile.
 
     A None tile (a blank window, see :func:`read_tile`) never reaches the
-    model and gives None. Tiles are zero-padded at the bottom/right to the
-    largest in the batch (the model pads to its size multiple anyway); boxes
-    are clipped to their tile and moved by its window's origin.
+    model and gives None. Tiles of different sizes (an image's last row and
+    column, small images) run in separate calls, each padded only by the model
+    itself: a tile's detections never depend on which tiles share its batch.
+    Boxes are clipped to their tile and moved by its window's origin.
     """
-    seen = [k for k, t in enumerate(tiles) if t is not None]
     out: list[TileResult | None] = [None] * len(tiles)
-    if not seen:
-        return out
-    th, tw = max(tiles[k].shape[0] for k in seen), max(tiles[k].shape[1] for k in seen)
-    batch = np.zeros((len(seen), th, tw, tiles[seen[0]].shape[2]), np.float32)
-    for b, k in enumerate(seen):
-        batch[b, : tiles[k].shape[0], : tiles[k].shape[1]] = tiles[k]
-    det = model.predict_on_batch(batch)
+    groups: dict[tuple, list[int]] = {}
+    for k, t in enumerate(tiles):
+        if t is not None:
+            groups.setdefault(t.shape, []).append(k)
+    for seen in groups.values():
+        _infer_same_size(model, [tiles[k] for k in seen], [windows[k] for k in seen], out, seen)
+    return out
+
+
+def _infer_same_size(model, tiles, windows, out, slots) -> None:
+    """:func:`infer_tiles` for tiles of one shape: results into ``out`` at ``slots``."""
+    det = model.predict_on_batch(np.stack(tiles).astype(np.float32, copy=False))
     pp = model.model_config.postprocess
-    for b, k in enumerate(seen):
-        x0, y0, x1, y1 = windows[k]
+    for b, k in enumerate(slots):
+        x0, y0, x1, y1 = windows[b]
         n = int(det["num_detections"][b])
         boxes = np.asarray(det["boxes"][b, :n], np.float64)
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, x1 - x0) + x0
@@ -157,7 +167,6 @@ def infer_tiles(model, tiles: list[np.ndarray | None], windows) -> list[TileResu
                             np.asarray(det["labels"][b, :n], np.int32), at_max=at_max,
                             at_top_k=not at_max and n < pp.max_detections
                             and int(det["num_candidates"][b]) > pp.pre_nms_top_k)
-    return out
 
 
 class SceneMerger:
@@ -227,7 +236,7 @@ def scene_grid(height: int, width: int, scale: float, options: "TileOptions") ->
     if scale <= 0:
         raise ValueError(f"--scale must be > 0, got {scale}")
     h, w = max(1, round(height * scale)), max(1, round(width * scale))
-    return h, w, tile_windows(h, w, options.tile, options.overlap)
+    return h, w, tile_windows(h, w, options.tile, options.overlap, options.align)
 
 
 class _Job:

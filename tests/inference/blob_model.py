@@ -30,7 +30,7 @@ class BlobModel:
         self.model_config = replace(self.model_config,
                                     postprocess=self.model_config.postprocess.changed(**changes))
 
-    def digest(self) -> str:
+    def digest(self, postprocess: bool = True) -> str:
         return "blob-model"
 
     def predict_on_batch(self, batch):

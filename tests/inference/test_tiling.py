@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from detect.imagery.rasters import ArraySource
-from detect.imagery.tiling import merge_detections, tile_windows
+from detect.imagery.tiling import grid_alignment, merge_detections, seam_distance, tile_windows
 from detect.inference.predictor import TileOptions
 
 
@@ -24,6 +24,62 @@ def test_every_pixel_covered():
     assert covered.all() and (w[:, 2] - w[:, 0] == 128).all()
 
 
+def test_aligned_windows_golden_and_covering():
+    # 100 x 70, tile 64, overlap 0.25, aligned to 16: the step 48 is a multiple already; the
+    # last start is the first multiple of 16 at or past 100 - 64 = 36 (48: a window of 52 px)
+    # and past 70 - 64 = 6 (16: 54 px high)
+    w = tile_windows(70, 100, 64, 0.25, align=16)
+    np.testing.assert_array_equal(w, [[0, 0, 64, 64], [48, 0, 100, 64], [0, 16, 64, 70], [48, 16, 100, 70]])
+    # step 0.79 * 512 = 404 px rounded down to 384; 2000 - 512 = 1488 -> last start 1504
+    starts = sorted(set(tile_windows(600, 2000, 512, 0.21, align=32)[:, 0].tolist()))
+    assert starts == [0, 384, 768, 1152, 1504]
+    for h, wd, tile, overlap, align in ((517, 333, 128, 0.1, 32), (1000, 999, 256, 0.0, 64), (300, 700, 96, 0.5, 8)):
+        w = tile_windows(h, wd, tile, overlap, align)
+        covered = np.zeros((h, wd), bool)
+        for x0, y0, x1, y1 in w:
+            covered[y0:y1, x0:x1] = True
+        assert covered.all() and (w[:, :2] % align == 0).all(), (h, wd, tile, overlap, align)
+        assert ((w[:, 2] - w[:, 0]) <= tile).all() and (w[:, 2].max(), w[:, 3].max()) == (wd, h)
+    # alignment 1 is the plain rule
+    np.testing.assert_array_equal(tile_windows(517, 333, 128, 0.1, 1), tile_windows(517, 333, 128, 0.1))
+
+
+def test_grid_alignment_keeps_the_step_within_a_quarter():
+    assert grid_alignment(512, 0.21, 32) == 32     # 404 -> 384
+    assert grid_alignment(256, 0.2, 128) == 64     # 204.8 -> 128 would lose 37%; 192 at 64
+    assert grid_alignment(64, 0.5, 128) == 32      # step 32
+    assert grid_alignment(100, 0.0, 1) == 1
+    for tile, overlap, multiple in ((512, 0.21, 128), (300, 0.33, 64), (128, 0.9, 32)):
+        align = grid_alignment(tile, overlap, multiple)
+        step = tile * (1 - overlap)
+        assert multiple % align == 0 and (align == 1 or step // align * align >= 0.75 * step)
+
+
+def test_a_tiles_detections_do_not_depend_on_its_batch_mates():
+    from detect.inference.predictor import infer_tiles
+
+    class Recorder:  # a detector whose one box tells the shape it was given
+        model_config = type("C", (), {"postprocess": type("P", (), {"max_detections": 5, "pre_nms_top_k": 10})})
+        calls = []
+
+        def predict_on_batch(self, batch):
+            self.calls.append(batch.shape)
+            b, h, w = batch.shape[:3]
+            boxes = np.tile(np.array([[0, 0, w, h]], np.float32), (b, 5, 1))[:, :5]
+            return {"boxes": boxes, "scores": batch.mean(axis=(1, 2, 3))[:, None].repeat(5, 1),
+                    "labels": np.zeros((b, 5), np.int32), "num_detections": np.ones(b, np.int32),
+                    "num_candidates": np.ones(b, np.int32), "capped": np.zeros(b, bool)}
+
+    model = Recorder()
+    big, small = np.full((64, 64, 3), 10.0), np.full((64, 40, 3), 20.0)
+    alone = infer_tiles(model, [small], [(0, 0, 40, 64)])[0]
+    mixed = infer_tiles(model, [big, small, None, big], [(0, 0, 64, 64), (0, 0, 40, 64), None, (0, 0, 64, 64)])
+    assert mixed[2] is None and model.calls[-2:] == [(2, 64, 64, 3), (1, 64, 40, 3)]
+    np.testing.assert_array_equal(mixed[1].boxes, alone.boxes)  # not padded to 64 px by its batch mates
+    np.testing.assert_array_equal(mixed[1].scores, alone.scores)
+    np.testing.assert_array_equal(mixed[1].boxes, [[0, 0, 40, 64]])
+
+
 def test_object_split_by_seam_is_reported_once_with_full_extent():
     # Image 200x100, tiles [0,0,120,100] and [80,0,200,100] (40 px overlap). A car
     # [70, 40, 130, 60] is wider than the overlap, so neither tile sees it whole:
@@ -38,18 +94,40 @@ def test_object_split_by_seam_is_reported_once_with_full_extent():
     np.testing.assert_allclose(scores, [0.9, 0.7])
 
 
-def test_truncated_copy_at_a_seam_merges_into_the_higher_scoring_box():
+def test_truncated_copy_at_a_seam_merges_into_the_copy_seen_whole():
     # tiles [0,0,120,100] and [100,0,200,100]: tile 0 sees the object [90,40,110,60]
-    # whole, tile 1 sees it cut at its left edge x=100 (a seam) and scores it higher.
-    # Plain IoU is 0.5 (no merge at 0.5); intersection over the smaller box is 1.0,
-    # so they are one object, and the higher-scoring detection is what is kept,
-    # neither widened nor averaged.
+    # whole (10 px from its seam at x=120), tile 1 sees it cut at its left edge x=100 (a
+    # seam, 0 px) and scores it higher. Plain IoU is 0.5 (no merge at 0.5); intersection
+    # over the smaller box is 1.0, so they are one object, and the copy farther from its
+    # tile's seams is kept with its own score, neither widened nor averaged.
     windows = np.array([[0, 0, 120, 100], [100, 0, 200, 100]])
     boxes = [[90, 40, 110, 60], [100, 40, 110, 60]]
-    out, scores, _ = merge_detections(boxes, [0.6, 0.9], [2, 2], windows, height=100, width=200)
-    assert len(out) == 1
-    np.testing.assert_allclose(out[0], [100, 40, 110, 60])
-    np.testing.assert_allclose(scores, [0.9])
+    out, scores, _, idx = merge_detections(boxes, [0.6, 0.9], [2, 2], windows, height=100, width=200,
+                                           return_index=True)
+    assert len(out) == 1 and idx.tolist() == [0]
+    np.testing.assert_allclose(out[0], [90, 40, 110, 60])
+    np.testing.assert_allclose(scores, [0.6])
+
+
+def test_duplicates_keep_the_most_central_copy_then_the_higher_score():
+    # tiles [0,0,120,100] and [60,0,200,100] overlap on x 60..120; an object [70,40,90,60]
+    # is whole in both: 30 px from tile 0's seam (x=120), 10 px from tile 1's (x=60).
+    # Tile 1 scores it higher; tile 0's copy (more context) is kept.
+    windows = np.array([[0, 0, 120, 100], [60, 0, 200, 100]])
+    boxes = [[70, 40, 90, 60], [71, 41, 91, 61], [150, 10, 170, 30]]
+    out, scores, _, idx = merge_detections(boxes, [0.5, 0.8, 0.7], [1, 1, 1], windows[[0, 1, 1]], height=100,
+                                           width=200, return_index=True)
+    assert idx.tolist() == [2, 0]  # by descending score: the lone object, then the central copy
+    np.testing.assert_allclose(scores, [0.7, 0.5])
+    # equally central copies: the higher score wins
+    sym = np.array([[0, 0, 120, 100], [60, 0, 180, 100]])
+    out, scores, _ = merge_detections([[80, 40, 100, 60], [80, 41, 100, 61]], [0.5, 0.8], [1, 1], sym,
+                                      height=100, width=180)
+    np.testing.assert_allclose(scores, [0.8])
+    # the distances themselves: a seam-free tile (the whole image) is infinitely central
+    np.testing.assert_allclose(seam_distance(np.array(boxes, float), windows[[0, 1, 1]].astype(float), 100, 200),
+                               [30, 11, 90])
+    assert seam_distance(np.array([[5.0, 5, 10, 10]]), np.array([[0.0, 0, 100, 100]]), 100, 100)[0] == np.inf
 
 
 def test_different_classes_and_image_edges_are_not_merged():
