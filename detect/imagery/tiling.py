@@ -14,7 +14,12 @@ two aligned grids agreed on 88% of confident boxes at IoU >= 0.9, two
 unaligned ones on 54% (``tools/benchmark_tiling.py``). The step is rounded
 down to a multiple (more overlap, never less), and the last row and column
 start at the first multiple at or past ``size - tile``: up to ``align - 1`` px
-short of a full tile, which the model pads like any small image.
+short of a full tile, which the model pads like any small image. A
+georeferenced north-up raster aligns its grid to the world's pixel lattice
+(``phase``, :func:`world_phase`): a crop of it, or the parts of a mosaic cut
+along any pixel line, get tiles on the same lattice as the whole; their first
+row and column then start up to ``align - 1`` px before the image (the
+reader pads that strip).
 
 Merging: an object cut by a seam shows up in two tiles, once whole and once
 truncated, or truncated in both. Plain IoU misses the second case (a half box
@@ -56,9 +61,12 @@ def grid_alignment(tile: int, overlap: float, multiple: int) -> int:
     return align
 
 
-def tile_windows(height: int, width: int, tile: int, overlap: float, align: int = 1) -> np.ndarray:
+def tile_windows(height: int, width: int, tile: int, overlap: float, align: int = 1,
+                 phase: tuple[int, int] = (0, 0)) -> np.ndarray:
     """``[T, 4]`` int windows ``(x0, y0, x1, y1)`` covering the image, row by row; with
-    ``align`` > 1 each starts at a multiple of it (see module doc and :func:`grid_alignment`)."""
+    ``align`` > 1 each starts at a column ``px`` and row ``py`` (``phase``) plus a multiple of
+    it, the first ones before the image when the phase is not 0 (see module doc and
+    :func:`grid_alignment`). ``x1``, ``y1`` never pass the image."""
     for name, problem in tile_rule_problems(tile, overlap):
         raise ValueError(f"{name} {problem}")
     align = max(int(align), 1)
@@ -66,17 +74,33 @@ def tile_windows(height: int, width: int, tile: int, overlap: float, align: int 
     if step > tile:  # an alignment above the tile: plain windows (no gaps)
         align, step = 1, max(int(round(tile * (1 - overlap))), 1)
 
-    def starts(n):
+    def starts(n, p):
         if n <= tile:
             return [0]
-        last = -(-(n - tile) // align) * align  # the first multiple at or past n - tile
-        out = [0]
+        first = p % align - align if p % align else 0  # on the lattice, at or before 0
+        last = first - (-(n - tile - first) // align) * align  # the first lattice start past n - tile
+        out = [first]
         while out[-1] < last:  # each start at most one step (<= tile) past the previous: no gaps
             out.append(min(out[-1] + step, last))
         return out
 
+    px, py = phase
     return np.array([(x, y, min(x + tile, width), min(y + tile, height))
-                     for y in starts(height) for x in starts(width)], np.int64)
+                     for y in starts(height, py) for x in starts(width, px)], np.int64)
+
+
+def world_phase(transform, scale: float, align: int) -> tuple[int, int]:
+    """``(px, py)``: the first column and row (of the image rescaled by ``scale``) on the
+    world's lattice of ``align``-pixel cells, for a north-up affine ``transform`` (rasterio's
+    ``Affine``: ``a`` pixel width, ``c`` / ``f`` the top-left corner, ``e`` negative pixel
+    height); ``(0, 0)`` without one, for a rotated one, or with ``align`` 1. Two rasters on one
+    pixel lattice (a crop, the parts of a mosaic) get tiles on the same world cells."""
+    if transform is None or align <= 1 or transform.b != 0 or transform.d != 0 or not transform.a \
+            or not transform.e:
+        return 0, 0
+    gx = round(transform.c * scale / transform.a)  # the lattice index of column 0
+    gy = round(transform.f * scale / transform.e)
+    return int(-gx % align), int(-gy % align)
 
 
 def touches_seam(boxes: np.ndarray, windows: np.ndarray, height: int, width: int) -> np.ndarray:

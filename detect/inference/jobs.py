@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from detect.inference.predictor import SceneMerger, TileResult, infer_tiles, read_tile, scene_grid
+from detect.inference.predictor import (SceneMerger, TileResult, infer_tiles, read_tile, scene_grid,
+                                        source_phase)
 from detect.util import atomic
 from detect.util.files import read_json
 
@@ -85,12 +86,13 @@ def build_job(files: list[Path], headers: list, scales: list[float], options, *,
     """
     scenes, units = [], []
     for s, (f, head, scale, stem) in enumerate(zip(files, headers, scales, stems)):
-        h, w, windows = scene_grid(head.height, head.width, scale, options)
+        phase = source_phase(head, scale, options)
+        h, w, windows = scene_grid(head.height, head.width, scale, options, phase)
         # "file" as given (it names the scene in the outputs); "path" absolute, for a shard or a merge
         # started from another working directory
         scenes.append({"file": str(f), "path": str(Path(f).resolve()), "stem": stem,
                        "height": int(head.height), "width": int(head.width),
-                       "scale": float(scale), "tiles": len(windows)})
+                       "scale": float(scale), "phase": list(phase), "tiles": len(windows)})
         area = (windows[:, 2] - windows[:, 0]) * (windows[:, 3] - windows[:, 1])
         for k, first in enumerate(range(0, len(windows), UNIT_TILES)):
             stop = min(first + UNIT_TILES, len(windows))
@@ -200,7 +202,7 @@ def run_units(model, job: dict, units: list[Unit], out_dir: Path, open_scene, *,
             if source is None:
                 stats["failed_units"] += 1
                 continue
-            _, _, windows = scene_grid(scene["height"], scene["width"], scene["scale"], opts)
+            _, _, windows = scene_grid(scene["height"], scene["width"], scene["scale"], opts, _phase(scene))
             windows = windows[unit.first:unit.stop]
             try:
                 tiles = [read_tile(source, w, scene["scale"], skip_blank=True) for w in windows]
@@ -235,6 +237,10 @@ class _Options:
         return cls(job["tile"], job["overlap"], job.get("align", 1))  # jobs cut before aligned grids: 1
 
 
+def _phase(scene: dict) -> tuple[int, int]:
+    return tuple(scene.get("phase", (0, 0)))  # jobs cut before world-aligned grids: (0, 0)
+
+
 def missing_units(out_dir: Path, job: dict) -> list[Unit]:
     return [u for u in units_of(job) if not unit_path(out_dir, job, u).is_file()]
 
@@ -251,7 +257,7 @@ def merge_scene(out_dir: Path, job: dict, scene_index: int, units: list[Unit]) -
     """One scene's detections from the files of its ``units`` (see :meth:`SceneMerger.result`)."""
     scene = job["scenes"][scene_index]
     opts = _Options.of(job)
-    h, w, windows = scene_grid(scene["height"], scene["width"], scene["scale"], opts)
+    h, w, windows = scene_grid(scene["height"], scene["width"], scene["scale"], opts, _phase(scene))
     merger = SceneMerger(h, w, job["iou_threshold"], job["agnostic"])
     for unit in units:
         for t, tile in zip(range(unit.first, unit.stop), load_unit(unit_path(out_dir, job, unit))):

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from detect.config import defaults
 from detect.imagery.rasters import ArraySource, transform_gsd
-from detect.imagery.tiling import grid_alignment, merge_detections, tile_windows
+from detect.imagery.tiling import grid_alignment, merge_detections, tile_windows, world_phase
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,9 @@ def read_tile(source, window, scale: float, *, skip_blank: bool = False) -> np.n
     (a raster's nodata / mask, or all zeros: see ``RasterSource.read_or_none``).
     """
     x0, y0, x1, y1 = (int(v) for v in window)
+    if x0 < 0 or y0 < 0:  # a world-aligned grid's first row / column: zeros before the image
+        inner = read_tile(source, (max(x0, 0), max(y0, 0), x1, y1), scale, skip_blank=skip_blank)
+        return None if inner is None else np.pad(inner, ((max(-y0, 0), 0), (max(-x0, 0), 0), (0, 0)))
     read = getattr(source, "read_or_none", source.read) if skip_blank else source.read
     if scale == 1.0:
         return read(x0, y0, x1, y1)
@@ -159,8 +162,8 @@ def _infer_same_size(model, tiles, windows, out, slots) -> None:
         x0, y0, x1, y1 = windows[b]
         n = int(det["num_detections"][b])
         boxes = np.asarray(det["boxes"][b, :n], np.float64)
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, x1 - x0) + x0
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, y1 - y0) + y0
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(max(-x0, 0), x1 - x0) + x0  # the window's part in
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(max(-y0, 0), y1 - y0) + y0  # the image
         # "capped": NMS returned max_detections and what it cut could have been output
         at_max = bool(det["capped"][b]) if "capped" in det else n >= pp.max_detections
         out[k] = TileResult(boxes.astype(np.float32), np.asarray(det["scores"][b, :n], np.float32),
@@ -231,12 +234,19 @@ class SceneMerger:
                 "blank_tiles": self.blank, "scale": scale}
 
 
-def scene_grid(height: int, width: int, scale: float, options: "TileOptions") -> tuple[int, int, np.ndarray]:
-    """``(h, w, windows)``: the size of a scene rescaled by ``scale`` and its tile windows ``[T, 4]``."""
+def scene_grid(height: int, width: int, scale: float, options: "TileOptions",
+               phase: tuple[int, int] = (0, 0)) -> tuple[int, int, np.ndarray]:
+    """``(h, w, windows)``: the size of a scene rescaled by ``scale`` and its tile windows ``[T, 4]``
+    (``phase``: :func:`~detect.imagery.tiling.world_phase` of a georeferenced scene)."""
     if scale <= 0:
         raise ValueError(f"--scale must be > 0, got {scale}")
     h, w = max(1, round(height * scale)), max(1, round(width * scale))
-    return h, w, tile_windows(h, w, options.tile, options.overlap, options.align)
+    return h, w, tile_windows(h, w, options.tile, options.overlap, options.align, phase)
+
+
+def source_phase(source, scale: float, options: "TileOptions") -> tuple[int, int]:
+    """The grid phase of ``source``: on the world's lattice when it is georeferenced."""
+    return world_phase(getattr(source, "transform", None), scale, options.align)
 
 
 class _Job:
@@ -244,7 +254,8 @@ class _Job:
 
     def __init__(self, model, source, options: TileOptions, scale: float):
         self.source, self.scale = source, scale
-        h, w, self.windows = scene_grid(source.height, source.width, scale, options)
+        h, w, self.windows = scene_grid(source.height, source.width, scale, options,
+                                        source_phase(source, scale, options))
         pp = model.model_config.postprocess
         self.merger = SceneMerger(h, w, pp.iou_threshold, pp.agnostic)
         self.left = len(self.windows)

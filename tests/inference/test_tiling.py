@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from detect.imagery.rasters import ArraySource
-from detect.imagery.tiling import grid_alignment, merge_detections, seam_distance, tile_windows
+from detect.imagery.tiling import grid_alignment, merge_detections, seam_distance, tile_windows, world_phase
 from detect.inference.predictor import TileOptions
 
 
@@ -42,6 +42,43 @@ def test_aligned_windows_golden_and_covering():
         assert ((w[:, 2] - w[:, 0]) <= tile).all() and (w[:, 2].max(), w[:, 3].max()) == (wd, h)
     # alignment 1 is the plain rule
     np.testing.assert_array_equal(tile_windows(517, 333, 128, 0.1, 1), tile_windows(517, 333, 128, 0.1))
+
+
+def test_world_phase_puts_a_crop_on_the_whole_rasters_lattice():
+    from rasterio.transform import Affine, from_origin
+
+    # column 0 is lattice index round(500000 / 0.3) = 1666667, row 0 round(4000000 / -0.3) =
+    # -13333333: the first aligned column is -1666667 mod 32 = 21, the first row 13333333 mod 32 = 21
+    whole = from_origin(500000, 4000000, 0.3, 0.3)
+    assert world_phase(whole, 1.0, 32) == (21, 21)
+    crop = from_origin(500000 + 189 * 0.3, 4000000 - 50 * 0.3, 0.3, 0.3)  # 189 px right, 50 down
+    assert world_phase(crop, 1.0, 32) == ((21 - 189) % 32, (21 - 50) % 32)
+    # the windows' origins, in the whole raster's pixels, lie on one lattice
+    a = tile_windows(2048, 2048, 512, 0.21, 32, world_phase(whole, 1.0, 32))
+    b = tile_windows(2048 - 50, 2048 - 189, 512, 0.21, 32, world_phase(crop, 1.0, 32))
+    assert len({int(v) % 32 for v in a[:, 0]} | {int(v + 189) % 32 for v in b[:, 0]}) == 1
+    assert len({int(v) % 32 for v in a[:, 1]} | {int(v + 50) % 32 for v in b[:, 1]}) == 1
+    assert a[:, 0].min() == 21 - 32 and (a[:, 2].max(), a[:, 3].max()) == (2048, 2048)
+    covered = np.zeros((2048 - 50, 2048 - 189), bool)
+    for x0, y0, x1, y1 in b:
+        covered[max(y0, 0):y1, max(x0, 0):x1] = True
+    assert covered.all()
+    # no lattice: rotated, missing, or alignment 1
+    assert world_phase(Affine(0.3, 0.1, 500000, 0.1, -0.3, 4000000), 1.0, 32) == (0, 0)
+    assert world_phase(None, 1.0, 32) == (0, 0) and world_phase(whole, 1.0, 1) == (0, 0)
+    # rescaled: the lattice of the resampled pixels (0.6 m at scale 0.5)
+    assert world_phase(whole, 0.5, 32) == (-round(500000 / 0.6) % 32, -round(4000000 / -0.6) % 32)
+
+
+def test_read_tile_pads_the_strip_before_the_image():
+    from detect.inference.predictor import read_tile
+
+    image = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)
+    tile = read_tile(ArraySource(image), (-3, -2, 5, 6), 1.0)
+    assert tile.shape == (8, 8, 3)
+    np.testing.assert_array_equal(tile[:2], 0)
+    np.testing.assert_array_equal(tile[:, :3], 0)
+    np.testing.assert_array_equal(tile[2:, 3:], image[:6, :5])
 
 
 def test_grid_alignment_keeps_the_step_within_a_quarter():
