@@ -101,9 +101,11 @@ def read_tile(source, window, scale: float, *, skip_blank: bool = False) -> np.n
     (a raster's nodata / mask, or all zeros: see ``RasterSource.read_or_none``).
     """
     x0, y0, x1, y1 = (int(v) for v in window)
-    if x0 < 0 or y0 < 0:  # a world-aligned grid's first row / column: zeros before the image
-        inner = read_tile(source, (max(x0, 0), max(y0, 0), x1, y1), scale, skip_blank=skip_blank)
-        return None if inner is None else np.pad(inner, ((max(-y0, 0), 0), (max(-x0, 0), 0), (0, 0)))
+    w, h = max(1, round(source.width * scale)), max(1, round(source.height * scale))  # as scene_grid
+    if x0 < 0 or y0 < 0 or x1 > w or y1 > h:  # an aligned grid's outer rows / columns: zeros outside
+        inner = read_tile(source, (max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)), scale, skip_blank=skip_blank)
+        pad = ((max(-y0, 0), max(y1 - h, 0)), (max(-x0, 0), max(x1 - w, 0)), (0, 0))
+        return None if inner is None else np.pad(inner, pad)
     read = getattr(source, "read_or_none", source.read) if skip_blank else source.read
     if scale == 1.0:
         return read(x0, y0, x1, y1)
@@ -139,10 +141,11 @@ def infer_tiles(model, tiles: list[np.ndarray | None], windows) -> list[TileResu
     """Run ``tiles`` (``[h, w, C]`` each, at most one batch) through ``model``; one result per tile.
 
     A None tile (a blank window, see :func:`read_tile`) never reaches the
-    model and gives None. Tiles of different sizes (an image's last row and
-    column, small images) run in separate calls, each padded only by the model
-    itself: a tile's detections never depend on which tiles share its batch.
-    Boxes are clipped to their tile and moved by its window's origin.
+    model and gives None. Tiles of different sizes (small images of several
+    sizes; a scene's own tiles are all one size) run in separate calls, each
+    padded only by the model itself: a tile's detections never depend on which
+    tiles share its batch. Boxes are clipped to their tile and moved by its
+    window's origin (:class:`SceneMerger` clips them to the image).
     """
     out: list[TileResult | None] = [None] * len(tiles)
     groups: dict[tuple, list[int]] = {}
@@ -162,8 +165,8 @@ def _infer_same_size(model, tiles, windows, out, slots) -> None:
         x0, y0, x1, y1 = windows[b]
         n = int(det["num_detections"][b])
         boxes = np.asarray(det["boxes"][b, :n], np.float64)
-        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(max(-x0, 0), x1 - x0) + x0  # the window's part in
-        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(max(-y0, 0), y1 - y0) + y0  # the image
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, x1 - x0) + x0  # (the scene's merger clips them
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, y1 - y0) + y0  # to the image)
         # "capped": NMS returned max_detections and what it cut could have been output
         at_max = bool(det["capped"][b]) if "capped" in det else n >= pp.max_detections
         out[k] = TileResult(boxes.astype(np.float32), np.asarray(det["scores"][b, :n], np.float32),
@@ -200,7 +203,9 @@ class SceneMerger:
             return
         self.capped += tile.at_max
         self.top_k_capped += tile.at_top_k
-        self.add(window, tile.boxes, tile.scores, tile.labels)
+        # a window of an aligned grid may reach past the image (padding): boxes end at its edge
+        boxes = np.minimum(np.maximum(tile.boxes, 0), np.array([self.w, self.h, self.w, self.h], np.float32))
+        self.add(window, boxes, tile.scores, tile.labels)
 
     def add(self, window, boxes, scores, labels, ids=None) -> None:
         """Merge detections found in ``window`` (``ids``: caller's names for them, kept with them)."""

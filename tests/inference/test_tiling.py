@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from detect.imagery.rasters import ArraySource
-from detect.imagery.tiling import grid_alignment, merge_detections, seam_distance, tile_windows, world_phase
+from detect.imagery.tiling import (
+    grid_alignment,
+    merge_detections,
+    seam_distance,
+    tile_windows,
+    world_phase,
+)
 from detect.inference.predictor import TileOptions
 
 
@@ -26,10 +32,10 @@ def test_every_pixel_covered():
 
 def test_aligned_windows_golden_and_covering():
     # 100 x 70, tile 64, overlap 0.25, aligned to 16: the step 48 is a multiple already; the
-    # last start is the first multiple of 16 at or past 100 - 64 = 36 (48: a window of 52 px)
-    # and past 70 - 64 = 6 (16: 54 px high)
+    # last start is the first multiple of 16 at or past 100 - 64 = 36 (48: 12 px past the image,
+    # which the reader pads) and past 70 - 64 = 6 (16: 10 px past)
     w = tile_windows(70, 100, 64, 0.25, align=16)
-    np.testing.assert_array_equal(w, [[0, 0, 64, 64], [48, 0, 100, 64], [0, 16, 64, 70], [48, 16, 100, 70]])
+    np.testing.assert_array_equal(w, [[0, 0, 64, 64], [48, 0, 112, 64], [0, 16, 64, 80], [48, 16, 112, 80]])
     # step 0.79 * 512 = 404 px rounded down to 384; 2000 - 512 = 1488 -> last start 1504
     starts = sorted(set(tile_windows(600, 2000, 512, 0.21, align=32)[:, 0].tolist()))
     assert starts == [0, 384, 768, 1152, 1504]
@@ -39,7 +45,8 @@ def test_aligned_windows_golden_and_covering():
         for x0, y0, x1, y1 in w:
             covered[y0:y1, x0:x1] = True
         assert covered.all() and (w[:, :2] % align == 0).all(), (h, wd, tile, overlap, align)
-        assert ((w[:, 2] - w[:, 0]) <= tile).all() and (w[:, 2].max(), w[:, 3].max()) == (wd, h)
+        assert ((w[:, 2] - w[:, 0]) == tile).all() and ((w[:, 3] - w[:, 1]) == tile).all()  # one size
+        assert wd <= w[:, 2].max() < wd + align and h <= w[:, 3].max() < h + align
     # alignment 1 is the plain rule
     np.testing.assert_array_equal(tile_windows(517, 333, 128, 0.1, 1), tile_windows(517, 333, 128, 0.1))
 
@@ -58,7 +65,7 @@ def test_world_phase_puts_a_crop_on_the_whole_rasters_lattice():
     b = tile_windows(2048 - 50, 2048 - 189, 512, 0.21, 32, world_phase(crop, 1.0, 32))
     assert len({int(v) % 32 for v in a[:, 0]} | {int(v + 189) % 32 for v in b[:, 0]}) == 1
     assert len({int(v) % 32 for v in a[:, 1]} | {int(v + 50) % 32 for v in b[:, 1]}) == 1
-    assert a[:, 0].min() == 21 - 32 and (a[:, 2].max(), a[:, 3].max()) == (2048, 2048)
+    assert a[:, 0].min() == 21 - 32 and 2048 <= a[:, 2].max() < 2048 + 32
     covered = np.zeros((2048 - 50, 2048 - 189), bool)
     for x0, y0, x1, y1 in b:
         covered[max(y0, 0):y1, max(x0, 0):x1] = True
@@ -79,6 +86,12 @@ def test_read_tile_pads_the_strip_before_the_image():
     np.testing.assert_array_equal(tile[:2], 0)
     np.testing.assert_array_equal(tile[:, :3], 0)
     np.testing.assert_array_equal(tile[2:, 3:], image[:6, :5])
+    # and past it at the right and bottom
+    tile = read_tile(ArraySource(image), (4, 3, 12, 9), 1.0)
+    assert tile.shape == (6, 8, 3)
+    np.testing.assert_array_equal(tile[:3, :4], image[3:, 4:])
+    np.testing.assert_array_equal(tile[3:], 0)
+    np.testing.assert_array_equal(tile[:, 4:], 0)
 
 
 def test_grid_alignment_keeps_the_step_within_a_quarter():
