@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 __all__ = ["Detections", "Report", "Results", "Run", "evaluate", "export", "load_model", "predict", "train"]
 
 _API = {"load_model": "detect.api", "predict": "detect.api", "evaluate": "detect.api", "train": "detect.api",
-        "export": "detect.api", "Detections": "detect.inference.results", "Results": "detect.inference.results",
+        "export": "detect.api", "Detections": "detect.structures", "Results": "detect.structures",
         "Report": "detect.inference.evaluate", "Run": "detect.api"}
 
 

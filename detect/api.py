@@ -18,7 +18,7 @@ from detect.config.plain import config_overrides
 from detect.config.sections import tile_rule_problems
 from detect.imagery.inputs import parse_bands
 from detect.inference.evaluate import Report
-from detect.inference.results import Detections, Results, results_to_coco
+from detect.structures import Detections, Results, results_to_coco
 from detect.training.runs import Run, finished_run
 
 __all__ = ["Run", "evaluate", "export", "load_model", "predict", "train"]
@@ -115,7 +115,7 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
             engine: str = "local", address: str | None = None, workers: int = defaults.WORKERS,
             html: bool | str | Path = False, line_width: int | None = None, hide_labels: bool = False,
             hide_scores: bool = False) -> Results:
-    """Detect objects in ``source``; one :class:`~detect.inference.results.Detections` per image, frame or raster.
+    """Detect objects in ``source``; one :class:`~detect.structures.Detections` per image, frame or raster.
 
     ``model``: a loaded detector or a path (``model.keras``, a run folder or
     an exported ``.tflite``, run with ``threads`` interpreter threads).
@@ -148,11 +148,11 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
     to others). ``html``: also ``OUT/view.html`` (or this file; :mod:`detect.view`; with
     ``ann``, true / false positives and missed objects coloured).
     ``line_width``, ``hide_labels``, ``hide_scores``: how ``save_images``
-    draws (:class:`~detect.inference.outputs.DrawStyle`).
+    draws (:class:`~detect.imagery.drawing.DrawStyle`).
     """
+    from detect.imagery.drawing import DrawStyle
     from detect.imagery.inputs import parse_sources
     from detect.inference.gis import RunOutputs, model_name
-    from detect.inference.outputs import DrawStyle
     from detect.inference.run import predict_arrays, predict_files
 
     _check_run_options(stride=stride, line_width=line_width, format=format, engine=engine, workers=workers,
@@ -260,7 +260,7 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
     or run folder; ``threads`` for a ``.tflite``), run over ``images`` (the folder the ground truth's file_name
     values are in) through the same path as :func:`predict`; or detections:
     a COCO results file (``.json``), a list of COCO result dicts, or the
-    :class:`~detect.inference.results.Results` of :func:`predict` (matched to the
+    :class:`~detect.structures.Results` of :func:`predict` (matched to the
     ground truth by file name and class name).
 
     ``score_threshold`` filters detections (with a model: post-processing, as

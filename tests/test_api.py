@@ -14,7 +14,7 @@ import pytest
 import detect
 from detect.cli.main import main
 from detect.inference.predictor import TileOptions, detect_image
-from detect.inference.results import Detections
+from detect.structures import Detections
 from tests.inference.test_predict import EVERY, model_file  # noqa: F401  (fixture)
 from tests.models.conftest import square_scenes
 
@@ -126,7 +126,7 @@ def test_detections_indexing_filter_and_conversions():
     drawn = d.plot(image)
     assert drawn.shape == image.shape and drawn.dtype == np.uint8 and drawn.any()
     # same pixels as the CLI's drawing (BGR there), in RGB order here
-    from detect.inference.outputs import draw
+    from detect.imagery.drawing import draw
 
     np.testing.assert_array_equal(drawn, draw(image, {"boxes": d.boxes, "scores": d.scores,
                                                       "labels": d.labels}, d.names)[..., ::-1])

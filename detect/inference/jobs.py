@@ -35,8 +35,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from detect.inference.predictor import (SceneMerger, TileResult, infer_tiles, read_tile, scene_grid,
-                                        source_phase)
+from detect.inference.predictor import (
+    SceneMerger,
+    TileResult,
+    infer_tiles,
+    read_tile,
+    scene_grid,
+    source_phase,
+)
 from detect.util import atomic
 from detect.util.files import read_json
 

@@ -214,10 +214,10 @@ def _replay(f: Path, record: Record, band_rule, on_result) -> None:
 
 
 def predict_arrays(model, items, options):
-    """:class:`~detect.inference.results.Results` for in-memory images ``items [(name, array [H, W, C])]``."""
+    """:class:`~detect.structures.Results` for in-memory images ``items [(name, array [H, W, C])]``."""
     from detect.imagery.inputs import checked_array
     from detect.imagery.rasters import ArraySource
-    from detect.inference.results import Detections, Results
+    from detect.structures import Detections, Results
 
     warned: list = []
     arrays = [(name, checked_array(name, a, warned, model.model_config.input_bands)) for name, a in items]

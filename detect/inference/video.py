@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
-from detect.inference.outputs import DEFAULT_STYLE, DrawStyle, draw
+from detect.imagery.drawing import DEFAULT_STYLE, DrawStyle, draw
 from detect.inference.predictor import CapCount, TileOptions, detect_image
 from detect.inference.video_writer import VideoWriter
 from detect.structures import detection_rows

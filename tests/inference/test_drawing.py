@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from detect.inference.outputs import DrawStyle, draw, label_places
+from detect.imagery.drawing import DrawStyle, draw, label_places
 
 NAMES = ["pool", "car", "building"]
 
@@ -72,8 +72,8 @@ def _luminance(rgb):
 def test_label_text_is_whole_and_contrasted_on_its_box_at_every_size(side):
     """Each class's label: the text drawn whole (its strokes not painted over) in an ink whose
     WCAG contrast with the label box is at least 4.5, at small and large image sizes."""
+    from detect.imagery.drawing import DEFAULT_STYLE, draw, label_places
     from detect.imagery.images import CLASS_COLOURS
-    from detect.inference.outputs import DEFAULT_STYLE, draw, label_places
 
     names = [f"c{k}" for k in range(len(CLASS_COLOURS))]
     image = np.full((side, side, 3), 128, np.uint8)

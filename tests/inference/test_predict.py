@@ -9,7 +9,6 @@ from detect.cli.main import main
 from detect.inference.predictor import TileOptions, detect_image
 from tests.models.conftest import square_scenes, tiny_config
 
-
 #: model_file's own score threshold. Its random weights score below predict's default for an
 #: uncalibrated model (0.3), so tests that need its detections pass this explicitly.
 EVERY = 0.005
