@@ -83,7 +83,7 @@ def postprocessing(model, score_threshold=None, iou_threshold=None, max_detectio
                           class_thresholds=pp.class_thresholds, calibration=pp.calibration)
     after = model.model_config.postprocess
     if after.calibration == UNCALIBRATED:
-        print(f"model not calibrated: detections scoring >= {floor:g} are kept (the default without "
+        print(f"model not calibrated: detections scoring >= {after.class_thresholds[0]:g} are kept (the default without "
               f"calibration; `detect evaluate --model M --ann A --images I --calibrate OUT.keras` calibrates "
               f"per class, --score-threshold T sets one threshold)")
     elif after.class_thresholds:

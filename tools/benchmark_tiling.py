@@ -36,6 +36,8 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import make_dense_aerial  # noqa: E402
 
+from detect.config.defaults import UNCALIBRATED_SCORE_THRESHOLD  # noqa: E402
+
 CRS = "EPSG:32633"
 PIXEL = 0.3  # metres
 
@@ -106,7 +108,7 @@ def main(argv=None) -> int:
     p.add_argument("--overlap-delta", type=float, default=0.15, help="added to the model's overlap")
     p.add_argument("--shift", type=float, default=0.37, help="crop at the top-left, fraction of a tile")
     p.add_argument("--parts", type=int, default=2, help="cut into N x N GeoTIFFs (default: %(default)s)")
-    p.add_argument("--score", type=float, default=0.3,
+    p.add_argument("--score", type=float, default=UNCALIBRATED_SCORE_THRESHOLD,
                    help="the confident score for a model without calibrated thresholds (default: %(default)s)")
     args = p.parse_args(argv)
 

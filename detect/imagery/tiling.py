@@ -1,9 +1,9 @@
 """Cutting large images into overlapping tiles and merging the tiles' detections.
 
-Tiles are ``tile x tile`` windows stepped by ``tile * (1 - overlap)``; the last
-row and column are shifted back to end at the image edge, so every pixel is
-covered and no tile hangs over the border (images smaller than a tile give one
-window the size of the image).
+Tiles are ``tile x tile`` windows stepped by ``tile * (1 - overlap)``; every
+pixel is covered, and images smaller than a tile give one window the size of the
+image. Unaligned (``align`` 1), the last row and column are shifted back to end
+at the image edge, so no tile hangs over the border.
 
 Aligned grids (``align``, the network's total stride): every window starts at
 a multiple of ``align`` px. A convolutional detector is equivariant only to
@@ -108,11 +108,7 @@ def world_phase(transform, scale: float, align: int) -> tuple[int, int]:
 
 def touches_seam(boxes: np.ndarray, windows: np.ndarray, height: int, width: int) -> np.ndarray:
     """``[N]`` bool: box touches an edge of its own tile that is inside the image."""
-    x0, y0, x1, y1 = boxes.T
-    wx0, wy0, wx1, wy1 = windows.T.astype(np.float64)
-    t = EDGE_TOLERANCE
-    return (((x0 <= wx0 + t) & (wx0 > 0)) | ((y0 <= wy0 + t) & (wy0 > 0))
-            | ((x1 >= wx1 - t) & (wx1 < width)) | ((y1 >= wy1 - t) & (wy1 < height)))
+    return seam_distance(boxes, windows, height, width) <= EDGE_TOLERANCE
 
 
 def _abutting(boxes: np.ndarray, gap: float, share: float) -> np.ndarray:
@@ -155,9 +151,10 @@ def merge_detections(boxes, scores, labels, windows, *, height: int, width: int,
     windows = np.asarray(windows, np.float64)
     # precedence: the copy seen farthest from its tile's seams (the most context, so the same
     # copy whatever the grid), then the higher score
-    order = np.lexsort((-scores, -seam_distance(boxes, windows, height, width)))
+    distance = seam_distance(boxes, windows, height, width)
+    order = np.lexsort((-scores, -distance))
     boxes, scores, labels = boxes[order], scores[order], labels[order]
-    seam = touches_seam(boxes, windows[order], height, width)
+    seam = distance[order] <= EDGE_TOLERANCE  # touches a seam (see touches_seam)
 
     iou = numpy_boxes.iou(boxes[:, None], boxes[None, :])
     ios = numpy_boxes.ios(boxes[:, None], boxes[None, :])

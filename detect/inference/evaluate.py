@@ -155,7 +155,7 @@ def run_evaluation(ann, *, predictions=None, model=None, images=None, options=No
         items, names = items_from_evaluation(gt, detections, images)
         threshold = points["overall"]["score_threshold"]
         written["html"] = write_view(items, html, names, title=f"detect evaluate: {Path(str(ann)).name}",
-                                     score=threshold if threshold is not None else 0.3)
+                                     score=threshold if threshold is not None else defaults.UNCALIBRATED_SCORE_THRESHOLD)
     if calibrate is not None:  # last: the model is changed (the caller restores its settings)
         written["calibrated"] = _write_calibrated(model, points, gt, ann, calibrate)
     return Report(result, points, detections, written)

@@ -101,7 +101,7 @@ def read_tile(source, window, scale: float, *, skip_blank: bool = False) -> np.n
     (a raster's nodata / mask, or all zeros: see ``RasterSource.read_or_none``).
     """
     x0, y0, x1, y1 = (int(v) for v in window)
-    w, h = max(1, round(source.width * scale)), max(1, round(source.height * scale))  # as scene_grid
+    h, w = rescaled_size(source.height, source.width, scale)
     if x0 < 0 or y0 < 0 or x1 > w or y1 > h:  # an aligned grid's outer rows / columns: zeros outside
         inner = read_tile(source, (max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)), scale, skip_blank=skip_blank)
         pad = ((max(-y0, 0), max(y1 - h, 0)), (max(-x0, 0), max(x1 - w, 0)), (0, 0))
@@ -245,8 +245,13 @@ def scene_grid(height: int, width: int, scale: float, options: "TileOptions",
     (``phase``: :func:`~detect.imagery.tiling.world_phase` of a georeferenced scene)."""
     if scale <= 0:
         raise ValueError(f"--scale must be > 0, got {scale}")
-    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    h, w = rescaled_size(height, width, scale)
     return h, w, tile_windows(h, w, options.tile, options.overlap, options.align, phase)
+
+
+def rescaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """``(h, w)`` of an image of ``height`` x ``width`` resampled by ``scale`` (at least 1 px)."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
 
 
 def source_phase(source, scale: float, options: "TileOptions") -> tuple[int, int]:
