@@ -111,7 +111,8 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
             agnostic_nms: bool | None = None, bands=None,
             stride: int = 1, gsd_match: bool = True, ann=None, save_images: bool = False,
             overwrite: bool = False, threads: int | None = None, format: str = "geojson",
-            geojson_wgs84: bool = False, merge_across_scenes: bool = False, shard: str | None = None,
+            geojson_wgs84: bool = False, merge_across_scenes: bool = False, mosaic: bool = False,
+            shard: str | None = None,
             engine: str = "local", address: str | None = None, workers: int = defaults.WORKERS,
             html: bool | str | Path = False, line_width: int | None = None, hide_labels: bool = False,
             hide_scores: bool = False) -> Results:
@@ -141,7 +142,9 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
     Without ``out`` nothing is written. With ``out``: ``format="gpkg"``
     adds a GeoPackage of the run, ``geojson_wgs84`` an RFC 7946 GeoJSON,
     ``merge_across_scenes`` merges adjacent scenes of a mosaic
-    (:mod:`detect.inference.gis`); ``shard="I/N"`` runs this process's
+    (:mod:`detect.inference.gis`); ``mosaic`` joins the input rasters into
+    ``OUT/mosaic.vrt`` and predicts that one raster, so objects across the files'
+    edges are seen whole (:mod:`detect.imagery.vrt`); ``shard="I/N"`` runs this process's
     share of the job and ``engine="ray"`` (``address``, ``workers``) runs
     it on Ray (:mod:`detect.inference.sharded`); the Results then hold the
     detections once the job is merged (none for a shard that leaves units
@@ -173,10 +176,12 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
     model = _model(model, threads)
     options = options.resolved(model)  # the input rule, once: what runs below is what was asked
     names = model.class_names
-    if (format == "gpkg" or geojson_wgs84 or merge_across_scenes or shard or engine != "local" or html) \
-            and out is None:
-        raise ValueError("format='gpkg', geojson_wgs84, merge_across_scenes, shard and engine write files: "
-                         "give out=FOLDER")
+    if (format == "gpkg" or geojson_wgs84 or merge_across_scenes or mosaic or shard or engine != "local"
+            or html) and out is None:
+        raise ValueError("format='gpkg', geojson_wgs84, merge_across_scenes, mosaic, shard and engine write "
+                         "files: give out=FOLDER")
+    if mosaic:
+        items = [_mosaic(kind, items, Path(out), overwrite)]
     with postprocessing(model, score_threshold, iou_threshold, max_detections, agnostic_nms):
         if kind == "arrays":
             return predict_arrays(model, items, options)
@@ -211,6 +216,18 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
         page = Path(out) / "view.html" if html is True else Path(html)
         summary["html"] = write_view(items, page, names, title=f"detect predict: {Path(out).name}")
     return Results(found, summary)
+
+
+def _mosaic(kind: str, files, out: Path, overwrite: bool) -> Path:
+    """``OUT/mosaic.vrt`` joining ``files`` (all rasters), for ``predict(mosaic=True)``."""
+    from detect.imagery.inputs import RASTER_SUFFIXES
+    from detect.imagery.vrt import MOSAIC_VRT, write_mosaic
+
+    others = [f for f in files if f.suffix.lower() not in RASTER_SUFFIXES] if kind == "files" else files
+    if others:
+        raise ValueError(f"mosaic joins georeferenced rasters ({', '.join(RASTER_SUFFIXES)}); "
+                         f"{others[0] if kind == 'files' else 'an image array'} is not one")
+    return write_mosaic(files, out / MOSAIC_VRT, overwrite=overwrite)
 
 
 def _refuse_to_replace(overwrite: bool, **targets) -> None:

@@ -227,7 +227,24 @@ def build_cases(work: Path) -> list[tuple[str, list[str], int, str]]:
         ("predict: ray address nobody answers", [*pred, "--out", str(work / "p6"), "--engine", "ray",
                                                  "--address", "127.0.0.1:9", one], 2, "no Ray head answers there"),
         ("merge: folder without a job", ["merge", str(work / "p3")], 2, "has no job.json"),
+        ("predict --mosaic: a JPEG among the rasters", [*pred, "--out", str(work / "p8"), "--mosaic", one], 2,
+         "mosaic joins georeferenced rasters"),
     ]
+    try:
+        import rasterio
+        from rasterio.transform import from_origin
+    except ImportError:  # the [geo] extra
+        rasterio = None
+    if rasterio is not None:
+        tifs = []
+        for name, crs in (("a", "EPSG:32633"), ("b", "EPSG:32634")):
+            tifs.append(work / f"mosaic_{name}.tif")
+            with rasterio.open(tifs[-1], "w", driver="GTiff", height=64, width=64, count=3, dtype="uint8", crs=crs,
+                               transform=from_origin(500000 + 32 * len(tifs), 4000000, 0.5, 0.5)) as ds:
+                ds.write(np.zeros((3, 64, 64), np.uint8))
+        cases.append(("predict --mosaic: rasters in two CRSs", [*pred, "--out", str(work / "p8"), "--mosaic",
+                                                                *map(str, tifs)], 2,
+                      "mosaic_b.tif: cannot join the mosaic: it is in EPSG:32634"))
     yolo = work / "yolo"
     yolo.mkdir(exist_ok=True)
     _write(yolo / "classes.txt", "car\n")

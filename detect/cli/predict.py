@@ -68,6 +68,10 @@ def _add_predict(sub) -> None:
                    help="adjacent scenes of one CRS (a mosaic of tiles) are merged where they touch or "
                    "overlap: an object cut by two files is reported once in OUT/merged.geojson and the "
                    "GeoPackage / WGS84 GeoJSON (scenes in other CRSs merge within their own)")
+    g.add_argument("--mosaic", action="store_true",
+                   help="join the input rasters (tiles of one orthophoto: one CRS, one pixel grid) into "
+                   "OUT/mosaic.vrt and predict it as one raster, so an object cut by two files is seen "
+                   "whole (--merge-across-scenes only joins the pieces found in each file)")
     g = p.add_argument_group("scale-out: many scenes, many processes (see 'detect merge')")
     g.add_argument("--shard", metavar="I/N",
                    help="run only shard I (from 0) of N of the job's (scene, window) units, balanced "
@@ -91,6 +95,7 @@ def _run_predict(args) -> int:
                       stride=args.stride, gsd_match=not args.no_gsd_match, ann=args.ann,
                       save_images=args.save_images, overwrite=args.overwrite, format=args.format,
                       geojson_wgs84=args.geojson_wgs84, merge_across_scenes=args.merge_across_scenes,
+                      mosaic=args.mosaic,
                       shard=args.shard, engine=args.engine, address=args.address, workers=args.workers,
                       html=args.html, line_width=args.line_width, hide_labels=args.hide_labels,
                       hide_scores=args.hide_scores)

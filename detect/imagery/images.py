@@ -31,6 +31,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from detect.imagery.inputs import RASTER_SUFFIXES
+
 STRETCH_PERCENTILES = (2.0, 98.0)
 #: Largest image (pixels) decoded whole; OpenCV's own limit, from the same environment variable.
 MAX_IMAGE_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
@@ -173,7 +175,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 def read_image(path: str | Path, rule: BandRule = RGB) -> np.ndarray:
     """``[H, W, rule.count]`` uint8 from ``path`` (RGB by default; see the module rule); clear errors."""
     path = Path(path)
-    if rule != RGB or path.suffix.lower() in (".tif", ".tiff"):
+    if rule != RGB or path.suffix.lower() in RASTER_SUFFIXES:
         # TIFFs through rasterio when installed: OpenCV reads one plane of a band-interleaved
         # multi-band TIFF without an error (a silently wrong image)
         return _read_bands(path, rule)
@@ -201,7 +203,7 @@ def read_raw(path: Path) -> np.ndarray:
     """Every band of ``path`` as stored, ``[H, W, n]`` in file band order (not stretched)."""
     if not path.is_file():
         raise FileNotFoundError(f"image file {str(path)!r} does not exist")
-    if path.suffix.lower() in (".tif", ".tiff"):
+    if path.suffix.lower() in RASTER_SUFFIXES:
         try:
             import rasterio
         except ImportError:

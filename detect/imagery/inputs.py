@@ -12,8 +12,12 @@ import numpy as np
 
 # lower case, in the order a stem is looked up (``convert`` finds NAME.jpg before NAME.png)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+#: Files read through rasterio (GDAL) when it is installed: TIFFs, and GDAL's virtual rasters
+#: (a mosaic of tiles built with ``gdalbuildvrt``: predicted as one raster, so objects across
+#: the tiles' edges are seen whole). A VRT is an input to predict, not a training image.
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
-INPUT_SUFFIXES = IMAGE_SUFFIXES + VIDEO_SUFFIXES
+INPUT_SUFFIXES = IMAGE_SUFFIXES + (".vrt",) + VIDEO_SUFFIXES
 
 
 def expand_sources(sources: list[str]) -> list[Path]:

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from detect.imagery.images import RGB, BandRule, inspect_image, read_image, stretch, stretch_levels
+from detect.imagery.inputs import RASTER_SUFFIXES
 
-RASTER_SUFFIXES = {".tif", ".tiff"}
 #: GDAL's block cache (bytes). Its default is 5% of RAM, which made peak memory
 #: grow with the raster; tiles are read once, so a small cache loses nothing.
 GDAL_CACHE_BYTES = 64 * 2**20
@@ -156,9 +156,9 @@ def open_source(path: Path, rule: BandRule = RGB):
         try:
             import rasterio  # noqa: F401
         except ImportError:
-            if rule != RGB:
-                raise ValueError(f"{path}: reading the model's bands of a TIFF needs rasterio: "
-                                 f"pip install 'detect[geo]'") from None
+            if rule != RGB or path.suffix.lower() == ".vrt":
+                what = "a virtual raster" if path.suffix.lower() == ".vrt" else "the model's bands of a TIFF"
+                raise ValueError(f"{path}: reading {what} needs rasterio: pip install 'detect[geo]'") from None
         else:
             return RasterSource(path, rule)
     if path.suffix.lower() in (".jpg", ".jpeg"):

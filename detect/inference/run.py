@@ -28,7 +28,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from detect.imagery.images import BandRule
-from detect.imagery.inputs import VIDEO_SUFFIXES
+from detect.imagery.inputs import RASTER_SUFFIXES, VIDEO_SUFFIXES
 from detect.imagery.rasters import open_source
 from detect.inference.gis import RunOutputs, write_run_outputs
 from detect.inference.outputs import (
@@ -202,7 +202,7 @@ def _replay(f: Path, record: Record, band_rule, on_result) -> None:
         from rasterio.crs import CRS
 
         size.update(transform=Affine(*record.transform), crs=CRS.from_wkt(record.crs))
-    elif f.suffix.lower() in {".tif", ".tiff"}:  # an older record: read the file's header again
+    elif f.suffix.lower() in RASTER_SUFFIXES:  # an older record: read the file's header again
         try:
             source = open_source(f, band_rule)
             size.update(transform=source.transform, crs=source.crs)

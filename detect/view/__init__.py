@@ -29,6 +29,7 @@ import numpy as np
 
 from detect.config import defaults
 from detect.imagery.images import CLASS_COLOURS
+from detect.imagery.inputs import RASTER_SUFFIXES
 from detect.util import atomic
 
 TEMPLATE = Path(__file__).with_name("template.html")
@@ -84,7 +85,7 @@ def overview(item: ViewItem, max_side: int) -> tuple[bytes, float]:
     scale = min(1.0, max_side / max(item.width, item.height))
     if item.image is not None:
         rgb = item.image
-    elif item.path is not None and item.path.suffix.lower() in (".tif", ".tiff"):
+    elif item.path is not None and item.path.suffix.lower() in RASTER_SUFFIXES:
         rgb = _raster_overview(item.path, scale)
     else:
         from detect.imagery.images import read_image

@@ -2,6 +2,7 @@
 across scene edges, several CRSs, geographic and compound CRSs."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -87,6 +88,121 @@ def test_mosaic_of_four_files_matches_the_unsplit_raster(tmp_path, capsys):
     assert four.crs.to_epsg() == 32633 and "GIS: 4 scene(s) in CRS EPSG:32633" in err
     # 2 cut objects: one in 2 parts, one in 4: 1 + 3 parts joined another scene's
     assert "merged across scene edges: 4 detection(s) joined one of another scene" in err
+
+
+def four_parts(tmp_path, img, t, cuts=(150, 180)):
+    """``img`` cut at row ``cuts[0]`` and column ``cuts[1]`` into four GeoTIFFs of transform ``t``'s grid."""
+    (y, x), (h, w) = cuts, img.shape[:2]
+    files = []
+    for name, (y0, y1, x0, x1) in {"nw": (0, y, 0, x), "ne": (0, y, x, w), "sw": (y, h, 0, x),
+                                   "se": (y, h, x, w)}.items():
+        files.append(write_tif(tmp_path / f"{name}.tif", img[y0:y1, x0:x1], transform=t @ t.translation(x0, y0)))
+    return files
+
+
+def test_a_mosaic_of_the_parts_is_predicted_as_the_whole_raster(tmp_path, capsys):
+    """The four parts of a raster joined as one VRT (``mosaic=True``): its pixels and grid are the
+    whole raster's, so the detections are the unsplit raster's, box for box (merging across scene
+    edges can only join the pieces found in each file); a rerun reuses the mosaic's results."""
+    import rasterio
+
+    t = from_origin(500000.0, 4100000.0, 0.5, 0.5)
+    img = squares_scene()
+    img[140:170, 170:195] = (255, 40, 40)  # on the corner of all four files
+    whole = write_tif(tmp_path / "whole.tif", img, transform=t)
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    files = four_parts(parts, img, t)
+    model = BlobModel(tile=96)
+    one = predict(model, whole)[0]
+    res = predict(model, [str(parts)], out=tmp_path / "out", mosaic=True, format="gpkg")
+    vrt = tmp_path / "out" / "mosaic.vrt"
+    assert "mosaic: 4 raster(s) joined as one of 360 x 300 px" in capsys.readouterr().err
+    with rasterio.open(vrt) as ds:
+        np.testing.assert_array_equal(np.moveaxis(ds.read(), 0, -1), img)
+        assert ds.transform == t and ds.crs.to_epsg() == 32633
+    [mosaic] = res
+    assert Path(mosaic.source) == vrt and (mosaic.width, mosaic.height, mosaic.transform) == (360, 300, t)
+    assert len(mosaic.boxes) == len(one.boxes) == 9
+    np.testing.assert_array_equal(mosaic.boxes, one.boxes)
+    np.testing.assert_array_equal(mosaic.labels, one.labels)
+    np.testing.assert_allclose(mosaic.scores, one.scores)
+    frame = pyogrio.read_dataframe(tmp_path / "out" / "detections.gpkg")
+    assert [Path(f).name for f in frame["file"]] == ["mosaic.vrt"] * 9
+    # a rerun over the same files resumes; other files are refused, not matched to old results
+    again = predict(model, files, out=tmp_path / "out", mosaic=True)
+    np.testing.assert_array_equal(again[0].boxes, one.boxes)
+    with pytest.raises(FileExistsError, match=r"mosaic.vrt exists and joins other files: pass --overwrite"):
+        predict(model, files[:3], out=tmp_path / "out", mosaic=True)
+    # a .vrt is also an input by itself, and a folder's .vrt is listed with its TIFFs
+    assert len(predict(model, vrt)[0].boxes) == 9
+    from detect.imagery.inputs import expand_sources
+
+    assert [f.name for f in expand_sources([str(tmp_path / "out")])] == ["mosaic.vrt"]
+
+
+def test_a_mosaic_with_a_gap_and_an_overlap(tmp_path, capsys):
+    """Three of four parts and a copy of one shifted by 40 px: the missing quarter reads as 0 (blank,
+    not predicted) and the overlap is counted; the later file's pixels win there."""
+    import rasterio
+
+    t = from_origin(500000.0, 4100000.0, 0.5, 0.5)
+    img = squares_scene()
+    nw, ne, sw, _ = four_parts(tmp_path, img, t)
+    extra = write_tif(tmp_path / "extra.tif", np.full((50, 50, 3), 7, np.uint8), transform=t @ t.translation(40, 40))
+    res = predict(BlobModel(tile=96), [nw, ne, sw, extra], out=tmp_path / "out", mosaic=True)
+    err = capsys.readouterr().err
+    assert "mosaic: 4 raster(s) joined as one of 360 x 300 px" in err
+    assert "; 1 of them overlap an earlier file, whose pixels the later one replaces there" in err
+    with rasterio.open(tmp_path / "out" / "mosaic.vrt") as ds:
+        got = np.moveaxis(ds.read(), 0, -1)
+    want = img.copy()
+    want[150:, 180:] = 0
+    want[40:90, 40:90] = 7
+    np.testing.assert_array_equal(got, want)
+    # of the 8 squares, 2 lie in the missing quarter and 1 loses all but its top 10 rows to it
+    assert len(res[0].boxes) == 6
+    assert any(np.allclose(b, [200, 140, 240, 150]) for b in res[0].boxes)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"crs": "EPSG:32634"}, r"is in EPSG:32634, the first file a.tif in EPSG:32633; reproject it first"),
+    ({"transform": from_origin(500100.0, 4100000.0, 0.25, 0.25)}, r"has pixels of 0.25 x 0.25, the first "
+                                                                   r"file 0.5 x 0.5; resample"),
+    ({"transform": from_origin(500100.2, 4100000.0, 0.5, 0.5)}, r"starts 0.400 px off the first file's pixel "
+                                                                 r"grid"),
+    ({"crs": None}, r"is not georeferenced"),
+    ({"bands": 1}, r"has 1 band\(s\) of uint8, the first file 3 of uint8"),
+])
+def test_a_mosaic_refuses_files_that_do_not_share_a_grid(tmp_path, change, message):
+    from affine import Affine
+
+    t = from_origin(500000.0, 4100000.0, 0.5, 0.5)
+    a = write_tif(tmp_path / "a.tif", squares_scene(100, 200), transform=t)
+    data = np.zeros((100, 200, change.get("bands", 3)), np.uint8)
+    b = write_tif(tmp_path / "b.tif", data, transform=change.get("transform", t @ Affine.translation(200, 0)),
+                  crs=change.get("crs", "EPSG:32633"))
+    with pytest.raises(ValueError, match=r"b.tif: cannot join the mosaic: it " + message):
+        predict(BlobModel(tile=96), [a, b], out=tmp_path / "out", mosaic=True)
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_a_mosaic_needs_rasters_and_an_output_folder(tmp_path):
+    import cv2
+    from affine import Affine
+
+    t = from_origin(500000.0, 4100000.0, 0.5, 0.5)
+    a = write_tif(tmp_path / "a.tif", squares_scene(100, 200), transform=t)
+    jpg = tmp_path / "b.jpg"
+    cv2.imwrite(str(jpg), np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"mosaic joins georeferenced rasters \(.tif, .tiff, .vrt\); "
+                                         r".*b.jpg is not one"):
+        predict(BlobModel(tile=96), [a, jpg], out=tmp_path / "out", mosaic=True)
+    with pytest.raises(ValueError, match=r"mosaic, shard and engine write files: give out=FOLDER"):
+        predict(BlobModel(tile=96), [a], mosaic=True)
+    rotated = write_tif(tmp_path / "r.tif", squares_scene(100, 200), transform=t @ Affine.rotation(10))
+    with pytest.raises(ValueError, match=r"r.tif: cannot join the mosaic: it is not north-up"):
+        predict(BlobModel(tile=96), [rotated], out=tmp_path / "out2", mosaic=True)
 
 
 def test_scenes_in_two_crss_merge_within_each_and_say_so(tmp_path, capsys):
