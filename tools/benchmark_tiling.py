@@ -120,7 +120,9 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/detect_benchmark_tiling"), help="rasters and outputs")
     p.add_argument("--size", type=int, default=2048, help="raster side, px (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overlap-delta", type=float, default=0.15, help="added to the model's overlap")
+    p.add_argument("--overlap", type=float, default=None,
+                   help="the tile overlap of every run but 'overlap' (default: the model's)")
+    p.add_argument("--overlap-delta", type=float, default=0.15, help="added to the overlap for the 'overlap' run")
     p.add_argument("--shift", type=float, default=0.37, help="crop at the top-left, fraction of a tile")
     p.add_argument("--parts", type=int, default=2, help="cut into N x N GeoTIFFs (default: %(default)s)")
     p.add_argument("--score", type=float, default=UNCALIBRATED_SCORE_THRESHOLD,
@@ -134,19 +136,21 @@ def main(argv=None) -> int:
     names = model.class_names
     thresholds = np.array(pp.class_thresholds or [args.score] * len(names))
     low = pp.score_threshold  # every detection the model outputs (predict's call): the cut is ours
+    overlap = rule.overlap if args.overlap is None else args.overlap
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     image, _ = make_dense_aerial.make_scene(np.random.default_rng(args.seed), args.size)
     whole = _write_tif(work / "whole.tif", image)
-    print(f"{args.size} px raster, tile {rule.tile} px, overlap {rule.overlap:g}; confident: score >= "
+    print(f"{args.size} px raster, tile {rule.tile} px, overlap {overlap:g}; confident: score >= "
           + ", ".join(f"{n} {t:.2f}" for n, t in zip(names, thresholds)), flush=True)
 
-    ref = _arrays(detect.predict(model, whole, score_threshold=low))
-    runs = {"overlap": (_arrays(detect.predict(model, whole, overlap=min(0.9, rule.overlap + args.overlap_delta),
+    ref = _arrays(detect.predict(model, whole, overlap=overlap, score_threshold=low))
+    runs = {"overlap": (_arrays(detect.predict(model, whole, overlap=min(0.9, overlap + args.overlap_delta),
                                                     score_threshold=low)),
                         None, None)}
     d = int(round(args.shift * rule.tile))
-    moved = _arrays(detect.predict(model, _write_tif(work / "shifted.tif", image[d:, d:], d, d), score_threshold=low))
+    moved = _arrays(detect.predict(model, _write_tif(work / "shifted.tif", image[d:, d:], d, d), overlap=overlap,
+                                   score_threshold=low))
     moved = (moved[0] + np.array([d, d, d, d]), moved[1], moved[2])
     margin = 2.0  # px: an object cut by the crop is not the same object
 
@@ -165,10 +169,10 @@ def main(argv=None) -> int:
             files.append(_write_tif(parts / f"part_{i}_{j}.tif", image[y0:y1, x0:x1], x0, y0))
     out = work / "parts_out"
     detect.predict(model, [str(f) for f in files], out=out, format="gpkg", merge_across_scenes=True,
-                   overwrite=True, score_threshold=low)
+                   overwrite=True, overlap=overlap, score_threshold=low)
     runs["parts"] = (_from_gpkg(next(out.glob("*.gpkg")), names), None, (cuts, cuts))
     mosaic = detect.predict(model, [str(f) for f in files], out=work / "mosaic_out", mosaic=True, overwrite=True,
-                            score_threshold=low)
+                            overlap=overlap, score_threshold=low)
     runs["mosaic"] = (_arrays(mosaic), None, (cuts, cuts))  # the VRT's pixels are the whole raster's
 
     print(f"\n{'run':<10}{'confident':>10}{'vs ref':>8}   reappear among confident     among any score")

@@ -122,7 +122,10 @@ class ModelConfig(_Section):
     pad_multiple: int = 0
     p6_from: str = "p5"  # "p5" (torchvision, 34.0M params) or "c5" (paper / detectron2)
     head_convs: int = 4
-    head_norm: str = "auto"  # "auto" (= group when the backbone uses GroupNorm), "none" or "group"
+    # "auto" (= group when the backbone uses GroupNorm), "none", "group" (GroupNorm: statistics of the
+    # whole feature map, so of the tile's content) or "layer" (LayerNorm over the channels of each
+    # position: a detection does not depend on what else its tile holds)
+    head_norm: str = "auto"
     prior_probability: float = 0.01
     box_variances: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2)
     anchors: AnchorConfig = field(default_factory=AnchorConfig)
@@ -209,8 +212,8 @@ class ModelConfig(_Section):
                f"{list(self.band_mean)} / {list(self.band_std)}")
         _check(0 <= self.freeze_stages <= 5, "freeze_stages", f"must be in 0..5, got {self.freeze_stages}")
         _check(self.p6_from in ("p5", "c5"), "p6_from", f"must be 'p5' or 'c5', got {self.p6_from!r}")
-        _check(self.head_norm in ("auto", "none", "group"), "head_norm",
-               f"must be 'auto', 'none' or 'group', got {self.head_norm!r}")
+        _check(self.head_norm in ("auto", "none", "group", "layer"), "head_norm",
+               f"must be 'auto', 'none', 'group' or 'layer', got {self.head_norm!r}")
         _check(self.backbone_norm in ("auto", "batch", "group"), "backbone_norm",
                f"must be 'auto', 'batch' or 'group', got {self.backbone_norm!r}")
         _check(not (self.backbone_weights == "imagenet" and self.backbone_norm == "group"), "backbone_norm",

@@ -1,7 +1,9 @@
 """Classification and box subnets, shared across pyramid levels.
 
-Each subnet is ``head_convs`` x (3x3 conv [+ GroupNorm] + ReLU) and a 3x3
-prediction conv. The same layer objects are applied to every level, so the
+Each subnet is ``head_convs`` x (3x3 conv [+ norm] + ReLU) and a 3x3
+prediction conv. The norm (``head_norm``) is GroupNorm, whose statistics cover
+the whole feature map (so a detection's score depends on everything else in
+its tile), or LayerNorm over each position's channels (it does not). The same layer objects are applied to every level, so the
 weights are shared. Per-level outputs ``[B, H, W, A * C]`` are flattened to
 ``[B, H * W * A, C]`` in (row, column, anchor) order, the order of
 :class:`detect.ops.anchors.AnchorGenerator`, and concatenated over levels.
@@ -32,6 +34,8 @@ class _Subnet:
             if norm == "group":
                 self.tower.append(keras.layers.GroupNormalization(
                     groups=group_count(channels), name=f"{name}_gn{i}"))
+            elif norm == "layer":  # per position: no statistics over the tile
+                self.tower.append(keras.layers.LayerNormalization(axis=-1, name=f"{name}_ln{i}"))
             self.tower.append(keras.layers.ReLU(name=f"{name}_relu{i}"))
         # float32 output layer: logits and deltas stay float32 under mixed precision.
         self.predict = keras.layers.Conv2D(
