@@ -306,3 +306,26 @@ def test_the_detector_protocol_is_what_inference_takes(tmp_path):
         as_detector(object())
     with pytest.raises(FileNotFoundError, match="without model.keras"):
         load_detector(tmp_path)  # a folder that is not a finished run
+
+
+@pytest.mark.parametrize("norm, local", [("layer", True), ("none", True), ("group", False)])
+def test_head_outputs_depend_on_the_tile_only_within_their_receptive_field(norm, local):
+    """Subnets of 2 convs (3x3) see 2 + 1 cells around each output (the prediction conv adds one):
+    features changed 10 cells away leave the output unchanged with LayerNorm (per-position
+    statistics) or no norm, and change it with GroupNorm (statistics of the whole map)."""
+    from detect.models.heads import build_heads
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(1, 16, 16, 8)).astype(np.float32)
+    inp = keras.Input((16, 16, 8))
+    cls, box = build_heads([inp], num_classes=2, num_anchors=1, channels=8, convs=2, norm=norm, prior_bias=-4.6)
+    heads = keras.Model(inp, [cls, box])
+    for w in heads.weights:  # random, not the near-zero init, so a change would show
+        w.assign(rng.normal(size=w.shape).astype(np.float32) * 0.3)
+    other = feats.copy()
+    other[0, 12:, 12:] += 5.0  # far corner
+    a, b = heads(feats), heads(other)
+    for x, y in zip(a, b):
+        x, y = np.asarray(x).reshape(16, 16, -1), np.asarray(y).reshape(16, 16, -1)
+        near = np.abs(x - y).max(axis=-1)[:9, :9]  # every cell >= 3 cells from the change
+        assert (near.max() == 0.0) == local, (norm, near.max())
