@@ -65,6 +65,7 @@ class CapCount:
     at_max: int = 0
     at_top_k: int = 0
     blank: int = 0  # tiles skipped as holding no data (counted in ``tiles``)
+    outside: int = 0  # detections wholly in the zero padding past the image (dropped)
 
     def add(self, det: dict) -> None:
         """Add one :func:`detect_many` result."""
@@ -72,12 +73,14 @@ class CapCount:
         self.at_max += det["capped_tiles"]
         self.at_top_k += det["top_k_capped_tiles"]
         self.blank += det.get("blank_tiles", 0)
+        self.outside += det.get("outside_boxes", 0)
 
     def __iadd__(self, other: "CapCount") -> "CapCount":
         self.tiles += other.tiles
         self.at_max += other.at_max
         self.at_top_k += other.at_top_k
         self.blank += other.blank
+        self.outside += other.outside
         return self
 
     def warning(self, pp) -> str | None:
@@ -91,7 +94,11 @@ class CapCount:
             parts.append(f"{self.at_top_k} of {self.tiles} tiles had more candidates above the score "
                          f"threshold than pre_nms_top_k={pp.pre_nms_top_k} (raise --max-detections, "
                          f"which raises it, or --score-threshold)")
-        return "warning: " + "; ".join(parts) + "; objects beyond a cap are lost there" if parts else None
+        lines = ["warning: " + "; ".join(parts) + "; objects beyond a cap are lost there"] if parts else []
+        if self.outside:  # not a cap: boxes of nothing, but never dropped without a word
+            lines.append(f"note: {self.outside} detection(s) lay wholly in the zero padding past an image's "
+                         f"edge (the outer tiles of an aligned grid reach past it) and were dropped")
+        return "\n".join(lines) or None
 
 
 def read_tile(source, window, scale: float, *, skip_blank: bool = False) -> np.ndarray | None:
@@ -193,7 +200,7 @@ class SceneMerger:
         self.labels = np.zeros(0, np.int32)
         self.windows = np.zeros((0, 4), np.float64)
         self.ids = np.zeros(0, np.int64)
-        self.tiles = self.capped = self.top_k_capped = self.blank = 0
+        self.tiles = self.capped = self.top_k_capped = self.blank = self.outside = 0
 
     def add_tile(self, window, tile: TileResult | None) -> None:
         """Fold in one tile (None: a blank window the model never saw, only counted)."""
@@ -203,9 +210,13 @@ class SceneMerger:
             return
         self.capped += tile.at_max
         self.top_k_capped += tile.at_top_k
-        # a window of an aligned grid may reach past the image (padding): boxes end at its edge
+        # a window of an aligned grid may reach past the image (padding): boxes end at its edge,
+        # and a box wholly in the padding (nothing of it left) is dropped and counted
         boxes = np.minimum(np.maximum(tile.boxes, 0), np.array([self.w, self.h, self.w, self.h], np.float32))
-        self.add(window, boxes, tile.scores, tile.labels)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        keep |= (tile.boxes[:, 2] <= tile.boxes[:, 0]) | (tile.boxes[:, 3] <= tile.boxes[:, 1])  # degenerate before
+        self.outside += int((~keep).sum())
+        self.add(window, boxes[keep], tile.scores[keep], tile.labels[keep])
 
     def add(self, window, boxes, scores, labels, ids=None) -> None:
         """Merge detections found in ``window`` (``ids``: caller's names for them, kept with them)."""
@@ -236,7 +247,7 @@ class SceneMerger:
             boxes = boxes / np.array([self.w / source_width, self.h / source_height] * 2, np.float32)
         return {"boxes": boxes, "scores": self.scores[order], "labels": self.labels[order],
                 "tiles": self.tiles, "capped_tiles": self.capped, "top_k_capped_tiles": self.top_k_capped,
-                "blank_tiles": self.blank, "scale": scale}
+                "blank_tiles": self.blank, "outside_boxes": self.outside, "scale": scale}
 
 
 def scene_grid(height: int, width: int, scale: float, options: "TileOptions",
