@@ -108,6 +108,22 @@ def test_float32_file_gives_the_keras_network_outputs(random_model, tmp_path):
         np.testing.assert_allclose(box, want["box_deltas"], atol=5e-4)
 
 
+def test_layer_norm_heads_export_to_the_keras_network_outputs(tmp_path):
+    """``head_norm: layer`` (the pretrained recipe's) converts as it computes: LayerNorm over the
+    last axis of 4-D maps, no rewrite needed."""
+    from detect.models import build_retinanet
+
+    keras.utils.set_random_seed(5)
+    model = build_retinanet(tiny_config(head_norm="layer", backbone_norm="batch", postprocess=POST,
+                                        input={"tile": 128}))
+    lite = LiteRTModel(export_tflite(model, tmp_path / "ln.tflite"), threads=1)
+    batch = square_scenes(1, size=128, seed=4)[0].astype(np.float32)
+    cls, box, _, _ = lite.raw_outputs(batch)
+    want = model(batch)
+    np.testing.assert_allclose(cls, want["cls_logits"], atol=5e-4)
+    np.testing.assert_allclose(box, want["box_deltas"], atol=5e-4)
+
+
 def test_float32_file_gives_the_keras_detections(trained, tmp_path):
     """Same detections on a trained model (scores well apart: no near-tie decides anything)."""
     model, _ = trained

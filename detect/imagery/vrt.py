@@ -68,14 +68,11 @@ def mosaic_xml(files: list[Path]) -> tuple[str, dict]:
     info = _describe(files)
     first = info[0]
     t0 = first["transform"]
-    if first["crs"] is None:
-        raise ValueError(f"{first['path']}: not georeferenced (no CRS): files are laid out by their map "
-                         f"coordinates, so a mosaic needs georeferenced rasters")
     for d in info:
         t = d["transform"]
         what = None
         if d["crs"] is None:
-            what = "is not georeferenced (no CRS)"
+            what = "is not georeferenced (no CRS), and a mosaic lays files out by their map coordinates"
         elif d["crs"] != first["crs"]:
             what = f"is in {d['crs']}, the first file {first['path'].name} in {first['crs']}; reproject it first"
         elif t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0:
@@ -143,6 +140,10 @@ def write_mosaic(files: list[Path], path: Path, *, overwrite: bool = False) -> P
     results already made from it would otherwise be reused for other files.
     """
     path = Path(path)
+    own = [f for f in files if Path(f).resolve() == path.resolve()]
+    if own:
+        raise ValueError(f"{own[0]} is the mosaic this run writes: leave it out of the inputs (it joins the "
+                         f"files of an earlier run), or choose another --out")
     text, facts = mosaic_xml(files)
     if path.exists() and not overwrite and path.read_text(errors="replace") != text:
         raise FileExistsError(f"{path} exists and joins other files: pass --overwrite to redo the mosaic "

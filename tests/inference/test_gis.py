@@ -134,6 +134,8 @@ def test_a_mosaic_of_the_parts_is_predicted_as_the_whole_raster(tmp_path, capsys
     np.testing.assert_array_equal(again[0].boxes, one.boxes)
     with pytest.raises(FileExistsError, match=r"mosaic.vrt exists and joins other files: pass --overwrite"):
         predict(model, files[:3], out=tmp_path / "out", mosaic=True)
+    with pytest.raises(ValueError, match=r"mosaic.vrt is the mosaic this run writes: leave it out of the inputs"):
+        predict(model, [*files, vrt], out=tmp_path / "out", mosaic=True)
     # a .vrt is also an input by itself, and a folder's .vrt is listed with its TIFFs
     assert len(predict(model, vrt)[0].boxes) == 9
     from detect.imagery.inputs import expand_sources
