@@ -181,7 +181,7 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
         raise ValueError("format='gpkg', geojson_wgs84, merge_across_scenes, mosaic, shard and engine write "
                          "files: give out=FOLDER")
     if mosaic:
-        items = [_mosaic(kind, items, Path(out), overwrite)]
+        items = [_mosaic(items, Path(out), overwrite)]
     with postprocessing(model, score_threshold, iou_threshold, max_detections, agnostic_nms):
         if kind == "arrays":
             return predict_arrays(model, items, options)
@@ -218,15 +218,16 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
     return Results(found, summary)
 
 
-def _mosaic(kind: str, files, out: Path, overwrite: bool) -> Path:
-    """``OUT/mosaic.vrt`` joining ``files`` (all rasters), for ``predict(mosaic=True)``."""
+def _mosaic(files: list[Path], out: Path, overwrite: bool) -> Path:
+    """``OUT/mosaic.vrt`` joining ``files`` (all rasters), for ``predict(mosaic=True)`` (arrays
+    were refused before: they cannot go with ``out``)."""
     from detect.imagery.inputs import RASTER_SUFFIXES
     from detect.imagery.vrt import MOSAIC_VRT, write_mosaic
 
-    others = [f for f in files if f.suffix.lower() not in RASTER_SUFFIXES] if kind == "files" else files
+    others = [f for f in files if f.suffix.lower() not in RASTER_SUFFIXES]
     if others:
         raise ValueError(f"mosaic joins georeferenced rasters ({', '.join(RASTER_SUFFIXES)}); "
-                         f"{others[0] if kind == 'files' else 'an image array'} is not one")
+                         f"{others[0]} is not one")
     return write_mosaic(files, out / MOSAIC_VRT, overwrite=overwrite)
 
 

@@ -210,13 +210,13 @@ class SceneMerger:
             return
         self.capped += tile.at_max
         self.top_k_capped += tile.at_top_k
-        # a window of an aligned grid may reach past the image (padding): boxes end at its edge,
-        # and a box wholly in the padding (nothing of it left) is dropped and counted
-        boxes = np.minimum(np.maximum(tile.boxes, 0), np.array([self.w, self.h, self.w, self.h], np.float32))
-        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        keep |= (tile.boxes[:, 2] <= tile.boxes[:, 0]) | (tile.boxes[:, 3] <= tile.boxes[:, 1])  # degenerate before
+        # a window of an aligned grid may reach past the image (padding): a box wholly in the
+        # padding is nothing of the image (dropped, counted); the others end at the image's edge
+        b = tile.boxes
+        keep = (b[:, 0] < self.w) & (b[:, 2] > 0) & (b[:, 1] < self.h) & (b[:, 3] > 0)
         self.outside += int((~keep).sum())
-        self.add(window, boxes[keep], tile.scores[keep], tile.labels[keep])
+        boxes = np.minimum(np.maximum(b[keep], 0), np.array([self.w, self.h, self.w, self.h], np.float32))
+        self.add(window, boxes, tile.scores[keep], tile.labels[keep])
 
     def add(self, window, boxes, scores, labels, ids=None) -> None:
         """Merge detections found in ``window`` (``ids``: caller's names for them, kept with them)."""

@@ -3,8 +3,8 @@
 Each subnet is ``head_convs`` x (3x3 conv [+ norm] + ReLU) and a 3x3
 prediction conv. The norm (``head_norm``) is GroupNorm, whose statistics cover
 the whole feature map (so a detection's score depends on everything else in
-its tile), or LayerNorm over each position's channels (it does not). The same layer objects are applied to every level, so the
-weights are shared. Per-level outputs ``[B, H, W, A * C]`` are flattened to
+its tile), or LayerNorm over each position's channels (it does not). The same
+layer objects are applied to every level, so the weights are shared. Per-level outputs ``[B, H, W, A * C]`` are flattened to
 ``[B, H * W * A, C]`` in (row, column, anchor) order, the order of
 :class:`detect.ops.anchors.AnchorGenerator`, and concatenated over levels.
 
