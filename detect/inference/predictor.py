@@ -210,13 +210,16 @@ class SceneMerger:
             return
         self.capped += tile.at_max
         self.top_k_capped += tile.at_top_k
-        # a window of an aligned grid may reach past the image (padding): a box wholly in the
-        # padding is nothing of the image (dropped, counted); the others end at the image's edge
+        # a window of an aligned grid may reach past the image (padding): boxes end at its edge,
+        # and a box with an extent that clipping leaves without one lay wholly in the padding
+        # (dropped, counted). A box the decoder already made degenerate (e.g. clipped to a tile
+        # edge that is also the image's) is the model's output, passed on as for any image.
         b = tile.boxes
-        keep = (b[:, 0] < self.w) & (b[:, 2] > 0) & (b[:, 1] < self.h) & (b[:, 3] > 0)
+        boxes = np.minimum(np.maximum(b, 0), np.array([self.w, self.h, self.w, self.h], np.float32))
+        had_extent = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+        keep = ~had_extent | ((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
         self.outside += int((~keep).sum())
-        boxes = np.minimum(np.maximum(b[keep], 0), np.array([self.w, self.h, self.w, self.h], np.float32))
-        self.add(window, boxes, tile.scores[keep], tile.labels[keep])
+        self.add(window, boxes[keep], tile.scores[keep], tile.labels[keep])
 
     def add(self, window, boxes, scores, labels, ids=None) -> None:
         """Merge detections found in ``window`` (``ids``: caller's names for them, kept with them)."""

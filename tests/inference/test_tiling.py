@@ -265,16 +265,17 @@ def test_read_ahead_gives_each_source_its_own_tiles_and_surfaces_read_errors():
 def test_a_box_wholly_in_the_padding_past_the_image_is_dropped_and_counted():
     """An aligned grid's last tile reaches past a 100 x 100 image (window 64..128): a box in the
     zero strip is nothing of the image (dropped, counted, noted); one across the edge is clipped
-    to it; a box the model itself gave zero width stays as before."""
+    to it; a box the model itself gave zero width stays as before, also one on the image's edge
+    (a decoder clipping to a tile edge that is also the image's makes those: not padding)."""
     from detect.inference.predictor import CapCount, SceneMerger, TileResult
     from tests.models.conftest import tiny_config
 
     merger = SceneMerger(100, 100, 0.5)
-    boxes = np.array([[110, 10, 120, 20], [90, 30, 110, 40], [70, 50, 70, 60]], np.float32)
-    merger.add_tile((64, 0, 128, 64), TileResult(boxes, np.array([0.9, 0.8, 0.7], np.float32),
-                                                 np.zeros(3, np.int32)))
+    boxes = np.array([[110, 10, 120, 20], [90, 30, 110, 40], [70, 50, 70, 60], [100, 5, 100, 9]], np.float32)
+    merger.add_tile((64, 0, 128, 64), TileResult(boxes, np.array([0.9, 0.8, 0.7, 0.6], np.float32),
+                                                 np.zeros(4, np.int32)))
     det = merger.result(100, 100, 1.0)
-    np.testing.assert_array_equal(det["boxes"], [[90, 30, 100, 40], [70, 50, 70, 60]])
+    np.testing.assert_array_equal(det["boxes"], [[90, 30, 100, 40], [70, 50, 70, 60], [100, 5, 100, 9]])
     assert det["outside_boxes"] == 1
     caps = CapCount()
     caps.add(det)
