@@ -163,7 +163,7 @@ class RetinaNet(keras.Model):
             anchors, targets["boxes"], targets["labels"],
             positive_iou=c.matcher.positive_iou, negative_iou=c.matcher.negative_iou,
             allow_low_quality_matches=c.matcher.allow_low_quality_matches,
-            variances=c.box_variances)
+            variances=c.box_variances, trim_padding=not self.jit_compile)
         normalizer = None
         ctx = tf.distribute.get_replica_context()
         if ctx is not None and ctx.num_replicas_in_sync > 1:

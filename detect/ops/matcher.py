@@ -68,17 +68,30 @@ def assign_targets(
     allow_low_quality_matches: bool,
     variances: Sequence[float],
     crowd_ioa: float = CROWD_IOA,
+    trim_padding: bool = False,
 ) -> AnchorTargets:
     """Match ``anchors [N, 4]`` to ``gt_boxes [B, M, 4]`` / ``gt_labels [B, M]``.
 
     Images with no objects (all padding, or ``M == 0``) give all-background
     targets. Non-finite ground-truth boxes never match anything.
+
+    ``trim_padding``: first drop the columns past the batch's last
+    non-padding row (the targets are identical: a padding row has IoU 0 with
+    every anchor and claims none). Training pads every image to
+    ``data.max_boxes``, the densest whole image's count, while a crop holds a
+    fraction of it, and the ``[B, N, M]`` IoU work is most of a CPU training
+    step's loss. The trimmed ``M`` is known only at run time: leave it off
+    under XLA (``jit_compile``), which needs static shapes.
     """
     if negative_iou > positive_iou:
         raise ValueError(f"negative_iou {negative_iou} > positive_iou {positive_iou}")
     anchors = tf.cast(anchors, tf.float32)
     gt_boxes = tf.cast(gt_boxes, tf.float32)
     gt_labels = tf.cast(gt_labels, tf.int32)
+    if trim_padding:
+        rows = tf.range(1, tf.shape(gt_labels)[1] + 1)[None]
+        last = tf.reduce_max(tf.where(tf.not_equal(gt_labels, PADDING_LABEL), rows, 0))
+        gt_boxes, gt_labels = gt_boxes[:, :last], gt_labels[:, :last]
     # One extra padding row guarantees M >= 1, so the reductions below are
     # defined for images with no ground truth at all.
     gt_boxes = tf.pad(gt_boxes, [[0, 0], [0, 1], [0, 0]])
@@ -99,10 +112,15 @@ def assign_targets(
         claims = tf.equal(iou, per_gt_best) & (per_gt_best > 0.0)
         positive |= tf.reduce_any(claims, axis=-1)
 
-    # Anchors mostly inside a crowd region are ignored unless they are positive.
-    in_crowd = pairwise_ioa(anchors, safe_boxes)  # [B, N, M]
-    in_crowd = tf.where(is_crowd[:, None, :], in_crowd, tf.zeros_like(in_crowd))
-    negative &= ~(tf.reduce_max(in_crowd, axis=-1) >= crowd_ioa)
+    # Anchors mostly inside a crowd region are ignored unless they are positive
+    # (the [B, N, M] IoA only for a batch that has a crowd region).
+    def crowd_cover():
+        in_crowd = pairwise_ioa(anchors, safe_boxes)  # [B, N, M]
+        in_crowd = tf.where(is_crowd[:, None, :], in_crowd, tf.zeros_like(in_crowd))
+        return tf.reduce_max(in_crowd, axis=-1)
+
+    cover = tf.cond(tf.reduce_any(is_crowd), crowd_cover, lambda: tf.zeros_like(best_iou))
+    negative &= ~(cover >= crowd_ioa)
     negative &= ~positive
 
     matched_labels = tf.gather(gt_labels, best_gt, batch_dims=1)  # [B, N]

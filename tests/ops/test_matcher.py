@@ -107,3 +107,30 @@ def test_xla_compilable(rng):
     labels = np.array([[0, 1, -1, -1], [2, -1, -1, -1]], np.int32)
     f = tf.function(lambda a, g, lab: assign_targets(a, g, lab, **STRICT).cls_targets, jit_compile=True)
     np.testing.assert_array_equal(f(anchors, gt, labels), assign_targets(anchors, gt, labels, **STRICT).cls_targets)
+
+
+@pytest.mark.parametrize("low_quality", [False, True])
+def test_trimming_the_padding_changes_no_target(rng, low_quality):
+    """Training pads to data.max_boxes while a crop holds fewer: dropping the columns past the
+    batch's last real row must give the very same targets, crowd regions, non-finite rows and
+    an all-padding image included."""
+    anchors = random_boxes(rng, (2000,), max_size=40)
+    gt = random_boxes(rng, (3, 12), max_size=40)
+    gt[0, 3] = [0, 0, 120, 120]  # the crowd region: large, so anchors fall mostly inside it
+    gt[0, 2] = np.nan  # a non-finite row before the last real one
+    labels = np.full((3, 12), -1, np.int32)
+    labels[0, :5] = [0, 1, 2, IGNORE_REGION_LABEL, 1]  # a crowd region among the objects
+    labels[1, :2] = [2, 0]
+    labels[1, 4] = 1  # a real row after a padding row: trimming keeps up to the last real one
+    near = gt[:2].reshape(-1, 4) + rng.uniform(-2, 2, (24, 4)).astype(np.float32)  # positives
+    anchors = np.concatenate([anchors, near[np.isfinite(near).all(1)]])
+    kw = {**STRICT, "allow_low_quality_matches": low_quality}
+    full = assign_targets(anchors, gt, labels, **kw)
+    trimmed = assign_targets(anchors, gt, labels, **kw, trim_padding=True)
+    for a, b in zip(full, trimmed):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert (full.cls_targets.numpy()[2] == BACKGROUND).all()
+    assert (full.cls_targets.numpy() >= 0).sum() >= 6 and (full.cls_targets.numpy() == IGNORE).any()
+    # nothing but padding anywhere: every anchor is background, nothing to trim to
+    none = assign_targets(anchors, gt, np.full((3, 12), -1, np.int32), **kw, trim_padding=True)
+    assert (none.cls_targets.numpy() == BACKGROUND).all()
