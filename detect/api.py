@@ -180,9 +180,13 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
             or html) and out is None:
         raise ValueError("format='gpkg', geojson_wgs84, merge_across_scenes, mosaic, shard and engine write "
                          "files: give out=FOLDER")
-    if mosaic:
-        items = [_mosaic(items, Path(out), overwrite)]
     with postprocessing(model, score_threshold, iou_threshold, max_detections, agnostic_nms):
+        if mosaic:  # refused for another model's folder before the VRT is written into it
+            from detect.inference.outputs import check_output, run_fingerprint
+
+            check_output(Path(out), run_fingerprint(model, options, bands=bands, stride=stride,
+                                                    gsd_match=gsd_match), overwrite=overwrite)
+            items = [_mosaic(items, Path(out), overwrite)]
         if kind == "arrays":
             return predict_arrays(model, items, options)
         found: list[Detections] = []

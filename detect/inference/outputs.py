@@ -187,6 +187,13 @@ def claim_output(out_dir: Path, fingerprint: dict, *, overwrite: bool) -> None:
     from the same model and settings; otherwise this refuses, naming what
     differs, unless ``overwrite`` (then everything is redone).
     """
+    check_output(out_dir, fingerprint, overwrite=overwrite)
+    atomic.write_json(out_dir / FINGERPRINT, fingerprint)
+
+
+def check_output(out_dir: Path, fingerprint: dict, *, overwrite: bool) -> None:
+    """What :func:`claim_output` refuses, raised before anything is written (a run that first
+    writes a file of its own into ``out_dir``, as ``--mosaic`` does, checks here first)."""
     path = out_dir / FINGERPRINT
     done = out_dir / "detections"
     if path.is_file() and not overwrite:
@@ -200,7 +207,6 @@ def claim_output(out_dir: Path, fingerprint: dict, *, overwrite: bool) -> None:
     elif not path.is_file() and done.is_dir() and any(done.iterdir()) and not overwrite:
         raise FileExistsError(f"{out_dir} holds results without a {FINGERPRINT} (from an older detect?): "
                               f"pass --overwrite to redo them, or choose another --out")
-    atomic.write_json(path, fingerprint)
 
 
 def id_map_for(model, gt: dict | None) -> dict:

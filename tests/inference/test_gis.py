@@ -132,6 +132,10 @@ def test_a_mosaic_of_the_parts_is_predicted_as_the_whole_raster(tmp_path, capsys
     # a rerun over the same files resumes; other files are refused, not matched to old results
     again = predict(model, files, out=tmp_path / "out", mosaic=True)
     np.testing.assert_array_equal(again[0].boxes, one.boxes)
+    # the same with its own threshold, into a folder made with that threshold: resumes too
+    high = predict(model, files, out=tmp_path / "high", mosaic=True, score_threshold=0.5)
+    assert len(predict(model, files, out=tmp_path / "high", mosaic=True, score_threshold=0.5)[0].boxes) == len(
+        high[0].boxes)
     with pytest.raises(FileExistsError, match=r"mosaic.vrt exists and joins other files: pass --overwrite"):
         predict(model, files[:3], out=tmp_path / "out", mosaic=True)
     with pytest.raises(ValueError, match=r"mosaic.vrt is the mosaic this run writes: leave it out of the inputs"):
@@ -141,6 +145,15 @@ def test_a_mosaic_of_the_parts_is_predicted_as_the_whole_raster(tmp_path, capsys
     from detect.imagery.inputs import expand_sources
 
     assert [f.name for f in expand_sources([str(tmp_path / "out")])] == ["mosaic.vrt"]
+    # a folder of another model's results is refused before the mosaic is written into it
+    from detect.inference.outputs import FINGERPRINT
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / FINGERPRINT).write_text('{"model": "another"}')
+    with pytest.raises(FileExistsError, match=r"holds results made with other settings"):
+        predict(model, files, out=other, mosaic=True)
+    assert sorted(p.name for p in other.iterdir()) == [FINGERPRINT]
 
 
 def test_a_mosaic_with_a_gap_and_an_overlap(tmp_path, capsys):
