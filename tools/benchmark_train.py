@@ -71,10 +71,10 @@ GENERATORS = {"dense": make_dense_aerial.make_dataset, "urban": make_urban_aeria
 THROUGHPUT = """\
 import sys, time, numpy as np
 import detect
-from pathlib import Path
 from detect.imagery.images import read_image
+from detect.imagery.inputs import expand_sources
 model = detect.load_model(sys.argv[1])
-files = sorted(p for p in Path(sys.argv[2]).iterdir() if p.suffix.lower() in (".png", ".jpg", ".tif"))[:4]
+files = expand_sources([sys.argv[2]])[:4]
 tiles = np.stack([read_image(f)[:512, :512] for f in files]).astype("float32")
 model.predict(tiles, verbose=0)
 t0, n = time.perf_counter(), 0

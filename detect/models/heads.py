@@ -4,9 +4,10 @@ Each subnet is ``head_convs`` x (3x3 conv [+ norm] + ReLU) and a 3x3
 prediction conv. The norm (``head_norm``) is GroupNorm, whose statistics cover
 the whole feature map (so a detection's score depends on everything else in
 its tile), or LayerNorm over each position's channels (it does not). The same
-layer objects are applied to every level, so the weights are shared. Per-level outputs ``[B, H, W, A * C]`` are flattened to
-``[B, H * W * A, C]`` in (row, column, anchor) order, the order of
-:class:`detect.ops.anchors.AnchorGenerator`, and concatenated over levels.
+layer objects are applied to every level, so the weights are shared. Per-level
+outputs ``[B, H, W, A * C]`` are flattened to ``[B, H * W * A, C]`` in (row,
+column, anchor) order, the order of :class:`detect.ops.anchors.AnchorGenerator`,
+and concatenated over levels.
 
 The classification bias starts at ``-log((1 - pi) / pi)`` (pi = 0.01), so at
 initialisation every anchor predicts foreground with probability ~0.01 and
