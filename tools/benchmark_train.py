@@ -65,6 +65,8 @@ import make_urban_aerial  # noqa: E402
 
 from detect.config.recipes import recipe_path  # noqa: E402
 
+#: every child process (detect train / evaluate, the throughput snippet): TensorFlow's C++ logging quiet
+_CHILD_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 GENERATORS = {"dense": make_dense_aerial.make_dataset, "urban": make_urban_aerial.make_dataset}
 # Predict throughput on four of the set's test scenes (512 px, what the model meets), not noise:
 # NMS cost follows how many candidates pass the score threshold, and a model may fire on noise.
@@ -109,7 +111,7 @@ def _detect(*args: str, log: Path) -> float:
     t0 = time.perf_counter()
     with open(log, "w") as out:
         code = subprocess.call([sys.executable, "-m", "detect", *args], stdout=out, stderr=subprocess.STDOUT,
-                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                               env=_CHILD_ENV)
     if code:
         tail = log.read_text().splitlines()[-15:]
         raise SystemExit(f"detect {args[0]} failed (exit {code}); last lines of {log}:\n" + "\n".join(tail))
@@ -233,11 +235,12 @@ def _tiles_per_second(model: Path, images: Path, tries: int = 2) -> float:
     still queued go on (one measurement died once of SIGSEGV inside TensorFlow, in 1 of ~40)."""
     for attempt in range(1, tries + 1):
         done = subprocess.run([sys.executable, "-c", THROUGHPUT, str(model), str(images)], text=True,
-                              capture_output=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                              capture_output=True, env=_CHILD_ENV)
         if done.returncode == 0:
             return float(done.stdout.split()[-1])
-        print(f"predict throughput of {model}: try {attempt} of {tries} died (exit {done.returncode})",
-              flush=True)
+        tail = "\n".join(("    " + line) for line in done.stderr.splitlines()[-5:])
+        print(f"predict throughput of {model}: try {attempt} of {tries} died (exit {done.returncode})"
+              + (f"; last lines of its stderr:\n{tail}" if tail else ""), flush=True)
     print(f"predict throughput of {model} not measured: tiles/s shows as nan", flush=True)
     return float("nan")
 
