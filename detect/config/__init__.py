@@ -241,11 +241,17 @@ class DataConfig(_Section):
     """How images become training batches."""
 
     # "none": native pixels (aerial chips; the model's input.scale is 1);
+    # "scale": native pixels resampled by data.scale (1.5 upsamples small objects);
     # "fixed": image_size x image_size; "shorter_side": paper-style.
     resize: str = "fixed"
     image_size: int = 512
     min_side: int = 800
     max_side: int = 1333
+    scale: float = 1.0  # resize "scale": model pixels per image pixel
+    # > 0 (px): with resize "none" or "scale" and data.scale not set, `detect train` upsamples
+    # small-object data (resize "scale", at most x2: fit.MAX_UPSAMPLE) until the objects' median side
+    # reaches this many pixels (detect.datasets.fit); 0: off
+    target_object_side: float = 0.0
     max_boxes: int = 100  # ground truth per image is padded to this (raised to the data's largest count unless set)
     hflip: bool = True
     vflip: bool = True  # aerial imagery has no "up"
@@ -257,8 +263,13 @@ class DataConfig(_Section):
     def validate(self) -> None:
         _check(self.crop_size == 0 or self.crop_size >= 32, "data.crop_size",
                f"must be 0 (off) or >= 32 px, got {self.crop_size}")
-        _check(self.resize in ("none", "fixed", "shorter_side"), "data.resize",
-               f"must be 'none', 'fixed' or 'shorter_side', got {self.resize!r}")
+        _check(self.resize in ("none", "scale", "fixed", "shorter_side"), "data.resize",
+               f"must be 'none', 'scale', 'fixed' or 'shorter_side', got {self.resize!r}")
+        _check(0 < self.scale <= 8, "data.scale", f"must be > 0 and <= 8, got {self.scale}")
+        _check(self.scale == 1.0 or self.resize == "scale", "data.scale",
+               f"{self.scale:g} needs data.resize: scale (got {self.resize!r})")
+        _check(self.target_object_side >= 0, "data.target_object_side",
+               f"must be >= 0 px (0: off), got {self.target_object_side}")
         _check(self.image_size >= 32 and 32 <= self.min_side <= self.max_side, "data.image_size/min_side/max_side",
                "need image_size >= 32 and 32 <= min_side <= max_side")
         _check(self.max_boxes >= 1, "data.max_boxes", f"must be >= 1, got {self.max_boxes}")

@@ -3,6 +3,8 @@
 ``detect train`` reads the dataset's object sizes and boxes per image and,
 for every setting the user did not pin (:attr:`DetectConfig.explicit`):
 
+- ``data.scale`` (with ``data.target_object_side``): small-object data is
+  upsampled (:func:`fit_upsampling`);
 - ``model.input.scale``: the resampling the training resize applies to a
   typical image (1 for ``data.resize=none``), so prediction on imagery of
   any size sees objects at the training scale;
@@ -41,6 +43,8 @@ from detect.imagery.images import BandRule, read_image
 
 #: max_detections is at least this multiple of the densest image's box count.
 DETECTIONS_PER_OBJECT = 3
+#: ``data.target_object_side`` upsamples by at most this factor (the cost grows with its square).
+MAX_UPSAMPLE = 2.0
 
 
 def resize_factors(width: float, height: float, data: DataConfig) -> tuple[float, float]:
@@ -49,7 +53,10 @@ def resize_factors(width: float, height: float, data: DataConfig) -> tuple[float
         return 1.0, 1.0
     if data.resize == "fixed":
         return data.image_size / width, data.image_size / height
-    s = min(data.min_side / min(width, height), data.max_side / max(width, height))
+    if data.resize == "scale":
+        s = data.scale
+    else:
+        s = min(data.min_side / min(width, height), data.max_side / max(width, height))
     return round(width * s) / width, round(height * s) / height
 
 
@@ -62,12 +69,49 @@ def model_boxes(ds: CocoDataset, data: DataConfig) -> list[np.ndarray]:
     return out
 
 
+def fit_upsampling(cfg: DetectConfig, ds: CocoDataset) -> tuple[DataConfig, str | None]:
+    """``cfg.data`` resampled for ``data.target_object_side``, and its report line (or None).
+
+    Applies when the target is > 0, ``data.resize`` is "none" or "scale" and
+    ``data.scale`` is not set: the factor is ``target / median object side``
+    (image pixels, crowd regions left out), at least 1 (never downsampled) and
+    at most :data:`MAX_UPSAMPLE`, rounded to 2 decimals. Small objects then
+    reach the backbone with more pixels; training steps cost the same (crops
+    keep their size) and prediction resamples imagery by the model's
+    ``input.scale``, which follows.
+    """
+    data = cfg.data
+    if (data.target_object_side <= 0 or data.resize not in ("none", "scale")
+            or cfg.is_explicit("data.scale")):
+        return data, None
+    boxes = [s.boxes[s.labels >= 0] for s in ds.samples]
+    flat = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
+    if not len(flat):
+        return data, None
+    median = float(np.median(np.sqrt(np.maximum(flat[:, 2] - flat[:, 0], 0)
+                                     * np.maximum(flat[:, 3] - flat[:, 1], 0))))
+    target = data.target_object_side
+    factor = round(min(MAX_UPSAMPLE, target / max(median, 1e-6)), 2) if median < target else 1.0
+    if factor <= 1.0:
+        return data, (
+            f"data.scale = 1 (native pixels): the objects' median side {median:.1f} px reaches "
+            f"data.target_object_side={target:g}")
+    capped = f" (capped at x{MAX_UPSAMPLE:g}; median after it {median * factor:.1f} px)" \
+        if factor == MAX_UPSAMPLE and median * factor < target else ""
+    return replace(data, resize="scale", scale=factor), (
+        f"data.scale = {factor:g}: images upsampled x{factor:g} because the objects' median side "
+        f"{median:.1f} px is below data.target_object_side={target:g}{capped}; prediction resamples "
+        f"imagery the same way (set data.scale: 1 to train at native pixels)")
+
+
 def fit_to_data(cfg: DetectConfig, ds: CocoDataset) -> tuple[DetectConfig, list[str]]:
     """``cfg`` with the data-dependent settings fitted (see module doc), and report lines."""
     lines: list[str] = []
     m = replace(cfg.model, num_classes=ds.num_classes, class_names=tuple(ds.class_names),
                 input=replace(cfg.model.input, category_ids=()))
-    data = cfg.data
+    data, line = fit_upsampling(cfg, ds)
+    if line:
+        lines.append(line)
     counts = np.array([int((s.labels >= 0).sum()) for s in ds.samples] or [0])
     most = int(counts.max())
 

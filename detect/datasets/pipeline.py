@@ -32,7 +32,10 @@ def _resize(image, boxes, config: DataConfig):
         size = [config.image_size, config.image_size]
         nh = nw = float(config.image_size)
     else:
-        s = tf.minimum(config.min_side / tf.minimum(h, w), config.max_side / tf.maximum(h, w))
+        if config.resize == "scale":
+            s = tf.constant(config.scale, tf.float32)
+        else:
+            s = tf.minimum(config.min_side / tf.minimum(h, w), config.max_side / tf.maximum(h, w))
         nh, nw = tf.round(h * s), tf.round(w * s)
         size = tf.cast(tf.stack([nh, nw]), tf.int32)
     image = tf.image.resize(image, size, method="bilinear")

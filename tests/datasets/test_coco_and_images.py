@@ -123,6 +123,18 @@ def test_pipeline_batches_are_deterministic_and_padded(tmp_path):
     assert (y1["labels"].numpy() == -1).sum() == 9  # one box, nine padding rows
 
 
+def test_scale_resize_resamples_image_and_boxes_by_the_factor(tmp_path):
+    a, d = write_dataset(tmp_path, [ann(1, [10, 10, 20, 5])])
+    ds = load_coco(a, d)
+    x, y = next(iter(make_dataset(ds, DataConfig(resize="scale", scale=1.5, max_boxes=2),
+                                  batch_size=2, training=False)))
+    img = x.numpy()[0]
+    # 80 x 50 -> 120 x 75 (rounded), padded to 128 x 128 with zeros
+    assert img.shape == (128, 128, 3)
+    np.testing.assert_allclose(img[:75, :120], 100.0)
+    assert not img[75:].any() and not img[:, 120:].any()
+    np.testing.assert_allclose(y["boxes"].numpy()[0, 0], [15, 15, 45, 22.5])
+
 def test_stream_depends_only_on_seed_and_skip_is_exact(tmp_path):
     import tensorflow as tf
 

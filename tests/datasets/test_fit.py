@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from detect.config import DetectConfig
 from detect.datasets.coco import CocoDataset, DataReport, Sample
@@ -45,3 +46,47 @@ def test_pinned_settings_are_kept_and_caps_counted():
     text = "\n".join(lines)
     assert "drops 140 ground-truth boxes in 2 image(s)" in text  # 130 + 10
     assert "max_detections=100 is below the densest image's 180" in text
+
+
+def _upsampling(side, *overrides, size=256):
+    cfg = DetectConfig().with_overrides(["data.resize=none", *overrides])
+    return fit_to_data(cfg, _dataset([20, 20], size=size, side=side))
+
+
+def test_small_objects_are_upsampled_to_the_target_side():
+    # median side 16 px, target 24: x1.5; the model's input scale follows (prediction resamples)
+    fitted, lines = _upsampling(16.0, "data.target_object_side=24")
+    assert (fitted.data.resize, fitted.data.scale) == ("scale", 1.5)
+    assert fitted.model.input.scale == 1.5
+    assert fitted.model.input.tile == 512  # 256 px images x1.5 = 384; a tile is at least 512
+    assert "data.scale = 1.5: images upsampled x1.5 because the objects' median side 16.0 px" in "\n".join(lines)
+    # the anchors are fitted to the boxes as the model sees them (x1.5): 24 px objects
+    low = fitted.model.anchors.anchor_size * 2 ** fitted.model.anchors.min_level
+    assert 12 <= low <= 24
+
+
+def test_upsampling_rounds_and_caps():
+    fitted, _ = _upsampling(18.0, "data.target_object_side=24")
+    assert fitted.data.scale == 1.33  # 24 / 18 rounded to 2 decimals
+    fitted, lines = _upsampling(8.0, "data.target_object_side=24")
+    assert fitted.data.scale == 2.0  # 3 wanted, capped
+    assert "(capped at x2; median after it 16.0 px)" in "\n".join(lines)
+
+
+def test_objects_at_the_target_side_or_pinned_scales_are_left_alone():
+    fitted, lines = _upsampling(30.0, "data.target_object_side=24")
+    assert (fitted.data.resize, fitted.data.scale, fitted.model.input.scale) == ("none", 1.0, 1.0)
+    assert "data.scale = 1 (native pixels): the objects' median side 30.0 px reaches" in "\n".join(lines)
+    for pinned in (["data.resize=scale", "data.scale=1.25"], ["data.resize=fixed", "data.image_size=512"]):
+        fitted, lines = _upsampling(10.0, "data.target_object_side=24", *pinned)
+        assert not any(line.startswith("data.scale") for line in lines)
+        assert fitted.model.input.scale == (1.25 if "data.scale=1.25" in pinned else 2.0)
+    fitted, lines = _upsampling(10.0)  # the default target is 0: off
+    assert fitted.data.resize == "none" and not any(line.startswith("data.scale") for line in lines)
+
+
+def test_scale_needs_the_scale_resize():
+    with pytest.raises(ValueError, match=r"data.scale: 1.5 needs data.resize: scale \(got 'none'\)"):
+        DetectConfig().with_overrides(["data.resize=none", "data.scale=1.5"])
+    with pytest.raises(ValueError, match="data.target_object_side: must be >= 0"):
+        DetectConfig().with_overrides(["data.target_object_side=-1"])
