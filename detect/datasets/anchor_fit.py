@@ -179,7 +179,8 @@ def check_reachable(cov: Coverage, cfg: AnchorConfig) -> None:
                 "or lower anchors.anchor_size")
     elif bs > hi:
         where = f"all larger than the largest anchor ({hi:.0f} px)"
-        hint = "downsample the images (data.resize: scale with data.scale < 1, or data.image_size) or raise anchors.anchor_size / anchors.max_level"
+        hint = ("downsample the images (data.resize: scale with data.scale < 1, or data.image_size) "
+                "or raise anchors.anchor_size / anchors.max_level")
     else:
         where = f"never overlapped by an anchor ({lo:.0f}-{hi:.0f} px) with IoU >= {cov.threshold:g}"
         hint = "check anchors.aspect_ratios against the boxes' shapes"

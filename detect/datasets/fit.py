@@ -94,8 +94,8 @@ def fit_upsampling(cfg: DetectConfig, ds: CocoDataset) -> tuple[DataConfig, str 
     factor = round(min(MAX_UPSAMPLE, target / max(median, 1e-6)), 2) if median < target else 1.0
     if factor <= 1.0:
         return data, (
-            f"data.scale = 1 (native pixels): the objects' median side {median:.1f} px reaches "
-            f"data.target_object_side={target:g}")
+            f"data.scale = 1 (native pixels): the objects' median side {median:.1f} px needs no "
+            f"upsampling for data.target_object_side={target:g}")
     capped = f" (capped at x{MAX_UPSAMPLE:g}; median after it {median * factor:.1f} px)" \
         if factor == MAX_UPSAMPLE and median * factor < target else ""
     return replace(data, resize="scale", scale=factor), (

@@ -76,7 +76,7 @@ def test_upsampling_rounds_and_caps():
 def test_objects_at_the_target_side_or_pinned_scales_are_left_alone():
     fitted, lines = _upsampling(30.0, "data.target_object_side=24")
     assert (fitted.data.resize, fitted.data.scale, fitted.model.input.scale) == ("none", 1.0, 1.0)
-    assert "data.scale = 1 (native pixels): the objects' median side 30.0 px reaches" in "\n".join(lines)
+    assert "data.scale = 1 (native pixels): the objects' median side 30.0 px needs no upsampling" in "\n".join(lines)
     for pinned in (["data.resize=scale", "data.scale=1.25"], ["data.resize=fixed", "data.image_size=512"]):
         fitted, lines = _upsampling(10.0, "data.target_object_side=24", *pinned)
         assert not any(line.startswith("data.scale") for line in lines)
