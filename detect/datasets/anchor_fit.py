@@ -94,10 +94,14 @@ class Coverage:
         return rows
 
 
+def box_sides(boxes: np.ndarray) -> np.ndarray:
+    """``[N, 4]`` xyxy boxes -> ``[N]`` sides, sqrt(area), in the boxes' pixels."""
+    return np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+
+
 def coverage(boxes: np.ndarray, cfg: AnchorConfig, threshold: float = 0.5) -> Coverage:
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    sides = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
-    return Coverage(threshold, sides, best_anchor_iou(boxes, cfg))
+    return Coverage(threshold, box_sides(boxes), best_anchor_iou(boxes, cfg))
 
 
 def anchor_range(cfg: AnchorConfig) -> tuple[float, float]:

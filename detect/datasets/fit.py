@@ -33,6 +33,7 @@ import numpy as np
 from detect.config import PRE_NMS_PER_DETECTION, DataConfig, DetectConfig
 from detect.datasets.anchor_fit import (
     COVERAGE_WARNING,
+    box_sides,
     check_reachable,
     coverage,
     coverage_table,
@@ -84,12 +85,11 @@ def fit_upsampling(cfg: DetectConfig, ds: CocoDataset) -> tuple[DataConfig, str 
     if (data.target_object_side <= 0 or data.resize not in ("none", "scale")
             or cfg.is_explicit("data.scale")):
         return data, None
-    boxes = [s.boxes[s.labels >= 0] for s in ds.samples]
+    boxes = model_boxes(ds, data)  # image pixels: the scale is still 1 here
     flat = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
     if not len(flat):
         return data, None
-    median = float(np.median(np.sqrt(np.maximum(flat[:, 2] - flat[:, 0], 0)
-                                     * np.maximum(flat[:, 3] - flat[:, 1], 0))))
+    median = float(np.median(box_sides(flat)))
     target = data.target_object_side
     factor = round(min(MAX_UPSAMPLE, target / max(median, 1e-6)), 2) if median < target else 1.0
     if factor <= 1.0:
@@ -126,7 +126,7 @@ def fit_to_data(cfg: DetectConfig, ds: CocoDataset) -> tuple[DetectConfig, list[
         inp = replace(inp, tile=int(min(2048, max(512, math.ceil(float(np.median(sides)) / 32) * 32))))
     boxes = model_boxes(ds, data)
     flat = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
-    obj_sides = np.sqrt((flat[:, 2] - flat[:, 0]) * (flat[:, 3] - flat[:, 1])) if len(flat) else np.zeros(0)
+    obj_sides = box_sides(flat)
     if not cfg.is_explicit("model.input.overlap") and len(obj_sides):
         largest = float(np.percentile(obj_sides, 99))
         inp = replace(inp, overlap=round(min(0.5, max(0.2, 1.2 * largest / inp.tile)), 2))

@@ -135,6 +135,7 @@ def test_scale_resize_resamples_image_and_boxes_by_the_factor(tmp_path):
     assert not img[75:].any() and not img[:, 120:].any()
     np.testing.assert_allclose(y["boxes"].numpy()[0, 0], [15, 15, 45, 22.5])
 
+
 def test_stream_depends_only_on_seed_and_skip_is_exact(tmp_path):
     import tensorflow as tf
 
