@@ -157,13 +157,15 @@ class RetinaNet(keras.Model):
         the gradients sum to the single-device gradient.
         """
         outputs = self(images, training=training)
-        anchors = self.anchors(images)
+        size = self.padded_size(images)
+        anchors = self.anchor_generator(size)
         c = self.model_config
         t = assign_targets(
             anchors, targets["boxes"], targets["labels"],
             positive_iou=c.matcher.positive_iou, negative_iou=c.matcher.negative_iou,
             allow_low_quality_matches=c.matcher.allow_low_quality_matches,
-            variances=c.box_variances, trim_padding=not self.jit_compile)
+            variances=c.box_variances, trim_padding=not self.jit_compile,
+            anchor_iou=lambda boxes, valid: self.anchor_generator.pairwise_iou(size, boxes, valid))
         normalizer = None
         ctx = tf.distribute.get_replica_context()
         if ctx is not None and ctx.num_replicas_in_sync > 1:

@@ -180,6 +180,47 @@ class AnchorGenerator:
             anchors = tf.maximum(tf.minimum(anchors, tf.stack([w, h, w, h])), 0.0)
         return anchors
 
+    def pairwise_iou(self, image_size, boxes: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
+        """IoU of the anchors of ``image_size`` with ``boxes [B, M, 4]`` -> ``[B, N, M]``.
+
+        Bit-equal to ``boxes.pairwise_iou(self(image_size), boxes, b_valid=valid)`` for finite
+        ``boxes`` (``valid [B, M]`` bool; invalid boxes get IoU 0), in about a fifth of the time:
+        an anchor's x-extent depends only on its column and shape and its y-extent only on its
+        row and shape, so the overlaps along each axis are computed on ``[B, fw, A, M]`` and
+        ``[B, fh, A, M]``, and only their product, the union and the ratio on the full
+        ``[B, fh, fw, A, M]``. In training the matcher's IoU was a quarter of a CPU step.
+        keras-hub's convention and clipped anchors take the general path.
+        """
+        if self.convention != "detect" or self.clip:
+            from detect.ops.boxes import pairwise_iou
+
+            return pairwise_iou(self(image_size), boxes, b_valid=valid)
+        boxes = tf.cast(boxes, tf.float32)
+        bx0, by0, bx1, by1 = tf.unstack(boxes, num=4, axis=-1)  # [B, M]
+        area_b = tf.maximum(bx1 - bx0, 0.0) * tf.maximum(by1 - by0, 0.0)
+        keep = tf.cast(valid, tf.float32)[:, None, None, :]  # [B, 1, 1, M]
+        shapes = self._shapes()  # [A, 2] at unit base size
+        parts = []
+        for level, (fh, fw) in zip(self.levels, self.feature_sizes(image_size)):
+            stride = float(2**level)
+            half = 0.5 * shapes * (self.anchor_size * stride)  # [A, 2], as in _level_anchors
+            xs = (tf.cast(tf.range(fw), tf.float32) + 0.5) * stride
+            ys = (tf.cast(tf.range(fh), tf.float32) + 0.5) * stride
+            ax0, ax1 = xs[:, None] + -half[:, 0], xs[:, None] + half[:, 0]  # [fw, A]
+            ay0, ay1 = ys[:, None] + -half[:, 1], ys[:, None] + half[:, 1]  # [fh, A]
+
+            def overlap(lo, hi, b_lo, b_hi):  # [f, A] x [B, M] -> [B, f, A, M]
+                return tf.maximum(tf.minimum(hi[None, :, :, None], b_hi[:, None, None, :])
+                                  - tf.maximum(lo[None, :, :, None], b_lo[:, None, None, :]), 0.0)
+
+            iw = overlap(ax0, ax1, bx0, bx1) * keep
+            ih = overlap(ay0, ay1, by0, by1)
+            inter = iw[:, None] * ih[:, :, None]  # [B, fh, fw, A, M]
+            area_a = tf.maximum(ax1 - ax0, 0.0)[None] * tf.maximum(ay1 - ay0, 0.0)[:, None]  # [fh, fw, A]
+            union = (area_a[None, ..., None] + area_b[:, None, None, None, :]) - inter
+            parts.append(tf.reshape(inter / union, [tf.shape(boxes)[0], -1, tf.shape(boxes)[1]]))
+        return tf.concat(parts, axis=1)
+
     def num_anchors(self, image_size: tuple[int, int]) -> int:
         """Total number of anchors for a static image size."""
         a = self.num_anchors_per_location

@@ -17,7 +17,7 @@ objects would otherwise get no positive anchor at all.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import tensorflow as tf
 
@@ -69,6 +69,7 @@ def assign_targets(
     variances: Sequence[float],
     crowd_ioa: float = CROWD_IOA,
     trim_padding: bool = False,
+    anchor_iou: Callable[[tf.Tensor, tf.Tensor], tf.Tensor] | None = None,
 ) -> AnchorTargets:
     """Match ``anchors [N, 4]`` to ``gt_boxes [B, M, 4]`` / ``gt_labels [B, M]``.
 
@@ -82,6 +83,10 @@ def assign_targets(
     fraction of it, and the ``[B, N, M]`` IoU work is most of a CPU training
     step's loss. The trimmed ``M`` is known only at run time: leave it off
     under XLA (``jit_compile``), which needs static shapes.
+
+    ``anchor_iou(boxes [B, M, 4], valid [B, M]) -> [B, N, M]``: a faster IoU of ``anchors``
+    with finite boxes that equals :func:`~detect.ops.boxes.pairwise_iou` (the model passes
+    :meth:`AnchorGenerator.pairwise_iou`, which knows the anchors' grid); None: the general one.
     """
     if negative_iou > positive_iou:
         raise ValueError(f"negative_iou {negative_iou} > positive_iou {positive_iou}")
@@ -101,16 +106,20 @@ def assign_targets(
     is_crowd = tf.equal(gt_labels, IGNORE_REGION_LABEL) & finite
     safe_boxes = tf.where(finite[..., None], gt_boxes, tf.zeros_like(gt_boxes))
 
-    iou = pairwise_iou(anchors, safe_boxes, b_valid=is_object)  # [B, N, M]
-    best_iou = tf.reduce_max(iou, axis=-1)  # [B, N]
+    if anchor_iou is None:
+        iou = pairwise_iou(anchors, safe_boxes, b_valid=is_object)  # [B, N, M]
+    else:
+        iou = anchor_iou(safe_boxes, is_object)
     best_gt = tf.argmax(iou, axis=-1, output_type=tf.int32)  # [B, N]
+    best_iou = tf.gather(iou, best_gt, batch_dims=2)  # [B, N]: one pass over the IoU, not two
 
     positive = best_iou >= positive_iou
     negative = best_iou < negative_iou
     if allow_low_quality_matches:
         per_gt_best = tf.reduce_max(iou, axis=1, keepdims=True)  # [B, 1, M]
-        claims = tf.equal(iou, per_gt_best) & (per_gt_best > 0.0)
-        positive |= tf.reduce_any(claims, axis=-1)
+        # An object that overlaps no anchor claims none: 2 is above every IoU.
+        per_gt_best = tf.where(per_gt_best > 0.0, per_gt_best, 2.0)
+        positive |= tf.reduce_any(tf.equal(iou, per_gt_best), axis=-1)
 
     # Anchors mostly inside a crowd region are ignored unless they are positive
     # (the [B, N, M] IoA only for a batch that has a crowd region).

@@ -94,3 +94,68 @@ def test_clip_keeps_anchors_inside_the_image():
     assert a[:, [0, 1]].min() == 0 and a[:, 2].max() == 48 and a[:, 3].max() == 64
     with pytest.raises(ValueError, match="convention"):
         AnchorGenerator(convention="torchvision")
+
+
+GRID_CASES = [
+    (dict(min_level=2, max_level=4, anchor_size=2, num_scales=3), (96, 160)),
+    (dict(min_level=3, max_level=7, anchor_size=4, num_scales=2, aspect_ratios=(1.0,)), (100, 130)),
+    (dict(min_level=3, max_level=5, convention="keras_hub"), (128, 128)),  # the general path
+    (dict(min_level=3, max_level=5, clip=True), (96, 64)),  # the general path
+]
+
+
+@pytest.mark.parametrize("kw, size", GRID_CASES)
+def test_grid_iou_is_bit_equal_to_the_general_iou(kw, size):
+    """The matcher's fast IoU must give the very same numbers (so the very same targets, ties
+    included) for boxes of every kind: inside, crossing the edge, outside, degenerate (zero or
+    negative extent), equal to an anchor, and invalid (padding) rows."""
+    from detect.ops.boxes import pairwise_iou
+
+    gen = AnchorGenerator(**kw)
+    anchors = gen(size).numpy()
+    rng = np.random.default_rng(7)
+    xy = rng.uniform(-20, max(size) + 10, (3, 12, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(1, 70, (3, 12, 2))], -1).astype(np.float32)
+    boxes[0, 0] = anchors[5]  # IoU exactly 1 with an anchor (ties between equal anchors too)
+    boxes[0, 1] = [30, 30, 30, 50]  # zero width
+    boxes[0, 2] = [40, 40, 35, 60]  # negative width
+    boxes[1, :3] = anchors[len(anchors) // 2] + np.float32(0.25)
+    valid = rng.uniform(size=(3, 12)) > 0.2
+    valid[2] = False  # an all-padding image
+    valid[0, :3] = valid[1, :3] = True
+    fast = gen.pairwise_iou(size, tf.constant(boxes), tf.constant(valid)).numpy()
+    slow = pairwise_iou(tf.constant(anchors), tf.constant(boxes), b_valid=tf.constant(valid)).numpy()
+    np.testing.assert_array_equal(fast, slow)
+    assert fast.shape == (3, len(anchors), 12) and (fast[:2] > 0.5).sum() >= 3 and (fast[2] == 0).all()
+
+
+def test_grid_iou_with_a_run_time_image_size():
+    """In training the padded size may be a tensor (images of any size): same numbers."""
+    gen = AnchorGenerator(min_level=2, max_level=4, anchor_size=2, num_scales=2)
+    boxes = tf.constant([[[10.0, 12, 30, 40], [50, 5, 58, 20]]])
+    valid = tf.constant([[True, True]])
+    f = tf.function(lambda h, w: gen.pairwise_iou((h, w), boxes, valid))
+    np.testing.assert_array_equal(f(tf.constant(64), tf.constant(96)).numpy(),
+                                  gen.pairwise_iou((64, 96), boxes, valid).numpy())
+
+
+def test_matcher_with_the_grid_iou_gives_the_same_targets():
+    from detect.ops.matcher import assign_targets
+
+    gen = AnchorGenerator(min_level=2, max_level=4, anchor_size=2, num_scales=3)
+    size = (128, 128)
+    anchors = gen(size)
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 110, (2, 20, 2))
+    boxes = np.concatenate([xy, xy + rng.uniform(3, 40, (2, 20, 2))], -1).astype(np.float32)
+    boxes[0, 0] = anchors.numpy()[100]  # ties between the anchors a box overlaps most
+    boxes[1, 3] = np.nan  # a non-finite row never matches
+    labels = rng.integers(0, 3, (2, 20)).astype(np.int32)
+    labels[1, 15:] = -1
+    kw = dict(positive_iou=0.5, negative_iou=0.4, allow_low_quality_matches=True, variances=(0.1, 0.1, 0.2, 0.2))
+    slow = assign_targets(anchors, boxes, labels, **kw)
+    fast = assign_targets(anchors, boxes, labels, **kw,
+                          anchor_iou=lambda b, v: gen.pairwise_iou(size, b, v))
+    for a, b in zip(slow, fast):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert (slow.cls_targets.numpy() >= 0).sum() > 40
