@@ -13,8 +13,7 @@ The rule (also in the README), :class:`BandRule`:
   from the 2nd to the 98th percentile to 0..255, of all bands together for
   an RGB model (colour balance kept), of each band on its own for an N-band
   model (NIR and visible bands have unrelated ranges); a constant band becomes 0.
-- EXIF orientation is honoured (OpenCV applies it when decoding 8-bit
-  colour or grey images).
+- EXIF orientation is honoured (OpenCV applies it when decoding, at any depth).
 - An image whose header claims more than :data:`MAX_IMAGE_PIXELS` pixels
   (OpenCV's limit, 2**30; the ``OPENCV_IO_MAX_IMAGE_PIXELS`` environment
   variable raises it for both) is refused before it is decoded: a few bytes
@@ -182,21 +181,16 @@ def read_image(path: str | Path, rule: BandRule = RGB) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"image file {str(path)!r} does not exist")
     _refuse_bombs(path)
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    # One decode: any depth (16-bit kept for the stretch), grey or colour (an alpha band is
+    # dropped), and EXIF orientation applied (IMREAD_UNCHANGED would skip it; decoding
+    # twice, once to learn the depth, cost half of a training pipeline's CPU time).
+    raw = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if raw is None or raw.size == 0:
         raise ValueError(f"image file {str(path)!r} could not be decoded")
-    bands = 1 if raw.ndim == 2 else raw.shape[2]
-    if raw.dtype == np.uint8 and bands in (1, 3):
-        # decode again through the path that applies EXIF orientation
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    if bands > 4:
-        raise ValueError(f"image file {str(path)!r} has {bands} bands; 1, 3 or 4 are supported")
     img = to_uint8(raw)
-    if bands == 1:
-        img = img.reshape(img.shape[0], img.shape[1])
+    if img.ndim == 2:
         return np.repeat(img[:, :, None], 3, axis=2)
-    return cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2RGB)  # OpenCV stores BGR(A)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)  # OpenCV stores BGR
 
 
 def read_raw(path: Path) -> np.ndarray:

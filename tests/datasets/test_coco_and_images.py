@@ -81,6 +81,8 @@ def test_duplicate_image_ids_are_refused(tmp_path):
 
 
 def test_image_reading_rules(tmp_path):
+    from PIL import Image
+
     grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
     cv2.imwrite(str(tmp_path / "g.png"), grey)
     np.testing.assert_array_equal(read_image(tmp_path / "g.png"), np.repeat(grey[..., None], 3, 2))
@@ -93,6 +95,15 @@ def test_image_reading_rules(tmp_path):
     out = read_image(tmp_path / "w.tif")
     assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
     np.testing.assert_array_equal(to_uint8(np.full((2, 2), 7, np.uint16)), 0)  # constant image
+    grey16 = np.linspace(0, 60000, 100).astype(np.uint16).reshape(10, 10)
+    cv2.imwrite(str(tmp_path / "g16.png"), grey16)  # a 16-bit grey PNG: stretched, then grey -> RGB
+    out = read_image(tmp_path / "g16.png")
+    np.testing.assert_array_equal(out, np.repeat(to_uint8(grey16)[..., None], 3, 2))
+    assert out.min() == 0 and out.max() == 255
+    grey_alpha = np.zeros((3, 3, 2), np.uint8)
+    grey_alpha[..., 0], grey_alpha[..., 1] = 90, 255  # a grey + alpha PNG: grey, alpha dropped
+    Image.fromarray(grey_alpha, "LA").save(tmp_path / "la.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "la.png"), 90)
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     with pytest.raises(ValueError, match="could not be decoded"):
         read_image(tmp_path / "bad.jpg")
