@@ -31,6 +31,8 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
+from detect.ops.boxes import pairwise_iou
+
 DEFAULT_ASPECT_RATIOS = (0.5, 1.0, 2.0)
 
 
@@ -188,12 +190,11 @@ class AnchorGenerator:
         an anchor's x-extent depends only on its column and shape and its y-extent only on its
         row and shape, so the overlaps along each axis are computed on ``[B, fw, A, M]`` and
         ``[B, fh, A, M]``, and only their product, the union and the ratio on the full
-        ``[B, fh, fw, A, M]``. In training the matcher's IoU was a quarter of a CPU step.
-        keras-hub's convention and clipped anchors take the general path.
+        ``[B, fh, fw, A, M]``. (Measured on a CPU recipe's batch: the matcher was a quarter
+        of a training step, and this IoU two thirds of the matcher.) keras-hub's convention
+        and clipped anchors take the general path.
         """
         if self.convention != "detect" or self.clip:
-            from detect.ops.boxes import pairwise_iou
-
             return pairwise_iou(self(image_size), boxes, b_valid=valid)
         boxes = tf.cast(boxes, tf.float32)
         bx0, by0, bx1, by1 = tf.unstack(boxes, num=4, axis=-1)  # [B, M]
@@ -206,8 +207,8 @@ class AnchorGenerator:
             half = 0.5 * shapes * (self.anchor_size * stride)  # [A, 2], as in _level_anchors
             xs = (tf.cast(tf.range(fw), tf.float32) + 0.5) * stride
             ys = (tf.cast(tf.range(fh), tf.float32) + 0.5) * stride
-            ax0, ax1 = xs[:, None] + -half[:, 0], xs[:, None] + half[:, 0]  # [fw, A]
-            ay0, ay1 = ys[:, None] + -half[:, 1], ys[:, None] + half[:, 1]  # [fh, A]
+            ax0, ax1 = xs[:, None] - half[:, 0], xs[:, None] + half[:, 0]  # [fw, A]
+            ay0, ay1 = ys[:, None] - half[:, 1], ys[:, None] + half[:, 1]  # [fh, A]
 
             def overlap(lo, hi, b_lo, b_hi):  # [f, A] x [B, M] -> [B, f, A, M]
                 return tf.maximum(tf.minimum(hi[None, :, :, None], b_hi[:, None, None, :])
