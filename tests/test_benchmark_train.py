@@ -1,5 +1,6 @@
 """tools/benchmark_train.py's bookkeeping: a throughput measurement that dies is retried, then
-reported as NaN, so one crash does not lose the arms still queued."""
+reported as NaN, so one crash does not lose the arms still queued; no run replaces another's
+folder unasked."""
 
 import math
 import signal
@@ -37,3 +38,39 @@ def test_two_crashes_give_nan_and_say_so(monkeypatch, tmp_path, capsys):
     assert math.isnan(benchmark_train._tiles_per_second(tmp_path / "m.keras", tmp_path))
     out = capsys.readouterr().out
     assert "try 2 of 2 died (exit 3)" in out and "tiles/s shows as nan" in out
+
+
+def _refused(capsys, tmp_path, *args) -> str:
+    """Run the tool's main with ``args``; it must stop at argument checking, before generating."""
+    try:
+        benchmark_train.main(["--work", str(tmp_path), "--sets", "dense", *args])
+    except SystemExit as stop:
+        assert stop.code == 2
+    else:
+        raise AssertionError("the tool ran instead of refusing")
+    assert not any(p.name.startswith("dense_") for p in tmp_path.iterdir())  # nothing generated
+    return capsys.readouterr().err
+
+
+def test_a_yaml_named_like_a_built_in_recipe_is_refused(capsys, tmp_path):
+    yaml = tmp_path / "ablation" / "pretrained.yaml"
+    yaml.parent.mkdir()
+    yaml.write_text("train:\n  batch_size: 2\n")
+    err = _refused(capsys, tmp_path, "--runs", f"pretrained:5m,{yaml}:5m")
+    assert "would share a folder" in err and str(tmp_path / "runs" / "dense_pretrained_5m") in err
+
+
+def test_the_same_run_twice_is_refused(capsys, tmp_path):
+    err = _refused(capsys, tmp_path, "--runs", "aerial:2m,pretrained:2m,aerial:2m")
+    assert "would share a folder" in err and "dense_aerial_2m" in err and "dense_pretrained_2m" not in err
+
+
+def test_an_earlier_run_folder_is_refused_unless_overwrite(capsys, tmp_path):
+    old = tmp_path / "runs" / "dense_aerial_2m"
+    old.mkdir(parents=True)
+    (old / "model.keras").write_bytes(b"earlier")
+    err = _refused(capsys, tmp_path, "--runs", "aerial:2m,pretrained:2m")
+    assert "1 run folder(s)" in err and str(old) in err and "--overwrite" in err
+    assert (old / "model.keras").read_bytes() == b"earlier"
+    assert benchmark_train.run_folders(tmp_path, ["dense", "urban"], [("aerial", "2m"), ("x/abl.yaml", "5m")]) == [
+        tmp_path / "runs" / n for n in ("dense_aerial_2m", "dense_abl_5m", "urban_aerial_2m", "urban_abl_5m")]

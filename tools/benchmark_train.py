@@ -68,6 +68,7 @@ from detect.config.recipes import recipe_path  # noqa: E402
 #: every child process (detect train / evaluate, the throughput snippet): TensorFlow's C++ logging quiet
 _CHILD_ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 GENERATORS = {"dense": make_dense_aerial.make_dataset, "urban": make_urban_aerial.make_dataset}
+BUILT_IN = ("aerial", "pretrained", "before")  # recipes named by these words, not by a YAML path
 # Predict throughput on four of the set's test scenes (512 px, what the model meets), not noise:
 # NMS cost follows how many candidates pass the score threshold, and a model may fire on noise.
 THROUGHPUT = """\
@@ -145,6 +146,9 @@ def main(argv=None) -> int:
     p.add_argument("--test", type=int, default=20, help="test scenes (another seed)")
     p.add_argument("--size", type=int, default=512, help="scene side, px")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace run folders an earlier invocation left in WORK/runs (default: refused, "
+                        "naming them, before anything runs)")
     args = p.parse_args(argv)
 
     work = args.work
@@ -164,8 +168,19 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"unknown recipe or set {unknown}; recipes: {sorted(configs)}, sets: {sorted(GENERATORS)}")
 
+    looks = args.sets.split(",")
+    runs = run_folders(work, looks, plan)
+    clash = sorted({str(r) for r in runs if runs.count(r) > 1})
+    if clash:
+        p.error(f"these runs would share a folder, the second replacing the first: {clash}; give each "
+                "YAML a distinct name (not aerial, pretrained or before) and each RECIPE:BUDGET once")
+    left = [str(r) for r in runs if r.exists()]
+    if left and not args.overwrite:
+        p.error(f"{len(left)} run folder(s) from an earlier invocation would be replaced: {left}; "
+                "pass --overwrite, or another --work (its generated data is reused when present)")
+
     rows = []
-    for look in args.sets.split(","):
+    for look in looks:
         sets = {}
         for name, count, seed in (("train", args.train, args.seed), ("test", args.test, args.seed + 1000)):
             folder = work / f"{look}_{name}_{count}x{args.size}_s{seed}"
@@ -175,9 +190,8 @@ def main(argv=None) -> int:
             sets[name] = (ann, folder / "images")
             n = len(json.loads(ann.read_text())["annotations"])
             print(f"{look} {name}: {count} scenes of {args.size} px, {n} boxes ({folder})", flush=True)
-        for recipe, budget in plan:
-            name = Path(recipe).stem if recipe not in ("aerial", "pretrained", "before") else recipe
-            rows.append(_one(work / "runs" / f"{look}_{name}_{budget}", sets, configs[recipe], budget))
+        for (recipe, budget), run in zip(plan, run_folders(work, [look], plan)):
+            rows.append(_one(run, sets, configs[recipe], budget))
             rows[-1]["recipe"] = recipe
             r = rows[-1]
             r["look"] = look
@@ -206,11 +220,20 @@ def main(argv=None) -> int:
     return 0
 
 
+def run_folders(work: Path, looks: list[str], plan: list[tuple[str, str]]) -> list[Path]:
+    """``WORK/runs/LOOK_NAME_BUDGET`` for every set and ``(recipe, budget)`` of ``plan``, in run
+    order; ``NAME`` is a built-in recipe's name or a YAML file's stem."""
+    return [work / "runs" / f"{look}_{recipe if recipe in BUILT_IN else Path(recipe).stem}_{budget}"
+            for look in looks for recipe, budget in plan]
+
+
 def _one(run: Path, sets: dict, config: Path, budget: str) -> dict:
-    """Train one recipe for one budget, evaluate it on the test scenes, time its predict."""
+    """Train one recipe for one budget, evaluate it on the test scenes, time its predict
+    (``main`` has refused, or been told to replace, an existing ``run`` folder)."""
     if run.exists():
         import shutil
 
+        print(f"replacing {run} (--overwrite)", flush=True)
         shutil.rmtree(run)
     run.parent.mkdir(parents=True, exist_ok=True)
     # logs sit beside the run: detect train refuses a non-empty --out

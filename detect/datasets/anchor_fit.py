@@ -95,7 +95,10 @@ class Coverage:
 
 
 def box_sides(boxes: np.ndarray) -> np.ndarray:
-    """``[N, 4]`` xyxy boxes -> ``[N]`` sides, sqrt(area), in the boxes' pixels."""
+    """``[N, 4]`` xyxy boxes -> ``[N]`` sides, sqrt(area), in the boxes' pixels.
+
+    Expects valid boxes (x1 > x0, y1 > y0), as ``load_coco`` and ``model_boxes`` give: a
+    negative extent is not clamped (its side is NaN, or real for two negative extents)."""
     return np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
 
 

@@ -130,20 +130,26 @@ class AnchorGenerator:
         return out
 
     def _level_anchors(self, level: int, fh, fw, image_size) -> tf.Tensor:
-        stride = float(2**level)
         if self.convention == "keras_hub":
             h, w = image_size
             ys = tf.cast(tf.range(fh), tf.float32) * tf.cast(h // fh, tf.float32)
             xs = tf.cast(tf.range(fw), tf.float32) * tf.cast(w // fw, tf.float32)
             half = self._keras_hub_half_sides(level)
         else:
-            ys = (tf.cast(tf.range(fh), tf.float32) + 0.5) * stride
-            xs = (tf.cast(tf.range(fw), tf.float32) + 0.5) * stride
-            wh = self._shapes() * (self.anchor_size * stride)  # [A, 2]
-            half = tf.concat([-0.5 * wh, 0.5 * wh], axis=-1)  # [A, 4]
+            xs, ys, half_wh = self._grid(level, fh, fw)
+            half = tf.concat([-half_wh, half_wh], axis=-1)  # [A, 4]
         cy, cx = tf.meshgrid(ys, xs, indexing="ij")  # [fh, fw]
         centres = tf.stack([cx, cy, cx, cy], axis=-1)[:, :, None, :]  # [fh, fw, 1, 4]
         return tf.reshape(centres + half, [-1, 4])
+
+    def _grid(self, level: int, fh, fw) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The ``detect`` convention's layout of ``level``, stated once for the anchors and the
+        grid IoU: cell centres ``xs [fw]`` and ``ys [fh]`` at ``(j + 0.5) * stride`` pixels,
+        and the anchors' half-sides ``[A, 2]`` (half width, half height) in pixels."""
+        stride = float(2**level)
+        xs = (tf.cast(tf.range(fw), tf.float32) + 0.5) * stride
+        ys = (tf.cast(tf.range(fh), tf.float32) + 0.5) * stride
+        return xs, ys, 0.5 * (self._shapes() * (self.anchor_size * stride))
 
     def _keras_hub_half_sides(self, level: int) -> tf.Tensor:
         """``[A, 4]`` rounded (-w/2, -h/2, w/2, h/2) in our anchor order, computed as keras-hub
@@ -200,13 +206,9 @@ class AnchorGenerator:
         bx0, by0, bx1, by1 = tf.unstack(boxes, num=4, axis=-1)  # [B, M]
         area_b = tf.maximum(bx1 - bx0, 0.0) * tf.maximum(by1 - by0, 0.0)
         keep = tf.cast(valid, tf.float32)[:, None, None, :]  # [B, 1, 1, M]
-        shapes = self._shapes()  # [A, 2] at unit base size
         parts = []
         for level, (fh, fw) in zip(self.levels, self.feature_sizes(image_size)):
-            stride = float(2**level)
-            half = 0.5 * shapes * (self.anchor_size * stride)  # [A, 2], as in _level_anchors
-            xs = (tf.cast(tf.range(fw), tf.float32) + 0.5) * stride
-            ys = (tf.cast(tf.range(fh), tf.float32) + 0.5) * stride
+            xs, ys, half = self._grid(level, fh, fw)  # [fw], [fh], [A, 2]
             ax0, ax1 = xs[:, None] - half[:, 0], xs[:, None] + half[:, 0]  # [fw, A]
             ay0, ay1 = ys[:, None] - half[:, 1], ys[:, None] + half[:, 1]  # [fh, A]
 
