@@ -59,7 +59,7 @@ UNCALIBRATED = "no labelled data (detect's default for an uncalibrated model)"
 
 @contextlib.contextmanager
 def postprocessing(model, score_threshold=None, iou_threshold=None, max_detections=None, agnostic_nms=None,
-                   *, calibrated: bool = True):
+                   vote_iou=None, *, calibrated: bool = True):
     """Apply post-processing changes to ``model`` for the ``with`` block, then restore its own.
 
     The NMS step is rebuilt, so a score threshold below the model's works
@@ -79,7 +79,7 @@ def postprocessing(model, score_threshold=None, iou_threshold=None, max_detectio
         pp = dataclasses.replace(pp, class_thresholds=(floor,) * len(model.class_names),
                                  calibration=UNCALIBRATED)
     model.set_postprocess(score_threshold=score_threshold, iou_threshold=iou_threshold,
-                          max_detections=max_detections, agnostic=agnostic_nms,
+                          max_detections=max_detections, agnostic=agnostic_nms, vote_iou=vote_iou,
                           class_thresholds=pp.class_thresholds, calibration=pp.calibration)
     after = model.model_config.postprocess
     if after.calibration == UNCALIBRATED:
@@ -93,6 +93,7 @@ def postprocessing(model, score_threshold=None, iou_threshold=None, max_detectio
     if after.uncalibrated() != before.postprocess.uncalibrated():
         print(f"post-processing: score > {after.score_threshold:g}, "
               f"{'class-agnostic' if after.agnostic else 'per-class'} NMS IoU {after.iou_threshold:g}, "
+              + (f"box voting IoU {after.vote_iou:g}, " if after.vote_iou else "") +
               f"at most {after.max_detections} detections per tile")
     try:
         yield model
@@ -108,7 +109,7 @@ def postprocessing(model, score_threshold=None, iou_threshold=None, max_detectio
 def predict(model, source, *, out=None, tile: int | None = None, overlap: float | None = None,
             scale: float | None = None, batch_size: int = defaults.BATCH_SIZE, score_threshold: float | None = None,
             iou_threshold: float | None = None, max_detections: int | None = None,
-            agnostic_nms: bool | None = None, bands=None,
+            agnostic_nms: bool | None = None, vote_iou: float | None = None, bands=None,
             stride: int = 1, gsd_match: bool = True, ann=None, save_images: bool = False,
             overwrite: bool = False, threads: int | None = None, format: str = "geojson",
             geojson_wgs84: bool = False, merge_across_scenes: bool = False, mosaic: bool = False,
@@ -130,7 +131,7 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
     ``overlap`` (fraction), ``scale`` (model px per image px) default to the
     model's input rule; ``batch_size`` tiles per batch; ``score_threshold``,
     ``iou_threshold``, ``max_detections``, ``agnostic_nms`` (True: one
-    label per box, suppression across classes) change post-processing for
+    label per box, suppression across classes), ``vote_iou`` (box voting; 0: off) change post-processing for
     this call only (the model's own settings are restored); ``bands`` (e.g.
     ``"3,2,1"``) picks raster bands; ``gsd_match`` resamples GeoTIFFs to the
     model's training ground sample distance.
@@ -180,7 +181,7 @@ def predict(model, source, *, out=None, tile: int | None = None, overlap: float 
             or html) and out is None:
         raise ValueError("format='gpkg', geojson_wgs84, merge_across_scenes, mosaic, shard and engine write "
                          "files: give out=FOLDER")
-    with postprocessing(model, score_threshold, iou_threshold, max_detections, agnostic_nms):
+    with postprocessing(model, score_threshold, iou_threshold, max_detections, agnostic_nms, vote_iou):
         if mosaic:  # refused for another model's folder before the VRT is written into it
             from detect.inference.outputs import check_output, run_fingerprint
 
@@ -272,7 +273,7 @@ def _check_run_options(*, stride, line_width, format, engine, workers, address, 
 def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None, overlap: float | None = None,
              scale: float | None = None, batch_size: int = defaults.BATCH_SIZE, score_threshold: float | None = None,
              iou_threshold: float | None = None, max_detections: int | None = None,
-             agnostic_nms: bool | None = None, backend: str = "detect", area_ranges: str = "", max_dets=defaults.MAX_DETS,
+             agnostic_nms: bool | None = None, vote_iou: float | None = None, backend: str = "detect", area_ranges: str = "", max_dets=defaults.MAX_DETS,
              operating_point_at: float | None = None, save_predictions=None, report=None,
              plots=None, html=None, threads: int | None = None, calibrate=None, overwrite: bool = False,
              match_iou: float = 0.5) -> Report:
@@ -286,7 +287,7 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
     ground truth by file name and class name).
 
     ``score_threshold`` filters detections (with a model: post-processing, as
-    ``iou_threshold`` / ``max_detections`` / ``agnostic_nms``); ``max_dets`` is COCO's maxDets
+    ``iou_threshold`` / ``max_detections`` / ``agnostic_nms`` / ``vote_iou``); ``max_dets`` is COCO's maxDets
     list (``"1,10,100"`` or a tuple); ``area_ranges`` adds size buckets
     (``"tiny:0:16,small:16:32"``, side length px); ``operating_point_at``
     reports the operating point at that score instead of the best F1.
@@ -319,8 +320,8 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
     is_path = isinstance(given, (str, Path))
     if isinstance(given, list) or (is_path and Path(given).suffix.lower() not in (".keras", ".tflite")
                                    and not Path(given).is_dir()):
-        if iou_threshold is not None or max_detections is not None or agnostic_nms is not None:
-            raise ValueError("iou_threshold, max_detections and agnostic_nms apply to a model only")
+        if any(v is not None for v in (iou_threshold, max_detections, agnostic_nms, vote_iou)):
+            raise ValueError("iou_threshold, max_detections, agnostic_nms and vote_iou apply to a model only")
         if calibrate is not None:
             raise ValueError("calibrate applies to a model only (it writes a calibrated copy of the model)")
         return run_evaluation(ann, predictions=given, score_threshold=score_threshold, images=images, **common)
@@ -329,7 +330,8 @@ def evaluate(model_or_predictions, ann, images=None, *, tile: int | None = None,
     options = tile_options(tile, overlap, scale, batch_size)
     model = _model(given, threads)
     options = options.resolved(model)  # the input rule, once
-    with postprocessing(model, score_threshold, iou_threshold, max_detections, agnostic_nms, calibrated=False):
+    with postprocessing(model, score_threshold, iou_threshold, max_detections, agnostic_nms, vote_iou,
+                        calibrated=False):
         return run_evaluation(ann, model=model, images=images, options=options,
                               save_predictions=save_predictions, calibrate=calibrate, **common)
 

@@ -185,8 +185,8 @@ def _run_evaluate(args) -> int:
                      report=args.report, plots=args.plots, html=args.html, calibrate=args.calibrate,
                      overwrite=args.overwrite, match_iou=args.match_iou)
     else:
-        if args.iou_threshold is not None or args.max_detections is not None or args.agnostic_nms is not None:
-            raise ValueError("--iou-threshold, --max-detections and --agnostic-nms apply with --model only")
+        if any(v is not None for v in (args.iou_threshold, args.max_detections, args.agnostic_nms, args.vote_iou)):
+            raise ValueError("--iou-threshold, --max-detections, --agnostic-nms and --vote-iou apply with --model only")
         e = evaluate(args.predictions, args.ann, args.images, score_threshold=args.score_threshold,
                      backend=args.backend, area_ranges=args.area_ranges, max_dets=args.max_dets,
                      operating_point_at=args.operating_point_at, report=args.report, plots=args.plots,

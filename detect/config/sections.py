@@ -106,6 +106,10 @@ class PostprocessConfig:
     # padding: never kept, suppresses nothing. Imported keras-hub models keep that rule so
     # they reproduce their source detection for detection; detect's own models do not.
     drop_nonpositive: bool = False
+    # Box voting: 0 (off), or an IoU in (0, 1]: each kept box becomes the score-weighted mean
+    # of the candidates of its class overlapping it at least that much (the boxes it
+    # suppressed, mostly). Only the boxes change; which detections, scores and labels do not.
+    vote_iou: float = 0.0
     # A calibrated operating point: one minimum score per class, applied after NMS to what
     # the model outputs (maps, CSV, pictures, exports); () = none. Set from labelled data
     # (training's validation set, or `detect evaluate --calibrate`): each class's best-F1
@@ -128,6 +132,8 @@ class PostprocessConfig:
     def validate(self) -> None:
         _check(0 <= self.iou_threshold <= 1, "postprocess.iou_threshold",
                f"must be in [0, 1], got {self.iou_threshold}")
+        _check(0 <= self.vote_iou <= 1, "postprocess.vote_iou",
+               f"must be 0 (no box voting) or an IoU in (0, 1], got {self.vote_iou}")
         _check(0 <= self.score_threshold < 1, "postprocess.score_threshold",
                f"must be in [0, 1), got {self.score_threshold}")
         _check(self.max_detections >= 1 and self.pre_nms_top_k >= 1, "postprocess",

@@ -102,6 +102,16 @@ def run_fingerprint(model, options, *, bands, stride: int, gsd_match: bool) -> d
             "bands": list(bands) if bands else None, "stride": stride, "gsd_match": gsd_match}
 
 
+def _default_postprocess() -> dict:
+    """The default post-processing as a fingerprint records it (a setting added to
+    ``PostprocessConfig`` is off by default, so an older run without it had it off)."""
+    from dataclasses import asdict
+
+    from detect.config import PostprocessConfig
+
+    return json.loads(json.dumps(asdict(PostprocessConfig())))
+
+
 def _difference(key: str, old, new) -> str:
     """One changed fingerprint entry in words: ``another model``, ``score_threshold 0.05 there,
     0.3 now``, ``tile 512 there, 256 now``."""
@@ -198,6 +208,8 @@ def check_output(out_dir: Path, fingerprint: dict, *, overwrite: bool) -> None:
     done = out_dir / "detections"
     if path.is_file() and not overwrite:
         old = read_json(path, "run fingerprint", "pass --overwrite to redo the folder's results")
+        if isinstance(old.get("postprocess"), dict):  # a setting added since: that run had its default
+            old["postprocess"] = {**_default_postprocess(), **old["postprocess"]}
         differs = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
         if differs:
             what = "; ".join(_difference(k, old.get(k), fingerprint.get(k)) for k in differs)

@@ -1,5 +1,5 @@
-"""Raw RetinaNet outputs -> detections: decode, sigmoid, clip (unless off), NMS (per class unless agnostic),
-then the calibrated per-class thresholds (if any)."""
+"""Raw RetinaNet outputs -> detections: decode, sigmoid, clip (unless off), NMS (per class unless agnostic)
+with box voting (if on), then the calibrated per-class thresholds (if any)."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def postprocess(
         tf.cast(box_deltas, tf.float32), scores, decode=decode,
         iou_threshold=config.iou_threshold, score_threshold=config.score_threshold,
         max_detections=config.max_detections, pre_nms_top_k=config.pre_nms_top_k,
-        static_shapes=static_shapes, agnostic=config.agnostic,
+        static_shapes=static_shapes, agnostic=config.agnostic, vote_iou=config.vote_iou,
     )
     full = r.num_detections >= config.max_detections
     out = {"boxes": r.boxes, "scores": r.scores, "labels": r.labels,

@@ -116,7 +116,7 @@ class RetinaNet(keras.Model):
     def set_postprocess(self, **changes) -> None:
         """Change post-processing for this model object (``score_threshold``,
         ``iou_threshold``, ``max_detections``, ``pre_nms_top_k``, ``agnostic``,
-        ``clip_boxes``; ``None`` keeps a value).
+        ``clip_boxes``, ``vote_iou``; ``None`` keeps a value).
 
         The NMS step is rebuilt, so a score threshold below the trained
         model's works exactly. ``pre_nms_top_k`` grows with ``max_detections``.

@@ -201,6 +201,35 @@ def _grid_keep(grid, cand, iou_threshold, num_classes, width):
 _grid_keep_jit = xla(_grid_keep)
 
 
+def vote_boxes(kept: tf.Tensor, kept_cls: tf.Tensor, cand: tf.Tensor, cand_cls: tf.Tensor,
+               cand_scores: tf.Tensor, cand_valid: tf.Tensor, vote_iou: float) -> tf.Tensor:
+    """Box voting (Gidaris and Komodakis, 2015): each kept box becomes the score-weighted mean
+    of the valid candidates of its class whose IoU with it is at least ``vote_iou``, itself
+    included, most of them the boxes it suppressed. Scores and labels are not changed.
+
+    The many overlapping candidates of one object are noisy estimates of its box; their mean
+    is a better one than the single best-scoring box, so boxes become more precise (higher
+    AP at IoU 0.75) at no cost in recall.
+
+    Args:
+      kept: ``[B, d, 4]`` xyxy boxes NMS kept; kept_cls: ``[B, d]`` their classes.
+      cand: ``[B, k, 4]`` xyxy candidates, cand_cls / cand_scores / cand_valid ``[B, k]``
+        (invalid candidates, e.g. NaN boxes or empty slots, never vote).
+      vote_iou: in (0, 1].
+
+    Returns:
+      ``[B, d, 4]``: the voted boxes; a kept box no candidate votes for (a zero-area box,
+      whose IoU with itself is 0) is returned as it was.
+    """
+    safe = tf.where(cand_valid[..., None], cand, 0.0)  # 0 * NaN would poison the sum
+    same = tf.equal(kept_cls[:, :, None], cand_cls[:, None, :]) & cand_valid[:, None, :]
+    votes = same & (pairwise_iou(kept, safe) >= vote_iou)  # [B, d, k]
+    weights = tf.where(votes, cand_scores[:, None, :], 0.0)
+    total = tf.reduce_sum(weights, axis=-1, keepdims=True)  # [B, d, 1]
+    mean = tf.linalg.matmul(weights, safe) / tf.maximum(total, 1e-30)
+    return tf.where(total > 0, mean, kept)
+
+
 def batched_nms(
     boxes: tf.Tensor,
     scores: tf.Tensor,
@@ -212,6 +241,7 @@ def batched_nms(
     static_shapes: bool = False,
     agnostic: bool = False,
     decode=None,
+    vote_iou: float = 0.0,
 ) -> NMSResult:
     """Class-aware (or class-agnostic) exact greedy NMS over a batch.
 
@@ -236,6 +266,10 @@ def batched_nms(
         xyxy, applied to the candidates' rows of ``boxes`` only: a detector's
         box deltas are decoded for the k candidates, not for all N anchors
         (element-wise, so the boxes equal decoding all N, then gathering).
+      vote_iou: 0 (off), or box voting after NMS (:func:`vote_boxes`): each kept box
+        becomes the score-weighted mean of the candidates of its class (its class-agnostic
+        group with ``agnostic``) overlapping it with IoU >= ``vote_iou``. Which
+        detections are kept, their scores and labels are the same either way.
 
     Returns:
       :class:`NMSResult` with fixed shapes ``[B, D, ...]``, detections sorted
@@ -264,7 +298,8 @@ def batched_nms(
         top_scores, box_idx, cls, count = pooled_candidates(scores, pre_nms_top_k, threshold)
         cand = candidates(box_idx)
         valid = (top_scores > score_threshold) & tf.math.is_finite(top_scores)
-        keep = _dense_keep(cand, cls, valid & tf.reduce_all(tf.math.is_finite(cand), axis=-1), top_scores, iou)
+        valid &= tf.reduce_all(tf.math.is_finite(cand), axis=-1)
+        keep = _dense_keep(cand, cls, valid, top_scores, iou)
         order = tf.where(keep, top_scores, -float("inf"))  # top_k ranks equal scores by column
         kept = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
     else:  # the pairs above the threshold on a grid of whole classes
@@ -280,6 +315,9 @@ def batched_nms(
                       for i, j in ((0, b // 2), (b // 2, b))]
             order, kept = (tf.concat(x, 0) for x in zip(*halves))
         count = pairs.count
+        valid = ((grid[..., 3] > 0) & tf.math.is_finite(top_scores)
+                 & tf.reduce_all(tf.math.is_finite(cand), axis=-1))  # as _grid_keep's
+    group = cls  # what suppresses what: one group under agnostic
     if agnostic:
         cls = tf.gather(best_class, box_idx, batch_dims=1)
 
@@ -290,7 +328,11 @@ def batched_nms(
     num = tf.minimum(kept, d)
     live = tf.range(d)[None, :] < num[:, None]
 
-    out_boxes = tf.where(live[..., None], tf.gather(cand, sel, batch_dims=1), 0.0)
+    out_boxes = tf.gather(cand, sel, batch_dims=1)
+    if vote_iou:
+        out_boxes = vote_boxes(out_boxes, tf.gather(group, sel, batch_dims=1), cand, group, top_scores,
+                               valid, vote_iou)
+    out_boxes = tf.where(live[..., None], out_boxes, 0.0)
     out_scores = tf.where(live, tf.gather(top_scores, sel, batch_dims=1), 0.0)
     out_labels = tf.where(live, tf.gather(cls, sel, batch_dims=1), -1)
     # Pad to exactly D rows; reshape pins the static shape for callers.

@@ -103,6 +103,14 @@ def test_rerun_with_another_model_or_settings_is_refused(model_file, tmp_path, c
     assert "tile 512 there, 64 now" in capsys.readouterr().err  # tiny_config's tile is the default 512
     assert main([*base, "--tile", "64", "--overwrite"]) == 0
     assert json.loads((out / "predict.json").read_text())["tile"] == 64
+    # a folder from a detect without box voting is reused (it had it off), a change is named
+    stamp = json.loads((out / "predict.json").read_text())
+    del stamp["postprocess"]["vote_iou"]
+    (out / "predict.json").write_text(json.dumps(stamp))
+    capsys.readouterr()
+    assert main([*base, "--tile", "64"]) == 0 and "1 already done" in capsys.readouterr().out
+    assert main([*base, "--tile", "64", "--vote-iou", "0.6"]) == 2
+    assert "(vote_iou 0.0 there, 0.6 now;" in capsys.readouterr().err
     # the digest follows the weights, not the file
     model = load_model(model_file)
     before = model_digest(model)

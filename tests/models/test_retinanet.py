@@ -89,9 +89,15 @@ def test_export_parity(tmp_path):
     from detect.exporters.saved_model import export_saved_model
 
     model = build_retinanet(tiny_config(postprocess={"score_threshold": 0.001, "iou_threshold": 0.5,
-                                                     "max_detections": 40, "pre_nms_top_k": 300}))
+                                                     "max_detections": 40, "pre_nms_top_k": 300,
+                                                     "vote_iou": 0.6}))
     x = np.random.default_rng(2).integers(0, 256, (2, 70, 99, 3)).astype(np.uint8)
     want = model.predict(x.astype(np.float32), verbose=0)
+    model.set_postprocess(vote_iou=0.0)  # box voting moves boxes, not scores
+    unvoted = model.predict(x.astype(np.float32), verbose=0)
+    np.testing.assert_array_equal(unvoted["scores"], want["scores"])
+    assert np.abs(unvoted["boxes"] - want["boxes"]).max() > 0.5
+    model.set_postprocess(vote_iou=0.6)
     export_saved_model(model, tmp_path / "sm")
     serve = tf.saved_model.load(str(tmp_path / "sm")).signatures["serving_default"]
     got = serve(images=tf.constant(x))
@@ -100,7 +106,7 @@ def test_export_parity(tmp_path):
         np.testing.assert_allclose(got[k].numpy(), want[k], atol=1e-4)
     asset = json.loads((tmp_path / "sm" / "assets" / "detect.json").read_text())
     assert asset["class_names"] == ["pool", "car", "building"] and asset["input"]["tile"] == 512
-    assert asset["config"] == model.model_config.to_dict()
+    assert asset["config"] == model.model_config.to_dict() and asset["config"]["postprocess"]["vote_iou"] == 0.6
     with pytest.raises(FileExistsError):
         export_saved_model(model, tmp_path / "sm")
 
