@@ -30,6 +30,7 @@ def test_train_predict_evaluate_export_and_init_from(run, tmp_path, capsys):
     c = model.model_config
     assert (c.backbone, c.backbone_weights, c.normalization) == ("efficientnet_lite0", "imagenet", "lite")
     assert c.batchnorm_frozen and c.freeze_stages == 1
+    assert c.postprocess.vote_iou == 0.7  # the recipe's box voting travels in the model file
     # the model file carries every weight: ImageNet's (frozen stem) are still there after training
     from detect.config.backbones import spec
     from detect.models.backbones import package_weights
