@@ -119,6 +119,12 @@ def _keep_mask(cand, cls, valid, scores, iou_threshold):
 _dense_keep = xla(_keep_mask)
 
 
+def _usable(present, scores, cand):
+    """``[B, k]``: candidates that may be kept, suppress and vote: present (above the score
+    threshold, or a filled grid slot), with a finite score and a finite box."""
+    return present & tf.math.is_finite(scores) & tf.reduce_all(tf.math.is_finite(cand), axis=-1)
+
+
 def _size_bucket(x, floor: int):
     """Smallest of 16, 20, 24, 32, 40, 48, 64, 80, ... (2^n times 1, 1.25 or 1.5) that is
     >= max(x, floor): few distinct XLA shapes, at most 25% padding."""
@@ -191,7 +197,7 @@ def _grid_keep(grid, cand, iou_threshold, num_classes, width):
     and the number kept ``[B]``. One XLA call: validity, keep mask and key fused."""
     m = tf.shape(width)[0]
     scores, box, cls = tf.bitcast(grid[..., 0], tf.float32), grid[..., 1], grid[..., 2]
-    valid = (grid[..., 3] > 0) & tf.math.is_finite(scores) & tf.reduce_all(tf.math.is_finite(cand), axis=-1)
+    valid = _usable(grid[..., 3] > 0, scores, cand)
     keep = tf.reshape(_keep_mask(tf.reshape(cand, [-1, m, 4]), tf.reshape(cls, [-1, m]), tf.reshape(valid, [-1, m]),
                                  tf.reshape(scores, [-1, m]), iou_threshold), tf.shape(valid))
     key = precedence_key(scores, box, cls, num_classes)
@@ -297,8 +303,7 @@ def batched_nms(
     if static_shapes:  # columns [B, k] in precedence order; ties by column
         top_scores, box_idx, cls, count = pooled_candidates(scores, pre_nms_top_k, threshold)
         cand = candidates(box_idx)
-        valid = (top_scores > score_threshold) & tf.math.is_finite(top_scores)
-        valid &= tf.reduce_all(tf.math.is_finite(cand), axis=-1)
+        valid = _usable(top_scores > score_threshold, top_scores, cand)
         keep = _dense_keep(cand, cls, valid, top_scores, iou)
         order = tf.where(keep, top_scores, -float("inf"))  # top_k ranks equal scores by column
         kept = tf.reduce_sum(tf.cast(keep, tf.int32), axis=1)
@@ -315,8 +320,7 @@ def batched_nms(
                       for i, j in ((0, b // 2), (b // 2, b))]
             order, kept = (tf.concat(x, 0) for x in zip(*halves))
         count = pairs.count
-        valid = ((grid[..., 3] > 0) & tf.math.is_finite(top_scores)
-                 & tf.reduce_all(tf.math.is_finite(cand), axis=-1))  # as _grid_keep's
+        valid = None if not vote_iou else _usable(grid[..., 3] > 0, top_scores, cand)  # as _grid_keep's
     group = cls  # what suppresses what: one group under agnostic
     if agnostic:
         cls = tf.gather(best_class, box_idx, batch_dims=1)
