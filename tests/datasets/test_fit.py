@@ -85,6 +85,59 @@ def test_objects_at_the_target_side_or_pinned_scales_are_left_alone():
     assert fitted.data.resize == "none" and not any(line.startswith("data.scale") for line in lines)
 
 
+def _mixed(large_side, crop, n_small=95, n_large=5):
+    """One 512 px image of ``n_small`` 12 px objects and ``n_large`` large ones, fitted for target 24.
+
+    With the default 100 objects a 256 px crop holds 25 on average: x1.76 would keep 8."""
+    rng = np.random.default_rng(1)
+    sides = np.array([12.0] * n_small + [large_side] * n_large, np.float32)
+    xy = rng.uniform(0, 512 - sides[:, None], (len(sides), 2)).astype(np.float32)
+    ds = CocoDataset([Sample(path=None, image_id=1, width=512, height=512,
+                             boxes=np.concatenate([xy, xy + sides[:, None]], 1),
+                             labels=np.zeros(len(sides), np.int32))], [7], ["tree"], DataReport())
+    cfg = DetectConfig().with_overrides(["data.resize=none", "data.target_object_side=24",
+                                         f"data.crop_size={crop}"])
+    fitted, lines = fit_to_data(cfg, ds)
+    return fitted, "\n".join(lines)
+
+
+def test_upsampling_keeps_the_largest_objects_within_half_the_crop():
+    # median 12 px wants x2; the 99th percentile side is 100 px: 0.5 x 256 / 100 = 1.28
+    fitted, text = _mixed(100.0, crop=256)
+    assert (fitted.data.resize, fitted.data.scale) == ("scale", 1.28)
+    assert fitted.model.input.scale == pytest.approx(655 / 512, abs=1e-6)  # whole pixels: 512 -> 655
+    assert ("data.scale = 1.28: images upsampled x1.28 because the objects' median side 12.0 px is below "
+            "data.target_object_side=24; limited to x1.28 so that the largest objects (99th percentile "
+            "side 100.0 px) stay within 0.5 x the 256 px crop side (data.crop_size); prediction") in text
+    # 0.5 x 256 / 105 = 1.219...: rounded down, never past the room
+    assert _mixed(105.0, crop=256)[0].data.scale == 1.21
+    # large objects that already fill half a crop: native pixels, and the line says why
+    fitted, text = _mixed(200.0, crop=256)
+    assert (fitted.data.resize, fitted.model.input.scale) == ("none", 1.0)
+    assert ("data.scale = 1 (native pixels): the objects' median side 12.0 px is below "
+            "data.target_object_side=24; limited to x1 so that the largest objects (99th percentile "
+            "side 200.0 px) stay within 0.5 x the 256 px crop side") in text
+    # the large objects are only 1% of the boxes: below the 99th percentile they do not limit
+    assert _mixed(200.0, crop=256, n_small=198, n_large=1)[0].data.scale == 2.0
+    # no crops (whole images): only the x2 cap applies
+    assert _mixed(200.0, crop=0)[0].data.scale == 2.0
+
+
+def test_upsampling_keeps_enough_objects_in_a_crop():
+    # 40 objects of 12 px in 512 x 512: 10 in a 256 px crop; 8 at x sqrt(10 / 8) = 1.118 -> 1.11
+    fitted, text = _mixed(12.0, crop=256, n_small=40, n_large=0)
+    assert fitted.data.scale == 1.11
+    assert ("limited to x1.11 so that a 256 px crop still holds 8 objects on average (10.0 at native "
+            "pixels) (data.crop_size)") in text
+    # sparse (2.5 a crop): native pixels however small the objects
+    fitted, text = _mixed(12.0, crop=256, n_small=10, n_large=0)
+    assert (fitted.data.resize, fitted.model.input.scale) == ("none", 1.0)
+    assert ("data.scale = 1 (native pixels): the objects' median side 12.0 px is below "
+            "data.target_object_side=24; limited to x1 so that a 256 px crop still holds 8 objects") in text
+    # larger crops hold more: 512 px crops of the same image (10 a crop) allow x1.11 again
+    assert _mixed(12.0, crop=512, n_small=10, n_large=0)[0].data.scale == 1.11
+
+
 def test_scale_needs_the_scale_resize():
     with pytest.raises(ValueError, match=r"data.scale: 1.5 needs data.resize: scale \(got 'none'\)"):
         DetectConfig().with_overrides(["data.resize=none", "data.scale=1.5"])
