@@ -92,10 +92,10 @@ def fit_upsampling(cfg: DetectConfig, ds: CocoDataset) -> tuple[DataConfig, str 
     (99th percentile side) within :data:`CROP_FRACTION` of the crop side and
     :data:`MIN_OBJECTS_PER_CROP` objects in a crop on average, rounded down:
     small objects are not enlarged at the cost of the large ones, nor of the
-    objects a step learns from. Small
-    objects then reach the backbone with more pixels; training steps cost the
-    same (crops keep their size) and prediction resamples imagery by the
-    model's ``input.scale``, which follows.
+    objects a step learns from. Small objects then reach the backbone with
+    more pixels; training steps cost about the same (crops keep their size)
+    and prediction resamples imagery by the model's ``input.scale``, which
+    follows.
     """
     data = cfg.data
     if (data.target_object_side <= 0 or data.resize not in ("none", "scale")
