@@ -59,6 +59,12 @@ CROP_FRACTION = 0.5
 MIN_OBJECTS_PER_CROP = 8.0
 
 
+def largest_side(sides: np.ndarray) -> float:
+    """The largest objects' side, for rules that must hold them whole (tile overlap, upsampling):
+    the 99th percentile of ``sides``, so that a few outliers do not rule. ``sides`` non-empty."""
+    return float(np.percentile(sides, 99))
+
+
 def resize_factors(width: float, height: float, data: DataConfig) -> tuple[float, float]:
     """(x, y) scale the training pipeline applies to an image of this size."""
     if data.resize == "none":
@@ -117,7 +123,7 @@ def fit_upsampling(cfg: DetectConfig, ds: CocoDataset) -> tuple[DataConfig, str 
     limit = ""
     if data.crop_size:
         crop = data.crop_size
-        largest = float(np.percentile(sides, 99))
+        largest = largest_side(sides)
         area = float(sum(s.width * s.height for s in ds.samples))
         per_crop = len(flat) * crop * crop / area  # objects in a crop at native pixels, on average
         for room, reason in (
@@ -164,7 +170,7 @@ def fit_to_data(cfg: DetectConfig, ds: CocoDataset) -> tuple[DetectConfig, list[
     flat = np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32)
     obj_sides = box_sides(flat)
     if not cfg.is_explicit("model.input.overlap") and len(obj_sides):
-        largest = float(np.percentile(obj_sides, 99))
+        largest = largest_side(obj_sides)
         inp = replace(inp, overlap=round(min(0.5, max(0.2, 1.2 * largest / inp.tile)), 2))
     inp = replace(inp, category_ids=tuple(int(c) for c in ds.category_ids))
     m = replace(m, input=inp)
