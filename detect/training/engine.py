@@ -157,7 +157,8 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     stopper = None
     if deadline is not None:
         # keep time for the final save (and validation, which runs at the epoch's end)
-        stopper = Deadline(deadline, reserve=2.0 + (per_epoch if val else 0.5))
+        stopper = Deadline(deadline, reserve=2.0 + (per_epoch if val else 0.5), epochs=t.epochs,
+                           steps_per_epoch=steps, per_epoch=per_epoch)
         callbacks.insert(0, stopper)
 
     def fit(first, last):
@@ -320,6 +321,9 @@ def _finish(model, run: RunFolder, guard, stopper, steps: int, epochs: int, budg
     if stopper and stopper.stopped_at:
         print(f"time budget reached: stopped after {int(model.optimizer.iterations.numpy())} of "
               f"{epochs * steps} planned steps (the machine ran slower than measured)", flush=True)
+    if stopper and stopper.ended_at:
+        print(f"the cosine learning rate was refitted to the steps' pace in training: it ended at step "
+              f"{stopper.ended_at}, not the planned {epochs * steps}", flush=True)
     if validation is not None and validation.results is not None:
         _calibrate(model, validation, ema=bool(getattr(model.optimizer, "use_ema", False)))
     atomic.save_model(inference_copy(model), run.model)  # no optimizer: the inference artefact

@@ -7,7 +7,8 @@ on this machine (a few full steps on real batches at a learning rate of
 left (after the set-up already spent, the graph build of the real training
 function, and the per-epoch checkpoint and validation), and sets epochs,
 steps per epoch, warmup and the cosine length to that plan. A
-:class:`Deadline` callback still stops training cleanly if the machine turns
+:class:`Deadline` callback keeps the cosine ending where the run will really
+stop, from fit's own pace, and stops training cleanly if the machine turns
 out slower than measured, so the run always ends with a final model.
 """
 
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
+
+from detect.training.schedules import WarmupSchedule
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 #: Under a budget the run is split into at most this many epochs (checkpoint
@@ -160,18 +163,90 @@ def format_seconds(s: float) -> str:
     return f"{s / 3600:.2f}h"
 
 
-class Deadline(keras.callbacks.Callback):
-    """Stops training when the wall clock reaches ``deadline - reserve`` (time.monotonic())."""
+#: A running budget re-plans the cosine's end every this many steps (from fit's own pace).
+REPLAN_EVERY = 10
 
-    def __init__(self, deadline: float, reserve: float):
+
+def cosine_end(done: int, planned: int, step_seconds: float, seconds_left: float) -> int:
+    """The step where the learning rate should reach 0: where the run will stop.
+
+    ``done`` steps are behind us; at ``step_seconds`` a step, ``seconds_left`` (to the
+    deadline, less the epoch-end work still to come) holds ``seconds_left / step_seconds``
+    more. Never past the ``planned`` end (fit stops there) nor before the next step.
+    """
+    reachable = done + int(max(seconds_left, 0.0) / step_seconds) if step_seconds > 0 else planned
+    return min(planned, max(done + 1, reachable))
+
+
+class Deadline(keras.callbacks.Callback):
+    """Stops training when the wall clock reaches ``deadline - reserve`` (time.monotonic()),
+    and keeps the cosine learning rate ending there.
+
+    The plan comes from a short measurement before training; a shared machine then runs
+    its steps 5-15% slower or faster for minutes at a time (epochs of one 20-minute run
+    took 595-771 ms a step). Stopped early, a run would end at a learning rate well
+    above 0 (at 85% of a cosine, 5% of the peak), with its last steps unannealed. So every
+    :data:`REPLAN_EVERY` steps the callback times fit's own steps (the intervals between
+    their ends within an epoch: data, step and callbacks; not the graph build or the
+    epoch-end work) and moves each cosine schedule's end (:meth:`WarmupSchedule.end_at`)
+    to the step :func:`cosine_end` predicts, never past the planned one.
+
+    ``epochs`` x ``steps_per_epoch``: the whole run's plan (both stages of a run whose
+    backbone is frozen at first: one cosine spans them; None: only stop). ``per_epoch``:
+    seconds of checkpoint and validation at each epoch's end, kept aside for the epochs
+    still to come.
+    """
+
+    def __init__(self, deadline: float, reserve: float, *, epochs: int | None = None,
+                 steps_per_epoch: int | None = None, per_epoch: float = 0.0):
         super().__init__()
-        self.deadline, self.reserve = deadline, reserve
+        self.deadline, self.reserve, self.per_epoch = deadline, reserve, per_epoch
+        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
         self.stopped_at: int | None = None
+        self.ended_at: int | None = None  # the cosine's end, once moved from the plan
         self._steps = 0
+        self._epoch = 0
+        self._last: float | None = None  # end of the previous step of this epoch
+        self._timed, self._seconds = 0, 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._last = epoch, None
 
     def on_train_batch_end(self, batch, logs=None):
+        now = time.monotonic()
         self._steps += 1
-        if time.monotonic() > self.deadline - self.reserve and not self.model.stop_training:
+        if self._last is not None:
+            self._timed += 1
+            self._seconds += now - self._last
+        self._last = now
+        if now > self.deadline - self.reserve and not self.model.stop_training:
             self.stopped_at = self._steps
             self.model.stop_training = True
+        elif self._timed and self._steps % REPLAN_EVERY == 0:
+            self._replan(now)
 
+    def _replan(self, now: float) -> None:
+        schedules = cosine_schedules(self.model)
+        if not schedules or not self.epochs or not self.steps_per_epoch:
+            return
+        planned = self.epochs * self.steps_per_epoch
+        epochs_after = self.epochs - self._epoch - 1
+        left = self.deadline - self.reserve - now - epochs_after * self.per_epoch
+        done = int(self.model.optimizer.iterations.numpy())
+        end = cosine_end(done, planned, self._seconds / self._timed, left)
+        if end != int(round(float(schedules[0].horizon.numpy()))):
+            for schedule in schedules:
+                schedule.end_at(end)
+            self.ended_at = end if end != planned else None
+
+
+def cosine_schedules(model) -> list[WarmupSchedule]:
+    """The model's optimizers' cosine :class:`WarmupSchedule` objects (the heads' and, when it has
+    its own rate, the backbone's)."""
+    found = []
+    for optimizer in (model.optimizer, getattr(model, "backbone_optimizer", None)):
+        # Keras keeps the schedule object, not its value, in _learning_rate
+        schedule = getattr(optimizer, "_learning_rate", None)
+        if isinstance(schedule, WarmupSchedule) and schedule.kind == "cosine":
+            found.append(schedule)
+    return found

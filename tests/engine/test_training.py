@@ -254,6 +254,14 @@ def test_boxes_no_anchor_can_match_stop_before_training(tmp_path):
 def test_time_budget_fits_the_schedule(data, tmp_path, monkeypatch, capsys):
     # a deterministic machine: 0.1 s per step, 1 s to build the graph
     monkeypatch.setattr(engine, "measure_step_seconds", lambda model, batches, optimizer: (0.1, 1.0))
+    made = []
+
+    class Recorded(engine.Deadline):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(engine, "Deadline", Recorded)
     ann, images = data
     engine.train(cfg("train.epochs=500"), train_ann=ann, train_images=images, run_dir=tmp_path / "r",
                  verbose=0, time_budget="20s")
@@ -262,6 +270,9 @@ def test_time_budget_fits_the_schedule(data, tmp_path, monkeypatch, capsys):
     assert 50 < t.epochs * t.steps_per_epoch <= (20 - 1) / 0.1
     out = capsys.readouterr().out
     assert "time budget 20s:" in out and "budget" in out.splitlines()[-1]
+    # the deadline refits the cosine against the whole run's plan (tests/test_time_budget.py)
+    (deadline,) = made
+    assert (deadline.epochs, deadline.steps_per_epoch, deadline.per_epoch) == (t.epochs, t.steps_per_epoch, 0.5)
     with pytest.raises(ValueError, match="too short for one training step"):
         engine.train(cfg(), train_ann=ann, train_images=images, run_dir=tmp_path / "r2", verbose=0,
                      time_budget="1s")
