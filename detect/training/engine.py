@@ -33,12 +33,13 @@ from detect.training.callbacks import Guard as _Guard
 from detect.training.callbacks import Validation as _Validation
 from detect.training.callbacks import calibrate as _calibrate
 from detect.training.callbacks import estimate_validation_seconds as _estimate_validation_seconds
+from detect.training.optimizers import build_optimizers, make_optimizer
 from detect.training.optimizers import continue_optimizer as _continue_optimizer
-from detect.training.optimizers import make_optimizer
 from detect.training.runs import RunFolder
 from detect.training.time_budget import (
     Deadline,
     format_seconds,
+    learning_rate_schedules,
     measure_step_seconds,
     parse_duration,
     plan_budget,
@@ -133,7 +134,10 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     model = _build_model(cfg, source, dist, init_from)
     del source
 
+    with dist.scope():  # compiled before a budget's plan, whose timing runs fit's own step
+        _compile(model, cfg, steps, stage_two=0 < t.freeze_backbone_epochs <= start_epoch)
     deadline, per_epoch = None, 0.0
+    staged = bool(t.freeze_backbone_epochs)
     if budget and not resume:
         cfg, steps, per_epoch = _plan_to_budget(cfg, model, data, dist, val, budget, started, steps)
         deadline = started + budget
@@ -143,9 +147,12 @@ def train(cfg: DetectConfig, *, train_ann, train_images, run_dir, val_ann=None, 
     t = cfg.train
 
     with dist.scope():
-        _compile(model, cfg, steps, stage_two=0 < t.freeze_backbone_epochs <= start_epoch)
         if resume:
             _restore(model, checkpoint, start_epoch)
+        elif staged != bool(t.freeze_backbone_epochs):  # the plan left no room for a first stage
+            _compile(model, cfg, steps, stage_two=False)
+        else:
+            _replan_schedules(model, cfg, steps)
 
     guard = _Guard(run, steps, checkpoint.metrics if checkpoint else [])
     callbacks = [guard, keras.callbacks.TensorBoard(str(run.logs), write_graph=False)]
@@ -252,17 +259,25 @@ def _build_model(cfg: DetectConfig, source, dist, init_from) -> RetinaNet:
 
 def _plan_to_budget(cfg: DetectConfig, model, data, dist, val, budget: float, started: float, steps: int):
     """``(cfg, steps_per_epoch, seconds per epoch besides steps)``: epochs and steps that fit the
-    time left of ``budget``, from a measured training step (and validation pass)."""
+    time left of ``budget``, from fit's own training steps, timed (and a validation pass)."""
     with dist.scope():
-        step_s, first = measure_step_seconds(model, data, make_optimizer(cfg, steps, 0.0))
+        step_s, _ = measure_step_seconds(model, data)
     per_epoch = 0.5 + (_estimate_validation_seconds(model, val[0]) if val else 0.0)
     plan = plan_budget(budget, spent=time.monotonic() - started, step_seconds=step_s,
-                       first_call=first, per_epoch=per_epoch, data_steps=steps)
+                       per_epoch=per_epoch, data_steps=steps)
     print(plan.describe(budget), flush=True)
     cfg = replace(cfg, train=replace(cfg.train, epochs=plan.epochs, steps_per_epoch=plan.steps_per_epoch,
                                      freeze_backbone_epochs=min(cfg.train.freeze_backbone_epochs,
                                                                 plan.epochs - 1)))
     return cfg, plan.steps_per_epoch, per_epoch
+
+
+def _replan_schedules(model: RetinaNet, cfg: DetectConfig, steps: int) -> None:
+    """Give the compiled optimizers' schedules the plan in ``cfg`` (warmup, length, step
+    boundaries), as :func:`make_optimizer` would have, without building the training step again."""
+    t = cfg.train
+    for schedule in learning_rate_schedules(model):
+        schedule.replan(t.warmup_steps, t.epochs * steps, [e * steps for e in t.step_epochs])
 
 
 def _compile(model: RetinaNet, cfg: DetectConfig, steps: int, *, stage_two: bool) -> None:
@@ -290,6 +305,9 @@ def _compile(model: RetinaNet, cfg: DetectConfig, steps: int, *, stage_two: bool
         if keras.mixed_precision.global_policy().name == "mixed_float16":
             raise ValueError("train.backbone_lr_multiplier != 1 is not supported with "
                              "mixed_float16 loss scaling; use mixed_bfloat16 or multiplier 1")
+        if t.ema:  # Keras swaps in the averages of model.optimizer's variables for all trainable ones
+            raise ValueError(f"train.ema is not supported with train.backbone_lr_multiplier "
+                             f"{t.backbone_lr_multiplier} (two optimizers); use one of them")
         model.backbone_optimizer = make_optimizer(
             cfg, steps, factor * t.backbone_lr_multiplier, warmup=factor == 1.0)
     if before is not None:
@@ -298,12 +316,7 @@ def _compile(model: RetinaNet, cfg: DetectConfig, steps: int, *, stage_two: bool
 
 def _restore(model: RetinaNet, checkpoint, start_epoch: int) -> None:
     """Build the optimizers' slots, then load the checkpoint's weights and optimizer state."""
-    backbone_vars = {id(v) for v in model.backbone.trainable_variables}
-    if model.backbone_optimizer is None:
-        model.optimizer.build(model.trainable_variables)
-    else:
-        model.optimizer.build([v for v in model.trainable_variables if id(v) not in backbone_vars])
-        model.backbone_optimizer.build(model.backbone.trainable_variables)
+    build_optimizers(model)
     model.load_weights(checkpoint.model_file)
     print(f"resumed from {checkpoint.model_file} after epoch {start_epoch}", flush=True)
 

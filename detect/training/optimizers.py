@@ -51,3 +51,15 @@ def continue_optimizer(old, model) -> None:
         o = theirs.get(key(v))
         if id(v) not in skip and o is not None and "learning_rate" not in v.path and tuple(o.shape) == tuple(v.shape):
             v.assign(o)
+
+
+def build_optimizers(model) -> list:
+    """Create the optimizers' slots now (Keras would on the first step), each for the variables
+    it updates: the backbone's optimizer, when it has one, takes the backbone's. Returns them."""
+    backbone = {id(v) for v in model.backbone.trainable_variables}
+    if model.backbone_optimizer is None:
+        model.optimizer.build(model.trainable_variables)
+        return [model.optimizer]
+    model.optimizer.build([v for v in model.trainable_variables if id(v) not in backbone])
+    model.backbone_optimizer.build(model.backbone.trainable_variables)
+    return [model.optimizer, model.backbone_optimizer]

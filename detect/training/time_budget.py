@@ -2,11 +2,12 @@
 
 People with one CPU and an afternoon think in minutes, not epochs. With
 ``--time-budget 20m`` the engine measures how long one training step takes
-on this machine (a few full steps on real batches at a learning rate of
-0, after one untimed call that builds the graph), plans how many steps fit in what is
-left (after the set-up already spent, the graph build of the real training
-function, and the per-epoch checkpoint and validation), and sets epochs,
-steps per epoch, warmup and the cosine length to that plan. A
+on this machine (a few of ``fit``'s own steps on real batches with the
+learning rate paused at 0, after the untimed first call that builds the
+training step, which the run then reuses), plans how many steps fit in what
+is left (after the set-up already spent and the per-epoch checkpoint and
+validation), and sets epochs, steps per epoch, warmup and the cosine length
+to that plan. A
 :class:`Deadline` callback keeps the cosine ending where the run will really
 stop, from fit's own pace, and stops training cleanly if the machine turns
 out slower than measured, so the run always ends with a final model.
@@ -16,10 +17,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import keras
-import tensorflow as tf
 
 from detect.training.schedules import WarmupSchedule
 
@@ -59,58 +60,71 @@ def check_budget(text) -> float:
     return seconds
 
 
-#: ``fit`` runs its callbacks (progress bar, the loss check, TensorBoard) after
-#: every step; on the dense-aerial benchmark fit's steps took 2-4% longer than
-#: the block timed by :func:`measure_step_seconds` (10 min: planned 1,422 steps,
-#: did 1,366). Step times also vary with the boxes in each batch, hence a block
-#: of 12 steps rather than 6 (20 min: 6 steps timed 0.37 s, fit ran 0.42 s).
-FIT_OVERHEAD = 1.04
-
-
-def measure_step_seconds(model, batches, optimizer, *, steps: int = 12, drain: int = 3,
+def measure_step_seconds(model, batches, *, steps: int = 12, drain: int = 3,
                          max_seconds: float = 30.0) -> tuple[float, float]:
-    """(seconds per training step, seconds of the first call), timed as training runs a step.
+    """(seconds per training step, seconds of the first call), timed in ``model.fit`` itself.
 
-    A step here is what ``fit`` does: take the next batch from the input
-    pipeline, compute the loss and its gradients, and apply them with
-    ``optimizer``, an optimizer of the configured kind whose learning rate
-    is 0 (``make_optimizer(cfg, steps, 0.0)``). With a zero learning rate
-    (and weight decay, which scales with it) the weights do not change, and
-    the throwaway optimizer's slots are discarded with it, so the
-    measurement costs time but does not disturb training.
-
-    Why not less: timing the gradients alone left out the optimizer update
-    and the input pipeline, and budgeted runs stopped at ~90% of their
-    planned steps. The pipeline prepares batches in parallel while the graph
-    is built, so the first steps after it read ready batches and do not
-    compete with augmentation for the CPU: ``drain`` steps are run untimed,
-    then a block of ``steps`` is timed as a whole (ended early once it has
-    taken ``max_seconds``, after at least two steps), and :data:`FIT_OVERHEAD`
-    adds what ``fit``'s per-step callbacks cost.
+    ``model`` is compiled with the run's optimizers. One ``fit`` of ``1 + drain +
+    steps`` steps runs with every :class:`WarmupSchedule` paused (rate 0): the
+    first call builds fit's training step, which the run then reuses (a separate
+    timing function cost a second graph build, 14 s against fit's 22 s on the
+    pretrained recipe, and underestimated it); ``drain`` untimed steps follow
+    (the pipeline prepared batches while the graph was built, so the first steps
+    read ready ones and do not compete with augmentation for the CPU); then a
+    block of ``steps`` is timed as a whole, between the ends of steps, so the
+    data, the update and fit's callbacks are in it (ended early once it has
+    taken ``max_seconds``, after at least two steps). Afterwards every weight
+    and optimizer variable (moments, EMA, the iteration count) is put back as
+    it was: the measurement leaves no trace in training.
     """
-    variables = model.trainable_variables
-    optimizer.build(variables)
+    from detect.training.optimizers import build_optimizers
 
-    @tf.function
-    def step(images, targets):
-        with tf.GradientTape() as tape:
-            loss = model.compute_detection_losses(images, targets, training=True)["loss"]
-            if model.losses:
-                loss = loss + tf.add_n([tf.cast(v, tf.float32) for v in model.losses])
-        optimizer.apply(tape.gradient(loss, variables), variables)
-        return loss
+    optimizers = build_optimizers(model)
+    saved = [(v, v.numpy()) for v in [*model.weights, *[w for o in optimizers for w in o.variables]]]
+    schedules = learning_rate_schedules(model)
+    timer = _StepTimer(drain, max_seconds)
+    for schedule in schedules:
+        schedule.pause(True)
+    try:
+        model.fit(batches, epochs=1, steps_per_epoch=1 + drain + steps, shuffle=False, verbose=0,
+                  callbacks=[timer])
+    finally:
+        for schedule in schedules:
+            schedule.pause(False)
+        for v, value in saved:
+            v.assign(value)
+    return timer.result()
 
-    it = iter(batches)
-    t0 = time.perf_counter()
-    step(*next(it)).numpy()
-    first = time.perf_counter() - t0
-    for _ in range(drain):
-        step(*next(it)).numpy()
-    done, t0 = 0, time.perf_counter()
-    while done < steps and not (done >= 2 and time.perf_counter() - t0 > max_seconds):
-        step(*next(it)).numpy()
-        done += 1
-    return (time.perf_counter() - t0) / done * FIT_OVERHEAD, first
+
+class _StepTimer(keras.callbacks.Callback):
+    """Times a measuring fit: its first call, then the steps after ``drain`` as one block."""
+
+    def __init__(self, drain: int, max_seconds: float):
+        super().__init__()
+        self.drain, self.max_seconds = drain, max_seconds
+        self._begin = self._t0 = self._end = 0.0
+        self._first = 0.0
+        self._calls = self._timed = 0
+
+    def on_train_begin(self, logs=None):
+        self._begin = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.perf_counter()
+        self._calls += 1
+        if self._calls == 1:
+            self._first = now - self._begin
+        if self._calls == 1 + self.drain:
+            self._t0 = now
+        elif self._calls > 1 + self.drain:
+            self._timed, self._end = self._timed + 1, now
+            if self._timed >= 2 and now - self._t0 > self.max_seconds:
+                self.model.stop_training = True
+
+    def result(self) -> tuple[float, float]:
+        if not self._timed:
+            raise RuntimeError("measure_step_seconds: the measuring fit ended before its timed steps")
+        return (self._end - self._t0) / self._timed, self._first
 
 
 @dataclass(frozen=True)
@@ -130,20 +144,22 @@ class BudgetPlan:
                 f"~{format_seconds(self.overhead_seconds)} for set-up, checkpoints and validation")
 
 
-def plan_budget(budget: float, *, spent: float, step_seconds: float, first_call: float,
+def plan_budget(budget: float, *, spent: float, step_seconds: float,
                 per_epoch: float, data_steps: int) -> BudgetPlan:
-    """Steps that fit: ``budget - spent - graph build - epochs * per_epoch`` at ``step_seconds``.
+    """Steps that fit: ``budget - spent - epochs * per_epoch`` at ``step_seconds`` (``spent``
+    includes building the training step, which the measurement did).
 
     ``data_steps`` (one pass over the data) sets the epoch length when the
     budget allows fewer than :data:`BUDGET_EPOCHS` passes. Raises a
     ValueError when not even one step fits.
     """
-    left = budget - spent - first_call
+    left = budget - spent
     if left < step_seconds + per_epoch:
         raise ValueError(
             f"the time budget of {format_seconds(budget)} is too short for one training step: "
-            f"set-up took {format_seconds(spent)}, building the training graph ~{format_seconds(first_call)}, "
-            f"and one step takes {step_seconds:.2f} s plus {per_epoch:.1f} s to checkpoint and validate")
+            f"set-up took {format_seconds(spent)} (reading the data, building the model and its "
+            f"training step, timing steps), and one step takes {step_seconds:.2f} s plus "
+            f"{per_epoch:.1f} s to checkpoint and validate")
     total = int((left - per_epoch) // step_seconds)
     # an epoch (checkpoint + validation point) is at least one pass over the
     # data and at least a minute of training, and there are at most 20
@@ -151,7 +167,7 @@ def plan_budget(budget: float, *, spent: float, step_seconds: float, first_call:
     total = int((left - epochs * per_epoch) // step_seconds)
     epochs = max(1, min(epochs, total))
     steps = max(1, total // epochs)
-    return BudgetPlan(epochs, steps, step_seconds, spent + first_call + epochs * per_epoch)
+    return BudgetPlan(epochs, steps, step_seconds, spent + epochs * per_epoch)
 
 
 def format_seconds(s: float) -> str:
@@ -163,8 +179,10 @@ def format_seconds(s: float) -> str:
     return f"{s / 3600:.2f}h"
 
 
-#: A running budget re-plans the cosine's end every this many steps (from fit's own pace).
+#: A running budget re-plans the cosine's end every this many steps, from the pace of fit's
+#: last PACE_WINDOW steps (recent: a run whose backbone thaws after a first stage slows down).
 REPLAN_EVERY = 10
+PACE_WINDOW = 50
 
 
 def cosine_end(done: int, planned: int, step_seconds: float, seconds_left: float) -> int:
@@ -186,9 +204,9 @@ class Deadline(keras.callbacks.Callback):
     its steps 5-15% slower or faster for minutes at a time (epochs of one 20-minute run
     took 595-771 ms a step). Stopped early, a run would end at a learning rate well
     above 0 (at 85% of a cosine, 5% of the peak), with its last steps unannealed. So every
-    :data:`REPLAN_EVERY` steps the callback times fit's own steps (the intervals between
-    their ends within an epoch: data, step and callbacks; not the graph build or the
-    epoch-end work) and moves each cosine schedule's end (:meth:`WarmupSchedule.end_at`)
+    :data:`REPLAN_EVERY` steps the callback times fit's last :data:`PACE_WINDOW` steps (the
+    intervals between their ends within an epoch: data, step and callbacks; not the graph
+    build or the epoch-end work) and moves each cosine schedule's end (:meth:`WarmupSchedule.end_at`)
     to the step :func:`cosine_end` predicts, never past the planned one.
 
     ``epochs`` x ``steps_per_epoch``: the whole run's plan (both stages of a run whose
@@ -207,7 +225,7 @@ class Deadline(keras.callbacks.Callback):
         self._steps = 0
         self._epoch = 0
         self._last: float | None = None  # end of the previous step of this epoch
-        self._timed, self._seconds = 0, 0.0
+        self._intervals: deque[float] = deque(maxlen=PACE_WINDOW)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch, self._last = epoch, None
@@ -216,37 +234,37 @@ class Deadline(keras.callbacks.Callback):
         now = time.monotonic()
         self._steps += 1
         if self._last is not None:
-            self._timed += 1
-            self._seconds += now - self._last
+            self._intervals.append(now - self._last)
         self._last = now
         if now > self.deadline - self.reserve and not self.model.stop_training:
             self.stopped_at = self._steps
             self.model.stop_training = True
-        elif self._timed and self._steps % REPLAN_EVERY == 0:
+        elif self._intervals and self._steps % REPLAN_EVERY == 0:
             self._replan(now)
 
     def _replan(self, now: float) -> None:
-        schedules = cosine_schedules(self.model)
+        schedules = [s for s in learning_rate_schedules(self.model) if s.kind == "cosine"]
         if not schedules or not self.epochs or not self.steps_per_epoch:
             return
         planned = self.epochs * self.steps_per_epoch
         epochs_after = self.epochs - self._epoch - 1
         left = self.deadline - self.reserve - now - epochs_after * self.per_epoch
         done = int(self.model.optimizer.iterations.numpy())
-        end = cosine_end(done, planned, self._seconds / self._timed, left)
-        if end != int(round(float(schedules[0].horizon.numpy()))):
+        end = cosine_end(done, planned, sum(self._intervals) / len(self._intervals), left)
+        if end != schedules[0].total_steps:
             for schedule in schedules:
                 schedule.end_at(end)
             self.ended_at = end if end != planned else None
 
 
-def cosine_schedules(model) -> list[WarmupSchedule]:
-    """The model's optimizers' cosine :class:`WarmupSchedule` objects (the heads' and, when it has
+def learning_rate_schedules(model) -> list[WarmupSchedule]:
+    """The :class:`WarmupSchedule` objects of the model's optimizers (the heads' and, when it has
     its own rate, the backbone's)."""
     found = []
     for optimizer in (model.optimizer, getattr(model, "backbone_optimizer", None)):
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # under mixed_float16 loss scaling
         # Keras keeps the schedule object, not its value, in _learning_rate
         schedule = getattr(optimizer, "_learning_rate", None)
-        if isinstance(schedule, WarmupSchedule) and schedule.kind == "cosine":
+        if isinstance(schedule, WarmupSchedule):
             found.append(schedule)
     return found

@@ -113,7 +113,7 @@ def test_train_out_folder_policy(data, tmp_path, capsys, monkeypatch):
     assert (run / "model.keras").stat().st_mtime_ns != first
     # a run that fails before its first epoch leaves nothing that looks like a run (here: a
     # machine so slow that no step fits the budget, found after the set-up)
-    monkeypatch.setattr(engine, "measure_step_seconds", lambda model, batches, optimizer: (1000.0, 1.0))
+    monkeypatch.setattr(engine, "measure_step_seconds", lambda model, batches: (1000.0, 1.0))
     assert main([*args, "--out", str(tmp_path / "bad"), "--time-budget", "2m"]) == 2  # no step fits
     err = capsys.readouterr().err
     assert "removed" in err and "failed before its first epoch" in err
@@ -253,7 +253,7 @@ def test_boxes_no_anchor_can_match_stop_before_training(tmp_path):
 
 def test_time_budget_fits_the_schedule(data, tmp_path, monkeypatch, capsys):
     # a deterministic machine: 0.1 s per step, 1 s to build the graph
-    monkeypatch.setattr(engine, "measure_step_seconds", lambda model, batches, optimizer: (0.1, 1.0))
+    monkeypatch.setattr(engine, "measure_step_seconds", lambda model, batches: (0.1, 1.0))
     made = []
 
     class Recorded(engine.Deadline):
@@ -278,29 +278,47 @@ def test_time_budget_fits_the_schedule(data, tmp_path, monkeypatch, capsys):
                      time_budget="1s")
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
-def test_measuring_a_step_leaves_the_weights_alone(data, optimizer):
-    # the budget planner times full steps (data, gradients, optimizer update)
-    # with a zero-learning-rate optimizer: the model must come out unchanged
+@pytest.mark.parametrize("optimizer, multiplier, ema", [("adamw", 1.0, "true"), ("sgd", 0.5, "false")])
+def test_measuring_steps_in_fit_leaves_no_trace_and_builds_the_step_once(data, optimizer, multiplier, ema):
+    # the budget planner times fit's own steps with the schedules paused, then puts every weight
+    # and optimizer variable back: training starts as if nothing had run, on the step built here
     from dataclasses import replace
 
     from detect.datasets.coco import load_coco
     from detect.datasets.pipeline import make_dataset
     from detect.models import build_retinanet
-    from detect.training.time_budget import measure_step_seconds
+    from detect.training.time_budget import learning_rate_schedules, measure_step_seconds
 
     ann, images = data
-    c = cfg(f"train.optimizer={optimizer}", "train.weight_decay=0.01")
+    c = cfg(f"train.optimizer={optimizer}", "train.weight_decay=0.01", f"train.ema={ema}",
+            f"train.backbone_lr_multiplier={multiplier}", "model.backbone_norm=batch", "model.freeze_batchnorm=false")
     ds = load_coco(ann, images)
     c = replace(c, model=replace(c.model, num_classes=ds.num_classes, class_names=tuple(ds.class_names)))
     model = build_retinanet(c.model)
+    engine._compile(model, c, 2, stage_two=False)
+    optimizers = [o for o in (model.optimizer, model.backbone_optimizer) if o is not None]
+    assert len(optimizers) == (1 if multiplier == 1.0 else 2)
+    with pytest.raises(ValueError, match="train.ema is not supported with train.backbone_lr_multiplier 0.5"):
+        engine._compile(model, replace(c, train=replace(c.train, ema=True, backbone_lr_multiplier=0.5)), 2,
+                        stage_two=False)
+    engine._compile(model, c, 2, stage_two=False)
     batches = make_dataset(ds, c.data, batch_size=2, training=True, seed=0, repeat=True)
-    before = [v.numpy().copy() for v in model.weights]
-    step_s, first = measure_step_seconds(model, batches, engine.make_optimizer(c, 2, 0.0), steps=2, drain=1)
+    engine.build_optimizers(model)
+    before = {v.path: v.numpy().copy() for v in [*model.weights, *[w for o in optimizers for w in o.variables]]}
+    assert any("moving_mean" in p for p in before)  # batch statistics that a step would move
+    step_s, first = measure_step_seconds(model, batches, steps=2, drain=1)
     assert 0 < step_s < first  # the first call also builds the graph
-    changed = [v.path for v, b in zip(model.weights, before) if not np.array_equal(v.numpy(), b)]
-    # trainable weights are untouched; only BN moving statistics may move
-    assert all("moving" in p for p in changed), changed
+    after = {v.path: v.numpy() for v in [*model.weights, *[w for o in optimizers for w in o.variables]]}
+    assert after.keys() == before.keys()
+    changed = [p for p in before if not np.array_equal(before[p], after[p])]
+    assert not changed, changed
+    assert all(int(o.iterations.numpy()) == 0 for o in optimizers)
+    schedules = learning_rate_schedules(model)
+    assert len(schedules) == len(optimizers) and all(float(s._scale.numpy()) == 1.0 for s in schedules)
+    built = model.train_function
+    model.fit(batches, epochs=1, steps_per_epoch=1, verbose=0)  # training reuses the measured step
+    assert model.train_function is built
+    assert int(model.optimizer.iterations.numpy()) == 1
 
 
 def test_stage_two_continues_the_optimizer():
