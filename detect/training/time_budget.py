@@ -7,10 +7,10 @@ learning rate paused at 0, after the untimed first call that builds the
 training step, which the run then reuses), plans how many steps fit in what
 is left (after the set-up already spent and the per-epoch checkpoint and
 validation), and sets epochs, steps per epoch, warmup and the cosine length
-to that plan. A
-:class:`Deadline` callback keeps the cosine ending where the run will really
-stop, from fit's own pace, and stops training cleanly if the machine turns
-out slower than measured, so the run always ends with a final model.
+to that plan. A :class:`Deadline` callback keeps the cosine ending where the
+run will really stop, from fit's own pace, and stops training cleanly if the
+machine turns out slower than measured, so the run always ends with a final
+model.
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def measure_step_seconds(model, batches, *, steps: int = 12, drain: int = 3,
     ``model`` is compiled with the run's optimizers. One ``fit`` of ``1 + drain +
     steps`` steps runs with every :class:`WarmupSchedule` paused (rate 0): the
     first call builds fit's training step, which the run then reuses (a separate
-    timing function cost a second graph build, 14 s against fit's 22 s on the
-    pretrained recipe, and underestimated it); ``drain`` untimed steps follow
+    timing function built a second graph: 13-14 s of a budget on the pretrained
+    recipe, before fit's own first call took 22-24 s); ``drain`` untimed steps follow
     (the pipeline prepared batches while the graph was built, so the first steps
     read ready ones and do not compete with augmentation for the CPU); then a
     block of ``steps`` is timed as a whole, between the ends of steps, so the
