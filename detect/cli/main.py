@@ -261,9 +261,10 @@ def _add_train(sub) -> None:
                    help="tf.distribute strategy (multiworker reads TF_CONFIG)")
     p.add_argument("--strict", action="store_true", help="treat data warnings as errors")
     p.add_argument("--time-budget", metavar="DURATION",
-                   help="train for this wall-clock time (90s, 20m, 1h, 1h30m): measures a step on "
-                   "this machine and fits epochs, warmup and the cosine schedule to it, then stops "
-                   "with a final model and validation AP")
+                   help="train for this wall-clock time (90s, 20m, 1h, 1h30m): times a few training "
+                   "steps on this machine and fits epochs, warmup and the cosine schedule to them, keeps "
+                   "the cosine ending where the run will really stop, then stops with a final model and "
+                   "validation AP")
     p.add_argument("--gsd", type=float, metavar="M",
                    help="ground sample distance of the training images, metres per pixel (read "
                    "from GeoTIFF transforms otherwise); stored in the model so prediction on "
