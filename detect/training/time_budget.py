@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import keras
 
+from detect.training.optimizers import build_optimizers
 from detect.training.schedules import WarmupSchedule
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -77,8 +78,6 @@ def measure_step_seconds(model, batches, *, steps: int = 12, drain: int = 3,
     and optimizer variable (moments, EMA, the iteration count) is put back as
     it was: the measurement leaves no trace in training.
     """
-    from detect.training.optimizers import build_optimizers
-
     optimizers = build_optimizers(model)
     saved = [(v, v.numpy()) for v in [*model.weights, *[w for o in optimizers for w in o.variables]]]
     schedules = learning_rate_schedules(model)
